@@ -1,0 +1,7 @@
+//! lwm2m-gateway: an LwM2M server (CoAP over UDP) bridged to MQTT.
+//!
+//! Layers: [`coap`] and [`lwm2m`] are pure wire/data-model code; [`gateway`] holds the sans-IO
+//! per-shard state machine plus the thin I/O shells (event loop, workers, MQTT thread);
+//! [`config`] turns the file and flags into a validated [`config::Config`].
+
+pub mod lwm2m;
