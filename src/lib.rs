@@ -4,4 +4,7 @@
 //! per-shard state machine plus the thin I/O shells (event loop, workers, MQTT thread);
 //! [`config`] turns the file and flags into a validated [`config::Config`].
 
+pub mod coap;
+pub mod config;
+pub mod gateway;
 pub mod lwm2m;

@@ -27,3 +27,15 @@ pub fn value_from_json(ty: ResourceType, v: &serde_json::Value, hex: bool) -> Re
     let _ = (ty, v, hex);
     Err("not implemented".into())
 }
+
+/// Records for an EMQX batch `write`/`create` (`content: [{path, type, value}]`, paths relative to
+/// `base`).
+pub fn records_from_write_content(
+    base: &super::Path,
+    content: &[serde_json::Value],
+    types: &dyn super::ResourceTypes,
+    hex: bool,
+) -> Result<Vec<Record>, String> {
+    let _ = (base, content, types, hex);
+    Err("not implemented".into())
+}

@@ -36,3 +36,8 @@ pub fn parse_registration(payload: &str) -> Result<RegisteredObjects, LinkError>
     let _ = payload;
     Err(LinkError::Malformed("not implemented".into()))
 }
+
+/// A Discover response split into link strings on every comma outside quotes (EMQX 5.x).
+pub fn discover_links(payload: &str) -> Vec<String> {
+    payload.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}

@@ -1,0 +1,125 @@
+//! The MQTT JSON envelope (MQTT_API.md): parsing downlink commands and building every uplink
+//! message. Commands echo every top-level key except `msgType` and `data` into every message about
+//! them, whatever the JSON type of `reqID`.
+
+use serde_json::{Map, Value};
+
+/// A parsed downlink command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Top-level keys other than `msgType` and `data`, in their original order.
+    pub echo: Map<String, Value>,
+    pub msg_type: String,
+    pub data: Map<String, Value>,
+}
+
+/// A command that could not be parsed; carries what could be read so that the error response
+/// echoes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandError {
+    pub echo: Map<String, Value>,
+    pub msg_type: Option<String>,
+    pub data: Option<Value>,
+    pub reason: String,
+}
+
+pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
+    let fail = |echo, msg_type, data, reason: String| Err(CommandError { echo, msg_type, data, reason });
+    let v: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return fail(Map::new(), None, None, format!("command is not valid JSON: {e}")),
+    };
+    let Value::Object(mut obj) = v else {
+        return fail(Map::new(), None, None, "command is not a JSON object".into());
+    };
+    let msg_type = obj.remove("msgType");
+    let data = obj.remove("data");
+    let msg_type = match msg_type {
+        Some(Value::String(s)) => s,
+        Some(_) => return fail(obj, None, data, "msgType is not a string".into()),
+        None => return fail(obj, None, data, "missing msgType".into()),
+    };
+    let data = match data {
+        Some(Value::Object(d)) => d,
+        None => Map::new(),
+        Some(other) => return fail(obj, Some(msg_type), Some(other), "data is not a JSON object".into()),
+    };
+    Ok(Command { echo: obj, msg_type, data })
+}
+
+/// Serialises `{...echo, "msgType": msg_type, ["seqNum": seq,] "data": data}`.
+pub fn message(echo: &Map<String, Value>, msg_type: &str, seq_num: Option<u32>, data: Value) -> Vec<u8> {
+    let mut m = echo.clone();
+    m.insert("msgType".into(), Value::String(msg_type.into()));
+    if let Some(s) = seq_num {
+        m.insert("seqNum".into(), Value::from(s));
+    }
+    m.insert("data".into(), data);
+    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+}
+
+/// `data` of a command response: `{reqPath, code, codeMsg[, content][, reason]}`.
+pub fn response_data(req_path: &Value, code: u8, content: Option<Value>, reason: Option<&str>) -> Value {
+    let mut d = Map::new();
+    d.insert("reqPath".into(), req_path.clone());
+    d.insert("code".into(), Value::String(crate::coap::code::to_string(code)));
+    d.insert("codeMsg".into(), Value::String(crate::coap::code::name(code).into()));
+    if let Some(c) = content {
+        d.insert("content".into(), c);
+    }
+    if let Some(r) = reason {
+        d.insert("reason".into(), Value::String(r.into()));
+    }
+    Value::Object(d)
+}
+
+/// The `reqPath` EMQX reports: `data.path`, else `data.basePath`, exactly as written, minus a
+/// `?query` suffix; null when neither is a string.
+pub fn req_path_of(data: &Map<String, Value>) -> Value {
+    for key in ["path", "basePath", "reqPath"] {
+        if let Some(Value::String(p)) = data.get(key) {
+            let p = p.split_once('?').map_or(p.as_str(), |(a, _)| a);
+            return Value::String(p.to_string());
+        }
+    }
+    Value::Null
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn echoes_everything_but_msgtype_and_data() {
+        let c = parse_command(br#"{"reqID":"a","cacheID":[1],"msgType":"read","data":{"path":"/3/0/1"}}"#).unwrap();
+        assert_eq!(c.msg_type, "read");
+        let out = message(&c.echo, "read", None, response_data(&req_path_of(&c.data), 0x45, Some(json!([])), None));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"reqID":"a","cacheID":[1],"msgType":"read",
+                   "data":{"reqPath":"/3/0/1","code":"2.05","codeMsg":"content","content":[]}})
+        );
+    }
+
+    #[test]
+    fn bad_commands_keep_what_was_readable() {
+        assert!(parse_command(b"not json").unwrap_err().reason.contains("not valid JSON"));
+        assert!(parse_command(b"[1]").unwrap_err().reason.contains("not a JSON object"));
+        let e = parse_command(br#"{"reqID":7,"data":{}}"#).unwrap_err();
+        assert_eq!(e.echo.get("reqID"), Some(&json!(7)));
+        assert!(e.reason.contains("msgType"));
+        let e = parse_command(br#"{"reqID":7,"msgType":"read","data":5}"#).unwrap_err();
+        assert_eq!(e.msg_type.as_deref(), Some("read"));
+    }
+
+    #[test]
+    fn req_path_is_reported_as_written() {
+        let d = json!({"path":"3/0/1/?a=b"});
+        assert_eq!(req_path_of(d.as_object().unwrap()), json!("3/0/1/"));
+        let d = json!({"basePath":"/3/0/"});
+        assert_eq!(req_path_of(d.as_object().unwrap()), json!("/3/0/"));
+        assert_eq!(req_path_of(&Map::new()), Value::Null);
+    }
+}

@@ -1,0 +1,11 @@
+//! The gateway proper: the sans-IO core ([`shard`], [`registration`], [`downlink`], [`envelope`],
+//! [`topics`]) and the I/O shells around it ([`runtime`]: event loop, workers, MQTT thread,
+//! embedded broker).
+
+pub mod downlink;
+pub mod envelope;
+pub mod registration;
+pub mod shard;
+pub mod topics;
+
+pub use shard::{IndexUpdate, Output, Peer, Publish, Shard, ShardConfig, Transmit};

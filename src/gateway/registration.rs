@@ -1,0 +1,235 @@
+//! The LwM2M registration interface's parameters (TS Transport §6.2): parsing and validating the
+//! Uri-Query of Register and Update, and the registration record kept per device.
+
+use std::time::Duration;
+
+use crate::coap::code;
+use crate::lwm2m::link_format::RegisteredObjects;
+
+/// LwM2M versions this gateway registers. Anjay retries lower versions only after 4.12.
+pub const SUPPORTED_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
+pub const DEFAULT_LIFETIME: u32 = 86400;
+
+/// Query keys never published on MQTT (EMQX master redacts these).
+const SECRET_KEYS: [&str; 9] =
+    ["password", "passwd", "passcode", "secret", "private_key", "access_token", "api_key", "jwt", "token"];
+
+/// A rejected Register/Update: the CoAP code to answer and a reason for the log/diagnostic payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: u8,
+    pub reason: String,
+}
+
+fn bad(reason: impl Into<String>) -> Rejection {
+    Rejection { code: code::BAD_REQUEST, reason: reason.into() }
+}
+
+/// Parsed Uri-Query of a Register (all keys) or an Update (subset).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegParams {
+    pub endpoint: Option<String>,
+    pub lifetime: Option<u32>,
+    pub version: Option<String>,
+    pub binding: Option<String>,
+    pub sms: Option<String>,
+    /// LwM2M 1.1 `Q` flag (queue mode), a key without value.
+    pub queue_flag: bool,
+    /// Every query parameter in arrival order (`Q` as `("Q", "")`), for the MQTT event.
+    pub all: Vec<(String, String)>,
+}
+
+/// Validates an endpoint name: it becomes an MQTT topic level, so it must not be able to address
+/// another device's topics.
+pub fn check_endpoint(ep: &str) -> Result<(), Rejection> {
+    if ep.is_empty() {
+        return Err(bad("empty endpoint name"));
+    }
+    if ep.len() > 255 {
+        return Err(bad("endpoint name longer than 255 bytes"));
+    }
+    if ep.bytes().any(|b| matches!(b, b'/' | b'+' | b'#' | 0)) {
+        return Err(bad("endpoint name contains '/', '+', '#' or NUL"));
+    }
+    Ok(())
+}
+
+/// Parses Uri-Query options. `lifetime_range` bounds `lt`.
+pub fn parse_query<'a>(
+    queries: impl Iterator<Item = &'a [u8]>,
+    lifetime_range: (u32, u32),
+) -> Result<RegParams, Rejection> {
+    let mut p = RegParams::default();
+    for q in queries {
+        let q = std::str::from_utf8(q).map_err(|_| bad("query parameter is not UTF-8"))?;
+        let (k, v) = q.split_once('=').unwrap_or((q, ""));
+        if k.is_empty() {
+            return Err(bad("query parameter without a name"));
+        }
+        match k {
+            "ep" => {
+                check_endpoint(v)?;
+                p.endpoint = Some(v.to_string());
+            }
+            "lt" => {
+                let lt: u32 = v.parse().map_err(|_| bad(format!("lifetime {v:?} is not a number")))?;
+                if lt < lifetime_range.0 || lt > lifetime_range.1 {
+                    return Err(bad(format!(
+                        "lifetime {lt} outside [{}, {}]",
+                        lifetime_range.0, lifetime_range.1
+                    )));
+                }
+                p.lifetime = Some(lt);
+            }
+            "lwm2m" => p.version = Some(v.to_string()),
+            "b" => {
+                if v.is_empty() || !v.bytes().all(|b| matches!(b, b'U' | b'S' | b'Q' | b'T' | b'N')) {
+                    return Err(bad(format!("binding {v:?} is not a combination of U, S, Q, T, N")));
+                }
+                p.binding = Some(v.to_string());
+            }
+            "sms" => p.sms = Some(v.to_string()),
+            "Q" => {
+                if !v.is_empty() {
+                    return Err(bad("the Q parameter takes no value"));
+                }
+                p.queue_flag = true;
+            }
+            _ => {}
+        }
+        p.all.push((k.to_string(), v.to_string()));
+    }
+    Ok(p)
+}
+
+/// Normalises the `lwm2m=` version ("1" is what some 1.0 clients send); anything else is 4.12 so
+/// that clients like Anjay fall back to a version we speak.
+pub fn check_version(v: Option<&str>) -> Result<&'static str, Rejection> {
+    match v {
+        None | Some("1") | Some("1.0") => Ok("1.0"),
+        Some("1.1") => Ok("1.1"),
+        Some("1.2") => Ok("1.2"),
+        Some(other) => Err(Rejection {
+            code: code::PRECONDITION_FAILED,
+            reason: format!("unsupported LwM2M version {other:?}"),
+        }),
+    }
+}
+
+/// The registration of one device as the MQTT side sees it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub endpoint: String,
+    pub lifetime: u32,
+    pub version: &'static str,
+    pub binding: String,
+    pub sms: Option<String>,
+    pub queue_mode: bool,
+    /// Every query parameter of the Register merged with those of later Updates.
+    pub params: Vec<(String, String)>,
+    /// `None` until a payload (object list) was received.
+    pub objects: Option<RegisteredObjects>,
+}
+
+impl Registration {
+    pub fn lifetime_duration(&self) -> Duration {
+        Duration::from_secs(self.lifetime as u64)
+    }
+
+    /// Merges an Update's parameters (TS: lt, b, sms, Q may change).
+    pub fn apply_update(&mut self, u: &RegParams) {
+        if let Some(lt) = u.lifetime {
+            self.lifetime = lt;
+        }
+        if let Some(b) = &u.binding {
+            self.binding = b.clone();
+        }
+        if let Some(s) = &u.sms {
+            self.sms = Some(s.clone());
+        }
+        if u.queue_flag {
+            self.queue_mode = true;
+        }
+        if u.binding.is_some() {
+            self.queue_mode = self.binding.contains('Q') || self.params.iter().any(|(k, _)| k == "Q") || u.queue_flag;
+        }
+        for (k, v) in &u.all {
+            match self.params.iter_mut().find(|(pk, _)| pk == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => self.params.push((k.clone(), v.clone())),
+            }
+        }
+    }
+
+    /// The `data` object of `register`/`update` events (EMQX 5.x shape): every query parameter as
+    /// a string except `lt` (integer, always present), plus `alternatePath`/`objectList` when an
+    /// object list was received. Secret-looking keys are left out.
+    pub fn event_data(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.params {
+            if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            m.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        m.insert("ep".into(), self.endpoint.clone().into());
+        m.insert("lt".into(), self.lifetime.into());
+        if let Some(o) = &self.objects {
+            m.insert("alternatePath".into(), o.alternate_path.clone().into());
+            m.insert("objectList".into(), o.object_list.clone().into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(items: &[&str]) -> Result<RegParams, Rejection> {
+        parse_query(items.iter().map(|s| s.as_bytes()), (10, 1000))
+    }
+
+    #[test]
+    fn parses_register_queries() {
+        let p = q(&["ep=dev1", "lt=60", "lwm2m=1.1", "b=UQ", "Q", "imei=123"]).unwrap();
+        assert_eq!(p.endpoint.as_deref(), Some("dev1"));
+        assert_eq!(p.lifetime, Some(60));
+        assert_eq!(p.version.as_deref(), Some("1.1"));
+        assert!(p.queue_flag);
+        assert_eq!(p.all.last(), Some(&("imei".to_string(), "123".to_string())));
+    }
+
+    #[test]
+    fn rejects_bad_queries() {
+        for bad in [
+            &["ep="][..],
+            &["ep=a/b"],
+            &["ep=a+b"],
+            &["ep=a#"],
+            &["ep=a\0"],
+            &["lt=abc"],
+            &["lt=5"],
+            &["lt=1001"],
+            &["lt=-1"],
+            &["b=X"],
+            &["Q=1"],
+            &["=x"],
+        ] {
+            assert_eq!(q(bad).unwrap_err().code, code::BAD_REQUEST, "{bad:?}");
+        }
+        let long = format!("ep={}", "x".repeat(256));
+        assert!(q(&[&long]).is_err());
+        let ok = format!("ep={}", "x".repeat(255));
+        assert!(q(&[&ok]).is_ok());
+        assert!(parse_query([&[0xff_u8][..]].into_iter(), (1, 2)).is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(check_version(None), Ok("1.0"));
+        assert_eq!(check_version(Some("1.2")), Ok("1.2"));
+        assert_eq!(check_version(Some("2.0")).unwrap_err().code, code::PRECONDITION_FAILED);
+        assert_eq!(check_version(Some("1.3")).unwrap_err().code, code::PRECONDITION_FAILED);
+    }
+}
