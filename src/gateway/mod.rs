@@ -5,6 +5,8 @@
 pub mod downlink;
 pub mod envelope;
 pub mod registration;
+pub mod router;
+pub mod runtime;
 pub mod shard;
 pub mod topics;
 

@@ -15,6 +15,18 @@
 //   ERROR <message>                on any failure, then exit 1 (also when --timeout, at most 120 s, expires)
 // Library logs and node warnings go to stderr (level FATAL unless --verbose).
 // stdin commands, one per line: "update", "deregister", "set <path> <value>". EOF on stdin is ignored.
+//
+// Wire behaviour of lwm2m-node-lib 1.4.0 (checked by selftest-server.js and tcpdump):
+// - Register: CON POST /rd?ep=..&lt=..&lwm2m=1.0&b=U, payload "</1/0>,</3/0>", no Content-Format option.
+//   The CoAP listener is then (re)bound to the Register's source port a few ms after the 2.01 arrives:
+//   a request sent at once is lost and only its retransmission is answered.
+// - Reads of single resources only (/3/0 -> 4.04): piggybacked 2.05, plain text, no Content-Format option.
+//   Discover only with Accept: 40 (link-format body, no Content-Format option).
+// - Write: PUT with Content-Format 0, 1541 or none -> 2.04 (payload stored as UTF-8 text).
+// - Any request whose Content-Format or Accept is not one of 0,40,41,42,47,50,60,1541 (e.g. TLV 11542,
+//   JSON 11543) is dropped silently by node-coap: no ACK, no response.
+// - Update: CON POST /<location>?lt=..&lwm2m=1.0&b=U with the object list, from a NEW source port, where
+//   a new listener is started (the old one keeps answering). Deregister: DELETE /<location> from another new port.
 'use strict';
 
 process.noDeprecation = true; // coap 0.22 uses new Buffer(); keep stderr readable

@@ -1,0 +1,580 @@
+//! The I/O shells around the sans-IO core: the mio event loop, the worker threads, the MQTT
+//! connection thread, the embedded broker and the stats line. Nothing here interprets LwM2M; it
+//! moves bytes between sockets, channels and [`Shard`]s and counts what it had to drop.
+//!
+//! Back-pressure policy: the event loop never blocks on a worker (full channel: drop and count,
+//! CoAP clients retransmit); workers never block on MQTT (full request channel: drop and count);
+//! the MQTT thread hands a command to a full worker queue back as a `5.03` response.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use dashmap::DashMap;
+use log::{debug, error, info, warn};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+use crate::config::{parse_mqtt_url, Config};
+use crate::lwm2m::model::ObjectRegistry;
+
+use super::router::{self, Route};
+use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
+use super::topics::Topics;
+
+/// Counters shared by every thread, read by the stats line and by tests.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    /// Dropped because a worker queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Malformed or unexpected datagrams dropped (event loop and workers).
+    pub dropped_malformed: AtomicU64,
+    /// Datagrams that could not be sent (socket buffer full, unreachable).
+    pub send_errors: AtomicU64,
+    pub publishes: AtomicU64,
+    /// Publishes dropped because the MQTT request channel was full or closed.
+    pub publish_dropped: AtomicU64,
+    pub commands_in: AtomicU64,
+    pub commands_dropped: AtomicU64,
+    pub registrations: AtomicUsize,
+    pub mqtt_connected: AtomicBool,
+}
+
+impl Metrics {
+    pub fn summary(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "registrations={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} mqtt={}",
+            self.registrations.load(Ordering::Relaxed),
+            g(&self.datagrams_in),
+            g(&self.datagrams_out),
+            g(&self.publishes),
+            g(&self.commands_in),
+            g(&self.dropped_queue_full),
+            g(&self.dropped_malformed),
+            g(&self.send_errors),
+            g(&self.publish_dropped),
+            g(&self.commands_dropped),
+            if self.mqtt_connected.load(Ordering::Relaxed) { "up" } else { "down" },
+        )
+    }
+}
+
+pub enum WorkerMsg {
+    Datagram { peer: Peer, bytes: Vec<u8> },
+    Command { endpoint: String, payload: Vec<u8> },
+    Stop,
+}
+
+/// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    local_addrs: Vec<SocketAddr>,
+    broker_addr: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    workers: Vec<Sender<WorkerMsg>>,
+    mqtt: Client,
+    threads: Vec<JoinHandle<()>>,
+}
+
+const WAKE: Token = Token(usize::MAX);
+
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // A burst of registrations overflows the kernel's default receive buffer; ask for more (the
+    // kernel caps it at net.core.rmem_max, see README).
+    if let Err(e) = s.set_recv_buffer_size(recv_buffer) {
+        warn!("cannot set receive buffer of {addr} to {recv_buffer}: {e}");
+    }
+    let _ = s.set_send_buffer_size(recv_buffer);
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    let got = s.recv_buffer_size().unwrap_or(0);
+    if got < recv_buffer {
+        info!("UDP receive buffer of {addr} is {got} bytes (asked {recv_buffer}; raise net.core.rmem_max for more)");
+    }
+    Ok(s.into())
+}
+
+/// Starts the embedded broker (rumqttd) on `addr`; port 0 picks a free port. Returns the address.
+fn start_embedded_broker(addr: SocketAddr, max_packet: usize) -> anyhow::Result<SocketAddr> {
+    // rumqttd reports a busy port only in its own log: probe first so the error is clear.
+    let probe = TcpListener::bind(addr).with_context(|| format!("embedded MQTT broker cannot listen on {addr}"))?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let conn = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60000,
+        max_payload_size: max_packet,
+        max_inflight_count: 1000,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4-1".into(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: conn,
+    };
+    let router = rumqttd::RouterConfig {
+        max_connections: 10010,
+        max_outgoing_packet_count: 1000,
+        max_segment_size: 104_857_600,
+        max_segment_count: 10,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    let mut v4 = std::collections::HashMap::new();
+    v4.insert("1".to_string(), server);
+    let config = rumqttd::Config { id: 0, router, v4: Some(v4), ..Default::default() };
+    std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
+        let mut broker = rumqttd::Broker::new(config);
+        if let Err(e) = broker.start() {
+            error!("embedded MQTT broker stopped: {e}");
+        }
+    })?;
+    info!("embedded MQTT broker listening on {addr}");
+    Ok(addr)
+}
+
+impl Gateway {
+    /// Loads the object definitions, starts the broker if no URL is configured, binds the UDP
+    /// listeners and starts every thread.
+    pub fn start(config: Config) -> anyhow::Result<Gateway> {
+        let (model, errors) = ObjectRegistry::load_dir(&config.xml_dir)
+            .with_context(|| format!("cannot read xml_dir {}", config.xml_dir.display()))?;
+        for e in &errors {
+            warn!("object definition {} not loaded: {}", e.file, e.error);
+        }
+        info!("loaded {} object definitions from {}", model.len(), config.xml_dir.display());
+        Gateway::start_with_model(config, Arc::new(model))
+    }
+
+    pub fn start_with_model(config: Config, model: Arc<ObjectRegistry>) -> anyhow::Result<Gateway> {
+        let shard_cfg = Arc::new(ShardConfig::new(&config, model).map_err(anyhow::Error::msg)?);
+        let metrics = Arc::new(Metrics::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let index: Arc<DashMap<SocketAddr, u16>> = Arc::new(DashMap::new());
+        let mut threads = Vec::new();
+
+        // MQTT first: workers publish through clones of its client.
+        let (host, port, broker_addr) = match &config.mqtt.url {
+            Some(url) => {
+                let (h, p) = parse_mqtt_url(url).map_err(anyhow::Error::msg)?;
+                (h, p, None)
+            }
+            None => {
+                let a = start_embedded_broker(config.mqtt.broker_listen, config.mqtt.max_packet_size)?;
+                (a.ip().to_string(), a.port(), Some(a))
+            }
+        };
+        let mut opts = MqttOptions::new(config.mqtt.client_id.clone(), host, port);
+        opts.set_keep_alive(config.mqtt.keep_alive);
+        opts.set_inflight(config.mqtt.inflight);
+        opts.set_max_packet_size(config.mqtt.max_packet_size, config.mqtt.max_packet_size);
+        opts.set_clean_session(true);
+        if let Some(u) = &config.mqtt.username {
+            opts.set_credentials(u.clone(), config.mqtt.password.clone().unwrap_or_default());
+        }
+        let (client, connection) = Client::new(opts, config.mqtt.channel_capacity);
+
+        // UDP listeners.
+        let mut sockets = Vec::new();
+        let mut local_addrs = Vec::new();
+        for addr in &config.listen {
+            let s = bind_udp(*addr, config.recv_buffer).with_context(|| format!("cannot listen on UDP {addr}"))?;
+            local_addrs.push(s.local_addr()?);
+            sockets.push(s);
+        }
+        let send_sockets: Arc<Vec<UdpSocket>> =
+            Arc::new(sockets.iter().map(|s| s.try_clone()).collect::<io::Result<_>>()?);
+
+        // Workers.
+        let mut worker_txs = Vec::new();
+        for id in 0..config.workers {
+            let (tx, rx) = crossbeam_channel::bounded(config.worker_queue);
+            worker_txs.push(tx);
+            let shard = Shard::new(id as u8, shard_cfg.clone(), rand::random());
+            let w = Worker {
+                id: id as u16,
+                shard,
+                rx,
+                sockets: send_sockets.clone(),
+                mqtt: client.clone(),
+                index: index.clone(),
+                metrics: metrics.clone(),
+                registrations: 0,
+            };
+            threads.push(std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?);
+        }
+
+        // MQTT connection driver.
+        {
+            let topics = shard_cfg.topics.clone();
+            let workers = worker_txs.clone();
+            let (metrics, stop, client) = (metrics.clone(), stop.clone(), client.clone());
+            let backoff = (config.mqtt.reconnect_min, config.mqtt.reconnect_max);
+            threads.push(std::thread::Builder::new().name("mqtt".into()).spawn(move || {
+                mqtt_loop(connection, client, topics, workers, metrics, stop, backoff)
+            })?);
+        }
+
+        // Event loop.
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        {
+            let mut mio_sockets = Vec::new();
+            for (i, s) in sockets.into_iter().enumerate() {
+                let mut m = mio::net::UdpSocket::from_std(s);
+                poll.registry().register(&mut m, Token(i), Interest::READABLE)?;
+                mio_sockets.push(m);
+            }
+            let el = EventLoop {
+                poll,
+                sockets: mio_sockets,
+                workers: worker_txs.clone(),
+                index: index.clone(),
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+            };
+            threads.push(std::thread::Builder::new().name("event-loop".into()).spawn(move || el.run())?);
+        }
+
+        if !config.stats_interval.is_zero() {
+            let (metrics, stop, every) = (metrics.clone(), stop.clone(), config.stats_interval);
+            threads.push(std::thread::Builder::new().name("stats".into()).spawn(move || {
+                let mut next = Instant::now() + every;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if Instant::now() >= next {
+                        info!("stats: {}", metrics.summary());
+                        next += every;
+                    }
+                }
+            })?);
+        }
+        info!(
+            "listening on {:?} with {} workers; commands on {}",
+            local_addrs, config.workers, shard_cfg.topics.command_filter
+        );
+        Ok(Gateway { local_addrs, broker_addr, metrics, stop, waker, workers: worker_txs, mqtt: client, threads })
+    }
+
+    /// The bound UDP addresses (useful with port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The embedded broker's address, when one was started.
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.broker_addr
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Blocks until the gateway stops (it only stops through [`Gateway::shutdown`] or a fatal error).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops every thread except the embedded broker's (rumqttd has no stop) and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        for w in &self.workers {
+            let _ = w.send(WorkerMsg::Stop);
+        }
+        let _ = self.mqtt.try_disconnect();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+struct EventLoop {
+    poll: Poll,
+    sockets: Vec<mio::net::UdpSocket>,
+    workers: Vec<Sender<WorkerMsg>>,
+    index: Arc<DashMap<SocketAddr, u16>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EventLoop {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; 65536];
+        let mut nonce: u16 = 0;
+        let n = self.workers.len();
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("event loop poll failed: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKE {
+                    continue;
+                }
+                let li = ev.token().0;
+                let Some(sock) = self.sockets.get(li) else { continue };
+                // Edge-triggered: drain to WouldBlock.
+                loop {
+                    let (len, addr) = match sock.recv_from(&mut buf) {
+                        Ok(x) => x,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // ICMP port unreachable from an earlier send surfaces here on Linux.
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                        Err(e) => {
+                            warn!("recv on listener {li} failed: {e}");
+                            break;
+                        }
+                    };
+                    self.metrics.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                    let bytes = &buf[..len];
+                    nonce = nonce.wrapping_add(1);
+                    let index = &self.index;
+                    match router::route(bytes, addr, n, |a| index.get(a).map(|s| *s as usize), nonce) {
+                        Route::Worker(w) => {
+                            let msg = WorkerMsg::Datagram {
+                                peer: Peer { listener: li as u16, addr },
+                                bytes: bytes.to_vec(),
+                            };
+                            match self.workers[w].try_send(msg) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(_)) => {
+                                    self.metrics.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(TrySendError::Disconnected(_)) => return,
+                            }
+                        }
+                        Route::Reply(r) => {
+                            if sock.send_to(&r, addr).is_ok() {
+                                self.metrics.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Route::Drop => {
+                            self.metrics.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Worker {
+    id: u16,
+    shard: Shard,
+    rx: Receiver<WorkerMsg>,
+    sockets: Arc<Vec<UdpSocket>>,
+    mqtt: Client,
+    index: Arc<DashMap<SocketAddr, u16>>,
+    metrics: Arc<Metrics>,
+    registrations: usize,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut out = Output::default();
+        loop {
+            let msg = match self.shard.next_deadline() {
+                Some(d) => match self.rx.recv_deadline(d) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match self.rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => return,
+                },
+            };
+            let now = Instant::now();
+            if let Some(m) = msg {
+                if !self.handle(now, m, &mut out) {
+                    return;
+                }
+                // Take what else is queued before flushing, bounded so timers still run.
+                for _ in 0..255 {
+                    match self.rx.try_recv() {
+                        Ok(m) => {
+                            if !self.handle(now, m, &mut out) {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.shard.on_timeout(now, &mut out);
+            self.flush(&mut out);
+        }
+    }
+
+    fn handle(&mut self, now: Instant, m: WorkerMsg, out: &mut Output) -> bool {
+        match m {
+            WorkerMsg::Datagram { peer, bytes } => self.shard.on_datagram(now, peer, &bytes, out),
+            WorkerMsg::Command { endpoint, payload } => self.shard.on_command(now, &endpoint, &payload, out),
+            WorkerMsg::Stop => return false,
+        }
+        true
+    }
+
+    fn flush(&mut self, out: &mut Output) {
+        for t in out.transmits.drain(..) {
+            let Some(sock) = self.sockets.get(t.peer.listener as usize) else { continue };
+            let mut sent = false;
+            for _ in 0..3 {
+                match sock.send_to(&t.bytes, t.peer.addr) {
+                    Ok(_) => {
+                        sent = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                    Err(e) => {
+                        debug!("send to {} failed: {e}", t.peer.addr);
+                        break;
+                    }
+                }
+            }
+            let c = if sent { &self.metrics.datagrams_out } else { &self.metrics.send_errors };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        for p in out.publishes.drain(..) {
+            let qos = match p.qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            };
+            match self.mqtt.try_publish(p.topic, qos, false, p.payload) {
+                Ok(()) => self.metrics.publishes.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    debug!("publish dropped: {e}");
+                    self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+        for u in out.index.drain(..) {
+            match u {
+                IndexUpdate::Bind(a) => {
+                    self.index.insert(a, self.id);
+                }
+                IndexUpdate::Unbind(a) => {
+                    self.index.remove_if(&a, |_, s| *s == self.id);
+                }
+            }
+        }
+        if out.dropped > 0 {
+            self.metrics.dropped_malformed.fetch_add(out.dropped, Ordering::Relaxed);
+        }
+        out.clear();
+        let n = self.shard.registrations();
+        if n != self.registrations {
+            if n > self.registrations {
+                self.metrics.registrations.fetch_add(n - self.registrations, Ordering::Relaxed);
+            } else {
+                self.metrics.registrations.fetch_sub(self.registrations - n, Ordering::Relaxed);
+            }
+            self.registrations = n;
+        }
+    }
+}
+
+fn mqtt_loop(
+    mut connection: rumqttc::Connection,
+    client: Client,
+    topics: Topics,
+    workers: Vec<Sender<WorkerMsg>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    (backoff_min, backoff_max): (Duration, Duration),
+) {
+    let sub_qos = match topics.command_qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let mut backoff = backoff_min;
+    for event in connection.iter() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                info!("connected to MQTT broker; subscribing to {}", topics.command_filter);
+                metrics.mqtt_connected.store(true, Ordering::Relaxed);
+                backoff = backoff_min;
+                // Clean session: subscribe again after every (re)connect.
+                if let Err(e) = client.try_subscribe(topics.command_filter.clone(), sub_qos) {
+                    error!("cannot subscribe to {}: {e}", topics.command_filter);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                metrics.commands_in.fetch_add(1, Ordering::Relaxed);
+                let Some(ep) = topics.endpoint_of_command(&p.topic) else {
+                    warn!("command on {} does not name an endpoint; ignored", p.topic);
+                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let w = router::shard_of_endpoint(ep.as_bytes(), workers.len());
+                let msg = WorkerMsg::Command { endpoint: ep.to_string(), payload: p.payload.to_vec() };
+                if let Err(e) = workers[w].try_send(msg) {
+                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    if let TrySendError::Full(WorkerMsg::Command { endpoint, payload }) = e {
+                        overloaded(&client, &topics, &endpoint, &payload);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                metrics.mqtt_connected.store(false, Ordering::Relaxed);
+                warn!("MQTT connection error: {e}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+    metrics.mqtt_connected.store(false, Ordering::Relaxed);
+}
+
+/// Answers a command that could not be queued to its worker.
+fn overloaded(client: &Client, topics: &Topics, endpoint: &str, payload: &[u8]) {
+    use super::envelope;
+    let (echo, msg_type, req_path) = match envelope::parse_command(payload) {
+        Ok(c) => {
+            let rp = envelope::req_path_of(&c.data);
+            (c.echo, c.msg_type, rp)
+        }
+        Err(e) => (e.echo, e.msg_type.unwrap_or_else(|| "error".into()), serde_json::Value::Null),
+    };
+    let data = envelope::response_data(&req_path, crate::coap::code::SERVICE_UNAVAILABLE, None, Some("gateway overloaded"));
+    let msg = envelope::message(&echo, &msg_type, None, data);
+    let t = &topics.response;
+    let _ = client.try_publish(t.render(endpoint, ""), QoS::AtLeastOnce, false, msg);
+}
