@@ -1,0 +1,526 @@
+//! Deterministic tests of the sans-IO shard: a fake clock (an `Instant` advanced by hand), exact
+//! datagrams in, exact datagrams and MQTT messages out. Loss, duplication and reordering are
+//! simulated by simply not delivering, delivering twice, or swapping datagrams.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
+use lwm2m_gateway::config::Config;
+use lwm2m_gateway::gateway::{IndexUpdate, Output, Peer, Publish, Shard, ShardConfig};
+use lwm2m_gateway::lwm2m::model::ObjectRegistry;
+use serde_json::{json, Value};
+
+struct Sim {
+    shard: Shard,
+    now: Instant,
+    out: Output,
+}
+
+fn peer(port: u16) -> Peer {
+    Peer { listener: 0, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+}
+
+fn xml_model() -> Arc<ObjectRegistry> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("xml");
+    Arc::new(ObjectRegistry::load_dir(&dir).expect("xml dir").0)
+}
+
+impl Sim {
+    fn with(f: impl FnOnce(&mut Config)) -> Sim {
+        let mut c = Config { workers: 1, lifetime_min: 10, lifetime_max: 100_000, ..Config::default() };
+        f(&mut c);
+        let cfg = Arc::new(ShardConfig::new(&c, xml_model()).unwrap());
+        Sim { shard: Shard::new(0, cfg, 42), now: Instant::now(), out: Output::default() }
+    }
+    fn new() -> Sim {
+        Sim::with(|_| {})
+    }
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.shard.on_timeout(self.now, &mut self.out);
+    }
+    fn send(&mut self, from: Peer, bytes: &[u8]) {
+        self.shard.on_datagram(self.now, from, bytes, &mut self.out);
+    }
+    fn command(&mut self, ep: &str, cmd: Value) {
+        self.shard.on_command(self.now, ep, cmd.to_string().as_bytes(), &mut self.out);
+    }
+    fn take(&mut self) -> (Vec<(Peer, Vec<u8>)>, Vec<Publish>, Vec<IndexUpdate>) {
+        let t = self.out.transmits.drain(..).map(|t| (t.peer, t.bytes)).collect();
+        let p = self.out.publishes.drain(..).collect();
+        let i = self.out.index.drain(..).collect();
+        (t, p, i)
+    }
+    fn publishes(&mut self) -> Vec<(String, Value)> {
+        self.take().1.into_iter().map(|p| (p.topic, serde_json::from_slice(&p.payload).unwrap())).collect()
+    }
+    /// Registers `ep` and returns its location id.
+    fn register(&mut self, from: Peer, ep: &str, mid: u16) -> String {
+        let q = format!("ep={ep}");
+        self.send(from, &request(MsgType::Con, code::POST, mid, &[7], &["rd"], &[&q, "lt=60", "lwm2m=1.1", "b=U"], b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>", Some(40)));
+        let (t, _, _) = self.take();
+        let v = MessageView::parse(&t[0].1).unwrap();
+        assert_eq!(v.code(), code::CREATED);
+        let loc: Vec<_> = v.option_values(opt::LOCATION_PATH).map(|s| String::from_utf8(s.to_vec()).unwrap()).collect();
+        loc[1].clone()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request(t: MsgType, c: u8, mid: u16, token: &[u8], path: &[&str], query: &[&str], payload: &[u8], cf: Option<u32>) -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut m = MessageBuilder::new(&mut b, t, c, mid, token).options(opt::URI_PATH, path.iter().map(|s| s.as_bytes()));
+    if let Some(cf) = cf {
+        m = m.uint_option(opt::CONTENT_FORMAT, cf);
+    }
+    m.options(opt::URI_QUERY, query.iter().map(|s| s.as_bytes())).payload(payload);
+    b
+}
+
+fn response(t: MsgType, c: u8, mid: u16, token: &[u8], cf: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut m = MessageBuilder::new(&mut b, t, c, mid, token);
+    if let Some(cf) = cf {
+        m = m.uint_option(opt::CONTENT_FORMAT, cf);
+    }
+    m.payload(payload);
+    b
+}
+
+fn reply_of(bytes: &[u8]) -> (MsgType, u8, u16, Vec<u8>) {
+    let v = MessageView::parse(bytes).unwrap();
+    (v.msg_type(), v.code(), v.message_id(), v.token().to_vec())
+}
+
+#[test]
+fn register_update_deregister() {
+    let mut s = Sim::new();
+    let p = peer(5000);
+    s.send(p, &request(MsgType::Con, code::POST, 0x10, &[1, 2], &["rd"], &["ep=dev1", "lt=60", "lwm2m=1.1", "b=U", "imei=42"], b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>", Some(40)));
+    let (t, pubs, idx) = s.take();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].0, p);
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!((v.msg_type(), v.code(), v.message_id(), v.token()), (MsgType::Ack, code::CREATED, 0x10, &[1u8, 2][..]));
+    let loc: Vec<_> = v.option_values(opt::LOCATION_PATH).collect();
+    assert_eq!(loc[0], b"rd");
+    let id = std::str::from_utf8(loc[1]).unwrap().to_string();
+    assert_eq!(idx, vec![IndexUpdate::Bind(p.addr)]);
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(pubs[0].topic, "lwm2m/dev1/up/resp");
+    assert_eq!(pubs[0].qos, 1);
+    let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(
+        ev,
+        json!({"msgType":"register","data":{"ep":"dev1","lt":60,"lwm2m":"1.1","b":"U","imei":"42",
+               "alternatePath":"/","objectList":["/1/0","/3/0"]}})
+    );
+    assert_eq!(s.shard.registrations(), 1);
+
+    // Update with a new lifetime and no payload: 2.04 and an update event with the full state.
+    s.send(p, &request(MsgType::Con, code::POST, 0x11, &[3], &["rd", &id], &["lt=120"], b"", None));
+    let (t, pubs, _) = s.take();
+    assert_eq!(reply_of(&t[0].1), (MsgType::Ack, code::CHANGED, 0x11, vec![3]));
+    let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(ev["msgType"], "update");
+    assert_eq!(ev["data"]["lt"], 120);
+    assert_eq!(ev["data"]["objectList"], json!(["/1/0", "/3/0"]));
+
+    // Deregister from another source port (lwm2m-node-lib does this): matched by location.
+    s.send(peer(6000), &request(MsgType::Con, code::DELETE, 0x12, &[], &["rd", &id], &[], b"", None));
+    let (t, pubs, idx) = s.take();
+    assert_eq!(reply_of(&t[0].1), (MsgType::Ack, code::DELETED, 0x12, vec![]));
+    assert_eq!(t[0].0, peer(6000));
+    let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(ev, json!({"msgType":"deregister","data":{"ep":"dev1","reason":"deregistered"}}));
+    assert_eq!(idx, vec![IndexUpdate::Unbind(p.addr)]);
+    assert_eq!(s.shard.registrations(), 0);
+
+    // The registration is gone: another Update gets 4.04.
+    s.send(p, &request(MsgType::Con, code::POST, 0x13, &[], &["rd", &id], &[], b"", None));
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::NOT_FOUND);
+}
+
+#[test]
+fn duplicate_con_gets_cached_response_and_is_processed_once() {
+    let mut s = Sim::new();
+    let reg = request(MsgType::Con, code::POST, 0x20, &[9], &["rd"], &["ep=dup"], b"</3/0>", None);
+    s.send(peer(5000), &reg);
+    let (t1, p1, _) = s.take();
+    assert_eq!(p1.len(), 1);
+    s.advance(Duration::from_secs(30));
+    s.send(peer(5000), &reg);
+    let (t2, p2, _) = s.take();
+    assert_eq!(t1[0].1, t2[0].1, "the duplicate gets the very same 2.01");
+    assert!(p2.is_empty(), "and is not processed again");
+    assert_eq!(s.shard.registrations(), 1);
+    // After EXCHANGE_LIFETIME (247 s) the id is fresh again: a new registration replaces the old.
+    s.advance(Duration::from_secs(250));
+    s.send(peer(5000), &reg);
+    let pubs = s.publishes();
+    let kinds: Vec<_> = pubs.iter().map(|(_, v)| v["msgType"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["deregister", "register"]);
+    assert_eq!(pubs[0].1["data"]["reason"], "replaced");
+}
+
+#[test]
+fn registration_expires_after_its_lifetime_and_update_extends_it() {
+    let mut s = Sim::new();
+    let id = s.register(peer(5000), "exp", 1);
+    s.take();
+    s.advance(Duration::from_secs(59));
+    assert!(s.publishes().is_empty());
+    // Update at t=59 s: lifetime restarts.
+    s.send(peer(5000), &request(MsgType::Con, code::POST, 2, &[], &["rd", &id], &[], b"", None));
+    s.take();
+    s.advance(Duration::from_secs(59));
+    assert!(s.publishes().is_empty(), "extended by the update");
+    s.advance(Duration::from_secs(1));
+    let pubs = s.publishes();
+    assert_eq!(pubs, vec![("lwm2m/exp/up/resp".to_string(), json!({"msgType":"deregister","data":{"ep":"exp","reason":"expired"}}))]);
+    assert_eq!(s.shard.registrations(), 0);
+    assert_eq!(s.shard.next_deadline(), None);
+}
+
+#[test]
+fn register_rejections() {
+    let mut s = Sim::new();
+    let cases: Vec<(Vec<&str>, &[u8], Option<u32>, u8)> = vec![
+        (vec!["ep=a", "lwm2m=1.3"], b"", None, code::PRECONDITION_FAILED),
+        (vec!["ep=a", "lwm2m=2.0"], b"", None, code::PRECONDITION_FAILED),
+        (vec!["lt=60"], b"", None, code::BAD_REQUEST),
+        (vec!["ep="], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a/b"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a+"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=#"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a", "lt=5"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a", "lt=100001"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a", "lt=x"], b"", None, code::BAD_REQUEST),
+        (vec!["ep=a"], b"</3/0", None, code::BAD_REQUEST),
+        (vec!["ep=a"], b"</3/0>", Some(0), code::UNSUPPORTED_CONTENT_FORMAT),
+    ];
+    for (i, (q, payload, cf, expect)) in cases.into_iter().enumerate() {
+        s.send(peer(5000), &request(MsgType::Con, code::POST, 100 + i as u16, &[], &["rd"], &q, payload, cf));
+        let (t, pubs, _) = s.take();
+        assert_eq!(reply_of(&t[0].1).1, expect, "{q:?} {:?}", String::from_utf8_lossy(payload));
+        assert!(pubs.is_empty());
+    }
+    let long = format!("ep={}", "e".repeat(256));
+    s.send(peer(5000), &request(MsgType::Con, code::POST, 200, &[], &["rd"], &[&long], b"", None));
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::BAD_REQUEST);
+    // wrong methods and paths
+    s.send(peer(5000), &request(MsgType::Con, code::GET, 201, &[], &["rd"], &[], b"", None));
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::METHOD_NOT_ALLOWED);
+    s.send(peer(5000), &request(MsgType::Con, code::GET, 202, &[], &["x"], &[], b"", None));
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::NOT_FOUND);
+    // unknown critical option 9
+    let mut b = Vec::new();
+    MessageBuilder::new(&mut b, MsgType::Con, code::POST, 203, &[]).option(opt::URI_PATH, b"rd").option(9, b"").finish();
+    s.send(peer(5000), &b);
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::BAD_OPTION);
+    // a NON request gets a NON answer
+    s.send(peer(5000), &request(MsgType::Non, code::POST, 204, &[5], &["rd"], &["ep="], b"", None));
+    let (mt, c, _, tok) = reply_of(&s.take().0[0].1);
+    assert_eq!((mt, c, tok), (MsgType::Non, code::BAD_REQUEST, vec![5]));
+    assert_eq!(s.shard.registrations(), 0);
+    // CoAP ping
+    s.send(peer(5000), &[0x40, 0, 0x12, 0x34]);
+    assert_eq!(s.take().0[0].1, vec![0x70, 0, 0x12, 0x34]);
+}
+
+#[test]
+fn update_from_new_address_moves_the_device() {
+    let mut s = Sim::new();
+    let id = s.register(peer(5000), "nat", 1);
+    s.send(peer(7000), &request(MsgType::Con, code::POST, 2, &[], &["rd", &id], &["b=U"], b"", None));
+    let (_, _, idx) = s.take();
+    assert_eq!(idx, vec![IndexUpdate::Unbind(peer(5000).addr), IndexUpdate::Bind(peer(7000).addr)]);
+    s.command("nat", json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
+    let (t, _, _) = s.take();
+    assert_eq!(t[0].0, peer(7000), "downlinks follow the Update's source address");
+}
+
+fn sent_request(t: &[(Peer, Vec<u8>)]) -> (u16, Vec<u8>, Vec<String>, Option<u32>) {
+    assert_eq!(t.len(), 1, "exactly one datagram expected");
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(v.msg_type(), MsgType::Con);
+    let path = v.option_values(opt::URI_PATH).map(|s| String::from_utf8(s.to_vec()).unwrap()).collect();
+    (v.message_id(), v.token().to_vec(), path, v.uint_option(opt::ACCEPT))
+}
+
+#[test]
+fn read_piggybacked_response_is_published_with_echo() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "r1", 1);
+    s.take();
+    s.command("r1", json!({"reqID": "abc", "extra": [1], "msgType": "read", "data": {"path": "/3/0/0"}}));
+    let (t, pubs, _) = s.take();
+    assert!(pubs.is_empty());
+    let (mid, token, path, _) = sent_request(&t);
+    assert_eq!(path, ["3", "0", "0"]);
+    assert_eq!(token.len(), 8);
+    assert_eq!(token[0], 0, "first token byte is the shard");
+    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"Open Mobile Alliance"));
+    assert_eq!(
+        s.publishes(),
+        vec![(
+            "lwm2m/r1/up/resp".to_string(),
+            json!({"reqID":"abc","extra":[1],"msgType":"read","data":{"reqPath":"/3/0/0","code":"2.05","codeMsg":"content",
+                   "content":[{"path":"/3/0/0","value":"Open Mobile Alliance"}]}})
+        )]
+    );
+    // A late duplicate of the same ACK is ignored.
+    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"x"));
+    let (t, p, _) = s.take();
+    assert!(t.is_empty() && p.is_empty());
+}
+
+#[test]
+fn lost_ack_retransmits_then_times_out() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "lossy", 1);
+    s.take();
+    s.command("lossy", json!({"reqID": 5, "msgType": "read", "data": {"path": "/3/0/9"}}));
+    let (t, _, _) = s.take();
+    let first = t[0].1.clone();
+    // RFC 7252: 4 retransmissions with doubling timeouts (initial 2-3 s), then give up.
+    let mut retransmits = 0;
+    let mut elapsed = Duration::ZERO;
+    loop {
+        let d = s.shard.next_deadline().unwrap() - s.now;
+        elapsed += d;
+        s.advance(d);
+        let (t, pubs, _) = s.take();
+        if !pubs.is_empty() {
+            let (topic, v): (String, Value) = (pubs[0].topic.clone(), serde_json::from_slice(&pubs[0].payload).unwrap());
+            assert_eq!(topic, "lwm2m/lossy/up/resp");
+            assert_eq!(v, json!({"reqID":5,"msgType":"coap_timeout","data":{"path":"/3/0/9"}}));
+            assert!(t.is_empty());
+            break;
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].1, first, "retransmission is byte-identical");
+        retransmits += 1;
+    }
+    assert_eq!(retransmits, 4);
+    assert!(elapsed >= Duration::from_secs(62) && elapsed <= Duration::from_secs(93), "{elapsed:?}");
+}
+
+#[test]
+fn retransmission_answered_late_still_completes() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "late", 1);
+    s.take();
+    s.command("late", json!({"reqID": 1, "msgType": "execute", "data": {"path": "/3/0/4", "args": "5"}}));
+    let (t, _, _) = s.take();
+    let (mid, token, _, _) = sent_request(&t);
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(v.code(), code::POST);
+    assert_eq!(v.payload(), b"5");
+    assert_eq!(v.content_format(), Some(0));
+    s.advance(s.shard.next_deadline().unwrap() - s.now);
+    assert_eq!(s.take().0.len(), 1, "first retransmission");
+    s.send(peer(5000), &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""));
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].1, json!({"reqID":1,"msgType":"execute","data":{"reqPath":"/3/0/4","code":"2.04","codeMsg":"changed"}}));
+    assert_eq!(s.shard.next_deadline().map(|d| d > s.now + Duration::from_secs(50)), Some(true), "only the lifetime timer is left");
+}
+
+#[test]
+fn empty_ack_then_separate_con_response() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "sep", 1);
+    s.take();
+    s.command("sep", json!({"reqID": 2, "msgType": "discover", "data": {"path": "/3/0"}}));
+    let (t, _, _) = s.take();
+    let (mid, token, _, accept) = sent_request(&t);
+    assert_eq!(accept, Some(40));
+    s.send(peer(5000), &[0x60, 0, (mid >> 8) as u8, mid as u8]);
+    assert_eq!(s.publishes(), vec![("lwm2m/sep/up/resp".to_string(), json!({"reqID":2,"msgType":"ack","data":{"path":"/3/0"}}))]);
+    // No retransmission after the empty ACK.
+    s.advance(Duration::from_secs(100));
+    assert!(s.take().0.is_empty());
+    let sep = response(MsgType::Con, code::CONTENT, 0x7777, &token, Some(40), b"</3/0>,</3/0/0>,</3/0/9>");
+    s.send(peer(5000), &sep);
+    let (t, pubs, _) = s.take();
+    assert_eq!(t[0].1, vec![0x60, 0, 0x77, 0x77], "the separate response is ACKed");
+    let v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(v, json!({"reqID":2,"msgType":"discover","data":{"reqPath":"/3/0","code":"2.05","codeMsg":"content",
+                          "content":["</3/0>","</3/0/0>","</3/0/9>"]}}));
+    // Our ACK was lost: the device retransmits; it gets the ACK again, nothing is published twice.
+    s.send(peer(5000), &sep);
+    let (t, pubs, _) = s.take();
+    assert_eq!(t[0].1, vec![0x60, 0, 0x77, 0x77]);
+    assert!(pubs.is_empty());
+}
+
+#[test]
+fn separate_response_never_comes() {
+    let mut s = Sim::with(|c| c.separate_response_timeout = Duration::from_secs(30));
+    s.register(peer(5000), "nosep", 1);
+    s.take();
+    s.command("nosep", json!({"reqID": 3, "msgType": "delete", "data": {"path": "/5/0"}}));
+    let (t, _, _) = s.take();
+    let (mid, _, _, _) = sent_request(&t);
+    s.send(peer(5000), &[0x60, 0, (mid >> 8) as u8, mid as u8]);
+    s.take();
+    s.advance(Duration::from_secs(29));
+    assert!(s.publishes().is_empty());
+    s.advance(Duration::from_secs(1));
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].1["msgType"], "coap_timeout");
+    assert_eq!(pubs[0].1["data"]["path"], "/5/0");
+}
+
+#[test]
+fn reset_is_published_as_coap_reset() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "rst", 1);
+    s.take();
+    s.command("rst", json!({"reqID": 4, "msgType": "read", "data": {"path": "/3/0/1"}}));
+    let (mid, _, _, _) = sent_request(&s.take().0);
+    s.send(peer(5000), &[0x70, 0, (mid >> 8) as u8, mid as u8]);
+    assert_eq!(s.publishes()[0].1, json!({"reqID":4,"msgType":"coap_reset","data":{"path":"/3/0/1"}}));
+}
+
+#[test]
+fn one_request_in_flight_per_device_in_order() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "serial", 1);
+    s.take();
+    for i in 0..3 {
+        s.command("serial", json!({"reqID": i, "msgType": "read", "data": {"path": format!("/3/0/{i}")}}));
+    }
+    let (t, _, _) = s.take();
+    let (mid, token, path, _) = sent_request(&t);
+    assert_eq!(path, ["3", "0", "0"]);
+    // Reordering on the wire: an answer for a token we do not have in flight is not confused.
+    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid.wrapping_add(1), &token, Some(0), b"x"));
+    assert!(s.take().1.is_empty());
+    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"v0"));
+    let (t, pubs, _) = s.take();
+    assert_eq!(pubs.len(), 1);
+    let (mid, token, path, _) = sent_request(&t);
+    assert_eq!(path, ["3", "0", "1"]);
+    s.send(peer(5000), &response(MsgType::Ack, code::NOT_FOUND, mid, &token, None, b""));
+    let (t, pubs, _) = s.take();
+    let v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(v, json!({"reqID":1,"msgType":"read","data":{"reqPath":"/3/0/1","code":"4.04","codeMsg":"not_found"}}));
+    assert_eq!(sent_request(&t).2, ["3", "0", "2"]);
+}
+
+#[test]
+fn bad_commands_get_error_responses() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "bad", 1);
+    s.take();
+    let mut check = |payload: &[u8], expect: Value| {
+        s.shard.on_command(s.now, "bad", payload, &mut s.out);
+        let (t, pubs, _) = s.take();
+        assert!(t.is_empty(), "nothing sent to the device for {:?}", String::from_utf8_lossy(payload));
+        assert_eq!(pubs.len(), 1);
+        assert_eq!(pubs[0].topic, "lwm2m/bad/up/resp");
+        let mut v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+        let reason = v["data"].as_object_mut().unwrap().remove("reason");
+        assert!(reason.as_ref().and_then(|r| r.as_str()).is_some_and(|r| !r.is_empty()), "{v}");
+        assert_eq!(v, expect);
+    };
+    check(b"{not json", json!({"msgType":"error","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":1,"data":{"path":"/3/0/0"}}"#, json!({"reqID":1,"msgType":"error","data":{"reqPath":"/3/0/0","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":2,"msgType":"reboot","data":{"path":"/3/0/4"}}"#, json!({"reqID":2,"msgType":"reboot","data":{"reqPath":"/3/0/4","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":3,"msgType":"read","data":{"path":"/3/x/0"}}"#, json!({"reqID":3,"msgType":"read","data":{"reqPath":"/3/x/0","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":4,"msgType":"read","data":{}}"#, json!({"reqID":4,"msgType":"read","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":5,"msgType":"write","data":{"path":"/3/0/13","type":"Nope","value":1}}"#, json!({"reqID":5,"msgType":"write","data":{"reqPath":"/3/0/13","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":6,"msgType":"write","data":{"path":"/3/0/13","type":"Integer","value":"abc"}}"#, json!({"reqID":6,"msgType":"write","data":{"reqPath":"/3/0/13","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":7,"msgType":"execute","data":{"path":"/3/0"}}"#, json!({"reqID":7,"msgType":"execute","data":{"reqPath":"/3/0","code":"4.00","codeMsg":"bad_request"}}));
+    check(br#"{"reqID":8,"msgType":"read","data":{"path":"/65535/0"}}"#, json!({"reqID":8,"msgType":"read","data":{"reqPath":"/65535/0","code":"4.00","codeMsg":"bad_request"}}));
+    s.shard.on_command(s.now, "nobody", br#"{"reqID":9,"msgType":"read","data":{"path":"/3/0/0"}}"#, &mut s.out);
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].0, "lwm2m/nobody/up/resp");
+    assert_eq!(pubs[0].1["data"]["code"], "4.04");
+    assert_eq!(pubs[0].1["data"]["reason"], "endpoint not registered");
+}
+
+#[test]
+fn write_single_resource_as_tlv_and_text() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "w", 1);
+    s.take();
+    // EMQX example: Integer 12345 to /3/0/13 as TLV C2 0D 30 39, PUT.
+    s.command("w", json!({"reqID": 1, "msgType": "write", "data": {"path": "/3/0/13", "type": "Integer", "value": 12345, "format": "tlv"}}));
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(v.code(), code::PUT);
+    assert_eq!(v.content_format(), Some(11542));
+    assert_eq!(v.payload(), [0xC2, 0x0D, 0x30, 0x39]);
+    let (mid, token) = (v.message_id(), v.token().to_vec());
+    s.send(peer(5000), &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""));
+    assert_eq!(s.publishes()[0].1, json!({"reqID":1,"msgType":"write","data":{"reqPath":"/3/0/13","code":"2.04","codeMsg":"changed"}}));
+    // Text, type taken from the object definition of /3/0/14 (UTC Offset, String).
+    s.command("w", json!({"reqID": 2, "msgType": "write", "data": {"path": "/3/0/14", "value": "+02:00", "format": "text"}}));
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!((v.code(), v.content_format(), v.payload()), (code::PUT, Some(0), &b"+02:00"[..]));
+}
+
+#[test]
+fn queued_commands_are_answered_when_the_device_goes_away() {
+    let mut s = Sim::new();
+    let id = s.register(peer(5000), "gone", 1);
+    s.take();
+    s.command("gone", json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
+    s.command("gone", json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}));
+    s.take();
+    s.send(peer(5000), &request(MsgType::Con, code::DELETE, 9, &[], &["rd", &id], &[], b"", None));
+    let pubs = s.publishes();
+    let got: Vec<_> = pubs.iter().map(|(_, v)| (v["reqID"].clone(), v["msgType"].clone(), v["data"]["code"].clone())).collect();
+    assert_eq!(got, vec![(json!(1), json!("read"), json!("4.04")), (json!(2), json!("read"), json!("4.04")), (Value::Null, json!("deregister"), Value::Null)]);
+}
+
+#[test]
+fn downlink_queue_is_bounded() {
+    let mut s = Sim::with(|c| c.downlink_queue_max = 2);
+    s.register(peer(5000), "full", 1);
+    s.take();
+    for i in 0..4 {
+        s.command("full", json!({"reqID": i, "msgType": "read", "data": {"path": "/3/0/0"}}));
+    }
+    let pubs = s.publishes();
+    // one in flight, two queued, the fourth refused
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(pubs[0].1["reqID"], 3);
+    assert_eq!(pubs[0].1["data"]["code"], "5.03");
+}
+
+#[test]
+fn unknown_token_con_response_gets_rst() {
+    let mut s = Sim::new();
+    s.send(peer(5000), &response(MsgType::Con, code::CONTENT, 0x99, &[0, 1, 2, 3, 4, 5, 6, 7], Some(0), b"1"));
+    assert_eq!(s.take().0[0].1, vec![0x70, 0, 0, 0x99]);
+    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, 0x98, &[0, 1, 2, 3, 4, 5, 6, 7], Some(0), b"1"));
+    assert!(s.take().0.is_empty(), "an unexpected ACK is ignored");
+}
+
+#[test]
+fn custom_topics_and_placeholders() {
+    let mut s = Sim::with(|c| {
+        c.mountpoint = "gw/${peerhost}/".into();
+        c.translators.register.topic = "%e/reg".into();
+        c.translators.register.qos = 0;
+    });
+    s.register(peer(5000), "t1", 1);
+    let _ = s;
+    let mut s = Sim::with(|c| {
+        c.mountpoint = "gw/%a/".into();
+        c.translators.register.topic = "${endpoint_name}/reg".into();
+        c.translators.command.topic = "%e/dn".into();
+    });
+    s.send(peer(5000), &request(MsgType::Con, code::POST, 1, &[], &["rd"], &["ep=t2"], b"", None));
+    let (_, pubs, _) = s.take();
+    assert_eq!(pubs[0].topic, "gw/127.0.0.1/t2/reg");
+    assert_eq!(pubs[0].qos, 1);
+    let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(ev, json!({"msgType":"register","data":{"ep":"t2","lt":86400}}), "no payload: no objectList");
+}
