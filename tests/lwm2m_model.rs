@@ -56,6 +56,10 @@ const IPSO: &[(u16, &str)] = &[
     (3302, "Presence"),
     (3303, "Temperature"),
     (3304, "Humidity"),
+    (3311, "Light Control"),
+    (3313, "Accelerometer"),
+    (3316, "Voltage"),
+    (3342, "On/Off switch"),
 ];
 
 #[test]
@@ -117,6 +121,11 @@ fn sample_resource_types() {
         (3303, 5700, ResourceType::Float),
         (3303, 5701, ResourceType::String),
         (3303, 5605, ResourceType::None),
+        (3311, 5850, ResourceType::Boolean),
+        (3311, 5851, ResourceType::Integer),
+        (3313, 5702, ResourceType::Float),
+        (3316, 5821, ResourceType::Float),
+        (3342, 5500, ResourceType::Boolean),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");

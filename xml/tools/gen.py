@@ -34,9 +34,19 @@ IPSO = {
     5650: ("Analog Output Current Value", "RW", "Float", "0..1", "", "Value driven on the analog output."),
     5700: ("Sensor Value", "R", "Float", "", "", "Latest measured value."),
     5701: ("Sensor Units", "R", "String", "", "", "Unit of the measured value."),
+    5702: ("X Value", "R", "Float", "", "", "Reading along the X axis."),
+    5703: ("Y Value", "R", "Float", "", "", "Reading along the Y axis."),
+    5704: ("Z Value", "R", "Float", "", "", "Reading along the Z axis."),
+    5706: ("Colour", "RW", "String", "", "", "Colour value written in some colour space."),
     5750: ("Application Type", "RW", "String", "", "", "Free text naming what the device is used for."),
     5751: ("Sensor Type", "R", "String", "", "", "Kind of sensing element."),
+    5805: ("Cumulative active power", "R", "Float", "", "Wh", "Energy used since start-up or the last reset."),
+    5820: ("Power factor", "R", "Float", "", "", "Power factor of the load, where it applies."),
     5821: ("Current Calibration", "RW", "Float", "", "", "Calibration applied to the reading."),
+    5850: ("On/Off", "RW", "Boolean", "", "", "True switches on, false switches off."),
+    5851: ("Dimmer", "RW", "Integer", "0..100", "/100", "Dimming level in percent."),
+    5852: ("On time", "RW", "Integer", "", "s", "Time spent on; writing 0 restarts the count."),
+    5854: ("Off Time", "RW", "Integer", "", "s", "Time spent off; writing 0 restarts the count."),
     5903: ("Busy to Clear delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as cleared."),
     5904: ("Clear to Busy delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as busy."),
     6042: ("Measurement Quality Indicator", "R", "Integer", "0..23", "", "Quality class a smart sensor gives the value."),
@@ -309,6 +319,17 @@ ipso_obj(3303, "Temperature", "Temperature sensor, typically in degrees Celsius.
     ipso(5700, "M"), ipso(5601), ipso(5602), ipso(5603), ipso(5604), ipso(5701), ipso(5605),
     ipso(5750), ipso(5518), ipso(6050), ipso(6042), ipso(6049)])
 ipso_obj(3304, "Humidity", "Humidity sensor, typically relative humidity in percent.", simple_sensor_11())
+
+ipso_obj(3311, "Light Control", "Switches and dims a light source, optionally setting its colour.", [
+    ipso(5850, "M"), ipso(5851), ipso(5852), ipso(5805), ipso(5820), ipso(5706), ipso(5701),
+    ipso(5750)], version="1.0")
+ipso_obj(3313, "Accelerometer", "Acceleration along up to three axes.", [
+    ipso(5702, "M"), ipso(5703), ipso(5704), ipso(5701), ipso(5603), ipso(5604), ipso(5750),
+    ipso(5518), ipso(6050), ipso(6042), ipso(6049)])
+ipso_obj(3316, "Voltage", "Voltmeter reading between two points, typically in volts.",
+         simple_sensor_11([ipso(5821)]))
+ipso_obj(3342, "On/Off switch", "Reports the position of an on/off switch.", [
+    ipso(5500, "M"), ipso(5501), ipso(5852), ipso(5854), ipso(5750), ipso(5518), ipso(6050)])
 
 
 def write(o):
