@@ -58,8 +58,12 @@ const IPSO: &[(u16, &str)] = &[
     (3304, "Humidity"),
     (3311, "Light Control"),
     (3313, "Accelerometer"),
+    (3315, "Barometer"),
     (3316, "Voltage"),
+    (3317, "Current"),
+    (3323, "Pressure"),
     (3342, "On/Off switch"),
+    (3347, "Push button"),
 ];
 
 #[test]

@@ -328,6 +328,11 @@ ipso_obj(3313, "Accelerometer", "Acceleration along up to three axes.", [
     ipso(5518), ipso(6050), ipso(6042), ipso(6049)])
 ipso_obj(3316, "Voltage", "Voltmeter reading between two points, typically in volts.",
          simple_sensor_11([ipso(5821)]))
+ipso_obj(3315, "Barometer", "Air pressure sensor, typically in pascals.", simple_sensor_11())
+ipso_obj(3317, "Current", "Ammeter reading, typically in amperes.", simple_sensor_11([ipso(5821)]))
+ipso_obj(3323, "Pressure", "Pressure sensor, typically in pascals.", simple_sensor_11([ipso(5821)]))
+ipso_obj(3347, "Push button", "State of a momentary push button and how often it was pressed.", [
+    ipso(5500, "M"), ipso(5501), ipso(5750), ipso(5518), ipso(6050)])
 ipso_obj(3342, "On/Off switch", "Reports the position of an on/off switch.", [
     ipso(5500, "M"), ipso(5501), ipso(5852), ipso(5854), ipso(5750), ipso(5518), ipso(6050)])
 
