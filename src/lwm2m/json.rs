@@ -23,7 +23,11 @@ pub fn resource_type_from_name(name: &str) -> Option<ResourceType> {
 
 /// A write value from a command: `ty` from the command's `type`, else from the model.
 /// `hex` = top-level `"encoding":"hex"`.
-pub fn value_from_json(ty: ResourceType, v: &serde_json::Value, hex: bool) -> Result<Value, String> {
+pub fn value_from_json(
+    ty: ResourceType,
+    v: &serde_json::Value,
+    hex: bool,
+) -> Result<Value, String> {
     let _ = (ty, v, hex);
     Err("not implemented".into())
 }

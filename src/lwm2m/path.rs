@@ -21,7 +21,10 @@ pub enum PathError {
 }
 
 impl Path {
-    pub const ROOT: Path = Path { ids: [0; 4], len: 0 };
+    pub const ROOT: Path = Path {
+        ids: [0; 4],
+        len: 0,
+    };
 
     /// Parses `"/3/0/1"`, `"3/0/1"`, `"/3/0/"` or `"/"`: one leading and one trailing `/` are
     /// optional (EMQX accepts both spellings); empty inner segments are rejected.
@@ -155,13 +158,19 @@ mod tests {
     #[test]
     fn rejects_bad_paths() {
         assert_eq!(Path::parse("/1/2/3/4/5"), Err(PathError::TooLong));
-        assert!(matches!(Path::parse("/65535"), Err(PathError::BadSegment(_))));
+        assert!(matches!(
+            Path::parse("/65535"),
+            Err(PathError::BadSegment(_))
+        ));
         assert!(Path::parse("/65534").is_ok());
         assert!(matches!(Path::parse("/a/0"), Err(PathError::BadSegment(_))));
         assert!(matches!(Path::parse("/-1"), Err(PathError::BadSegment(_))));
         assert!(matches!(Path::parse("/+3"), Err(PathError::BadSegment(_))));
         assert_eq!(Path::parse("/3//1"), Err(PathError::EmptySegment));
-        assert!(matches!(Path::parse("/3/0?x=1"), Err(PathError::BadSegment(_))));
+        assert!(matches!(
+            Path::parse("/3/0?x=1"),
+            Err(PathError::BadSegment(_))
+        ));
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub struct Record {
 
 impl Record {
     pub fn new(path: Path, value: Value) -> Record {
-        Record { path, value, type_unknown: false }
+        Record {
+            path,
+            value,
+            type_unknown: false,
+        }
     }
 }
 
@@ -180,6 +184,9 @@ mod tests {
             assert_eq!(ContentFormat::from_u16(cf.as_u16()), Some(cf));
         }
         assert_eq!(ContentFormat::from_u16(41), None);
-        assert_eq!(ContentFormat::from_name("senml-cbor"), Some(ContentFormat::SenmlCbor));
+        assert_eq!(
+            ContentFormat::from_name("senml-cbor"),
+            Some(ContentFormat::SenmlCbor)
+        );
     }
 }

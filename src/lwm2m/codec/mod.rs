@@ -38,7 +38,11 @@ pub fn encode(cf: ContentFormat, base: &Path, records: &[Record]) -> Result<Vec<
 /// The format the gateway asks for (reads: Accept) or sends (writes: Content-Format) to one device,
 /// given its LwM2M version and the `ct=` list of its Register. `None` = send no Accept option and
 /// let the device choose (1.0 clients that announced nothing, e.g. lwm2m-node-lib).
-pub fn preferred_format(lwm2m_version: &str, announced: &[u16], for_write: bool) -> Option<ContentFormat> {
+pub fn preferred_format(
+    lwm2m_version: &str,
+    announced: &[u16],
+    for_write: bool,
+) -> Option<ContentFormat> {
     let _ = (lwm2m_version, announced, for_write);
     None
 }

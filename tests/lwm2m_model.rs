@@ -1,0 +1,275 @@
+//! The object definitions shipped in `xml/` and the loader's behaviour on a real directory.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use lwm2m_gateway::lwm2m::model::{ObjectRegistry, Operations};
+use lwm2m_gateway::lwm2m::{ResourceType, ResourceTypes};
+
+fn shipped_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xml")
+}
+
+fn shipped() -> ObjectRegistry {
+    let (reg, errors) = ObjectRegistry::load_dir(&shipped_dir()).expect("xml/ is readable");
+    assert!(
+        errors.is_empty(),
+        "shipped definitions failed to load: {errors:#?}"
+    );
+    reg
+}
+
+/// A scratch directory under the target dir, emptied first, unique per test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn copy_shipped(dir: &FsPath, files: &[&str]) {
+    for f in files {
+        std::fs::copy(shipped_dir().join(f), dir.join(f)).unwrap();
+    }
+}
+
+const CORE: &[(u16, &str)] = &[
+    (0, "LWM2M Security"),
+    (1, "LwM2M Server"),
+    (2, "LwM2M Access Control"),
+    (3, "Device"),
+    (4, "Connectivity Monitoring"),
+    (5, "Firmware Update"),
+    (6, "Location"),
+    (7, "Connectivity Statistics"),
+    (9, "LWM2M Software Management"),
+    (10, "LWM2M Cellular Connectivity"),
+    (19, "BinaryAppDataContainer"),
+];
+
+const IPSO: &[(u16, &str)] = &[
+    (3200, "Digital Input"),
+    (3201, "Digital Output"),
+    (3202, "Analog Input"),
+    (3203, "Analog Output"),
+    (3300, "Generic Sensor"),
+    (3301, "Illuminance"),
+    (3302, "Presence"),
+    (3303, "Temperature"),
+    (3304, "Humidity"),
+    (3311, "Light Control"),
+    (3313, "Accelerometer"),
+    (3315, "Barometer"),
+    (3316, "Voltage"),
+    (3317, "Current"),
+    (3323, "Pressure"),
+    (3342, "On/Off switch"),
+    (3347, "Push button"),
+];
+
+#[test]
+fn every_shipped_file_loads_and_listed_objects_are_present() {
+    let reg = shipped();
+    for (id, name) in CORE.iter().chain(IPSO) {
+        let def = reg
+            .get(*id, None)
+            .unwrap_or_else(|| panic!("object {id} missing"));
+        assert_eq!(def.name, *name, "object {id}");
+        assert!(
+            !def.description.is_empty(),
+            "object {id} has no description"
+        );
+        assert!(!def.resources.is_empty(), "object {id} has no resources");
+    }
+    assert!(reg.has_object(3303) && !reg.has_object(8));
+    // Every file in the directory yields exactly one definition.
+    let files = std::fs::read_dir(shipped_dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "xml")
+        })
+        .count();
+    assert_eq!(reg.objects().count(), files);
+}
+
+#[test]
+fn sample_resource_types() {
+    let reg = shipped();
+    let t = reg.types_for(&[]);
+    let cases: &[(u16, u16, ResourceType)] = &[
+        (0, 0, ResourceType::String),
+        (0, 2, ResourceType::Integer),
+        (0, 16, ResourceType::UnsignedInteger),
+        (1, 0, ResourceType::Integer),
+        (1, 8, ResourceType::None),
+        (1, 23, ResourceType::Boolean),
+        (2, 2, ResourceType::Integer),
+        (3, 0, ResourceType::String),
+        (3, 4, ResourceType::None),
+        (3, 9, ResourceType::Integer),
+        (3, 13, ResourceType::Time),
+        (3, 22, ResourceType::Objlnk),
+        (4, 2, ResourceType::Integer),
+        (5, 0, ResourceType::Opaque),
+        (5, 1, ResourceType::String),
+        (5, 3, ResourceType::Integer),
+        (6, 0, ResourceType::Float),
+        (6, 5, ResourceType::Time),
+        (9, 12, ResourceType::Boolean),
+        (10, 12, ResourceType::UnsignedInteger),
+        (19, 0, ResourceType::Opaque),
+        (3200, 5500, ResourceType::Boolean),
+        (3303, 5700, ResourceType::Float),
+        (3303, 5701, ResourceType::String),
+        (3303, 5605, ResourceType::None),
+        (3311, 5850, ResourceType::Boolean),
+        (3311, 5851, ResourceType::Integer),
+        (3313, 5702, ResourceType::Float),
+        (3316, 5821, ResourceType::Float),
+        (3342, 5500, ResourceType::Boolean),
+    ];
+    for &(o, r, ty) in cases {
+        assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
+    }
+    assert_eq!(t.resource_type(3, 99), None);
+    assert_eq!(t.resource_type(9999, 0), None);
+
+    assert_eq!(t.is_multiple(3, 11), Some(true));
+    assert_eq!(t.is_multiple(3, 9), Some(false));
+    assert_eq!(t.is_multiple(19, 0), Some(true));
+
+    let device = reg.get(3, None).unwrap();
+    let battery = device.resource(9).unwrap();
+    assert_eq!(battery.name, "Battery Level");
+    assert_eq!(battery.operations, Operations::R);
+    assert_eq!(
+        (battery.range_enumeration.as_str(), battery.units.as_str()),
+        ("0..100", "/100")
+    );
+    assert_eq!(device.version, "1.1");
+    assert_eq!(
+        device.resources.keys().copied().collect::<Vec<_>>(),
+        (0..=22).collect::<Vec<u16>>()
+    );
+    assert!(device.resource(4).unwrap().mandatory);
+    assert_eq!(
+        reg.get(5, None).unwrap().resource(0).unwrap().operations,
+        Operations::W
+    );
+    assert_eq!(
+        reg.get(5, None).unwrap().resource(2).unwrap().operations,
+        Operations::E
+    );
+    assert!(!device.multiple && reg.get(3303, None).unwrap().multiple);
+}
+
+#[test]
+fn server_versions_chosen_by_announced_ver() {
+    let reg = shipped();
+    assert_eq!(reg.versions(1).collect::<Vec<_>>(), ["1.1", "1.2"]);
+    let v11 = vec![(1u16, "1.1".to_string())];
+    let v12 = vec![(1u16, "1.2".to_string())];
+    assert_eq!(reg.types_for(&v11).resource_type(1, 27), None);
+    assert_eq!(
+        reg.types_for(&v12).resource_type(1, 27),
+        Some(ResourceType::UnsignedInteger)
+    );
+    assert_eq!(
+        reg.types_for(&v11).resource_type(1, 23),
+        Some(ResourceType::Boolean)
+    );
+    assert_eq!(reg.get(1, Some("1.1")).unwrap().resources.len(), 24);
+    // No ver= or an unknown one: the highest loaded version.
+    assert_eq!(reg.types_for(&[]).object(1).unwrap().version, "1.2");
+    let v19 = vec![(1u16, "1.9".to_string())];
+    assert_eq!(reg.types_for(&v19).object(1).unwrap().version, "1.2");
+}
+
+#[test]
+fn versions_from_a_registration_payload() {
+    let reg = shipped();
+    let r = lwm2m_gateway::lwm2m::link_format::parse_registration(
+        r#"</>;rt="oma.lwm2m";ct=110,</1>;ver=1.1,</1/0>,</3/0>"#,
+    )
+    .unwrap();
+    let types = reg.types_for(&r.versions);
+    assert_eq!(types.object(1).unwrap().version, "1.1");
+    assert_eq!(types.resource_type(3, 9), Some(ResourceType::Integer));
+}
+
+#[test]
+fn broken_file_is_reported_by_name_and_others_still_load() {
+    let dir = scratch("model_broken");
+    copy_shipped(&dir, &["3.xml", "3303.xml"]);
+    std::fs::write(
+        dir.join("50-broken.xml"),
+        "<LWM2M><Object><ObjectID>50</Obj",
+    )
+    .unwrap();
+    let bad_type = std::fs::read_to_string(dir.join("3.xml"))
+        .unwrap()
+        .replace("<ObjectID>3</ObjectID>", "<ObjectID>51</ObjectID>")
+        .replacen("<Type>String</Type>", "<Type>Text</Type>", 1);
+    std::fs::write(dir.join("51-badtype.xml"), bad_type).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not xml, ignored").unwrap();
+    let (reg, errors) = ObjectRegistry::load_dir(&dir).unwrap();
+    let names: Vec<_> = errors.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(names, ["50-broken.xml", "51-badtype.xml"], "{errors:#?}");
+    assert!(errors[1].error.contains("Text"), "{}", errors[1]);
+    assert_eq!(reg.len(), 2);
+    assert!(reg.has_object(3) && reg.has_object(3303) && !reg.has_object(50));
+}
+
+#[test]
+fn doctype_file_is_rejected() {
+    let dir = scratch("model_doctype");
+    copy_shipped(&dir, &["6.xml"]);
+    let evil = std::fs::read_to_string(shipped_dir().join("7.xml"))
+        .unwrap()
+        .replace(
+            "<LWM2M ",
+            "<!DOCTYPE LWM2M [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]>\n<LWM2M ",
+        );
+    std::fs::write(dir.join("7.xml"), evil).unwrap();
+    let (reg, errors) = ObjectRegistry::load_dir(&dir).unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, "7.xml");
+    assert!(errors[0].error.contains("DOCTYPE"));
+    assert!(reg.has_object(6) && !reg.has_object(7));
+}
+
+#[test]
+fn duplicate_version_in_a_later_file_is_reported_and_first_kept() {
+    let dir = scratch("model_dup");
+    copy_shipped(&dir, &["3303.xml"]);
+    let copy = std::fs::read_to_string(dir.join("3303.xml"))
+        .unwrap()
+        .replace("Temperature", "Other");
+    std::fs::write(dir.join("3303-copy.xml"), copy).unwrap();
+    let (reg, errors) = ObjectRegistry::load_dir(&dir).unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].file, "3303.xml",
+        "sorted order: 3303-copy.xml loads first"
+    );
+    assert_eq!(reg.get(3303, None).unwrap().name, "Other");
+}
+
+#[test]
+fn oversized_file_is_rejected() {
+    let dir = scratch("model_big");
+    let mut big = std::fs::read_to_string(shipped_dir().join("6.xml")).unwrap();
+    big.push_str(&"<!-- padding -->".repeat(300_000));
+    std::fs::write(dir.join("6.xml"), big).unwrap();
+    let (reg, errors) = ObjectRegistry::load_dir(&dir).unwrap();
+    assert!(reg.is_empty());
+    assert!(errors[0].error.contains("larger"), "{}", errors[0]);
+}
+
+#[test]
+fn missing_directory_is_an_io_error() {
+    assert!(ObjectRegistry::load_dir(FsPath::new("/nonexistent/xml-dir")).is_err());
+}
