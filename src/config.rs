@@ -79,10 +79,15 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let t = |topic: &str| Translator { topic: topic.to_string(), qos: 1 };
+        let t = |topic: &str| Translator {
+            topic: topic.to_string(),
+            qos: 1,
+        };
         Config {
             listen: vec!["0.0.0.0:5683".parse().expect("literal")],
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             worker_queue: 65536,
             recv_buffer: 8 << 20,
             lifetime_min: 1,
@@ -123,7 +128,11 @@ impl Default for Config {
 
 /// Command-line flags. Every flag overrides the same key of the config file.
 #[derive(Debug, Default, Parser)]
-#[command(name = "lwm2m-gateway", version, about = "LwM2M (CoAP/UDP) to MQTT gateway, EMQX-compatible MQTT API")]
+#[command(
+    name = "lwm2m-gateway",
+    version,
+    about = "LwM2M (CoAP/UDP) to MQTT gateway, EMQX-compatible MQTT API"
+)]
 pub struct Args {
     /// TOML configuration file; flags override its keys.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -313,11 +322,17 @@ pub enum ConfigError {
     #[error("config file {0}: {1}")]
     Parse(PathBuf, String),
     #[error("invalid {option}: {reason}")]
-    Invalid { option: &'static str, reason: String },
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
 }
 
 fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { option, reason: reason.into() }
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -328,7 +343,10 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 
 fn secs_f64(option: &'static str, v: f64) -> Result<Duration, ConfigError> {
     if !(v.is_finite() && v > 0.0 && v < 1e9) {
-        return Err(invalid(option, format!("{v} is not a positive number of seconds")));
+        return Err(invalid(
+            option,
+            format!("{v} is not a positive number of seconds"),
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -338,7 +356,8 @@ impl Config {
     pub fn load(args: &Args) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.clone(), e))?;
                 Some((p.clone(), text))
             }
             None => None,
@@ -347,10 +366,14 @@ impl Config {
     }
 
     /// Merges a TOML text (`file` = its name and contents) and flags over the defaults.
-    pub fn from_parts(file: Option<(&std::path::Path, &str)>, args: &Args) -> Result<Config, ConfigError> {
+    pub fn from_parts(
+        file: Option<(&std::path::Path, &str)>,
+        args: &Args,
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         if let Some((path, text)) = file {
-            let f: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+            let f: FileConfig = toml::from_str(text)
+                .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
             c.apply_file(f)?;
         }
         c.apply_args(args)?;
@@ -367,7 +390,10 @@ impl Config {
         set(&mut self.lifetime_max, f.lifetime_max);
         set(&mut self.xml_dir, f.xml_dir);
         set(&mut self.mountpoint, f.mountpoint);
-        set(&mut self.update_msg_publish_condition, f.update_msg_publish_condition);
+        set(
+            &mut self.update_msg_publish_condition,
+            f.update_msg_publish_condition,
+        );
         set(&mut self.downlink_queue_max, f.downlink_queue_max);
         if let Some(t) = f.translators {
             let tr = &mut self.translators;
@@ -408,13 +434,19 @@ impl Config {
             if m.password.is_some() {
                 self.mqtt.password = m.password;
             }
-            set(&mut self.mqtt.keep_alive, m.keep_alive.map(Duration::from_secs));
+            set(
+                &mut self.mqtt.keep_alive,
+                m.keep_alive.map(Duration::from_secs),
+            );
             set(&mut self.mqtt.inflight, m.inflight);
             set(&mut self.mqtt.channel_capacity, m.channel_capacity);
         }
         if let Some(l) = f.log {
             set(&mut self.log_level, l.level);
-            set(&mut self.stats_interval, l.stats_interval.map(Duration::from_secs));
+            set(
+                &mut self.stats_interval,
+                l.stats_interval.map(Duration::from_secs),
+            );
         }
         Ok(())
     }
@@ -443,7 +475,10 @@ impl Config {
         set(&mut tr.register.qos, a.qos_register);
         set(&mut tr.update.qos, a.qos_update);
         set(&mut tr.deregister.qos, a.qos_deregister);
-        set(&mut self.update_msg_publish_condition, a.update_msg_publish_condition);
+        set(
+            &mut self.update_msg_publish_condition,
+            a.update_msg_publish_condition,
+        );
         if let Some(v) = a.coap_ack_timeout {
             self.coap.ack_timeout = secs_f64("--coap-ack-timeout", v)?;
         }
@@ -465,11 +500,17 @@ impl Config {
         if a.mqtt_password.is_some() {
             self.mqtt.password = a.mqtt_password.clone();
         }
-        set(&mut self.mqtt.keep_alive, a.mqtt_keep_alive.map(Duration::from_secs));
+        set(
+            &mut self.mqtt.keep_alive,
+            a.mqtt_keep_alive.map(Duration::from_secs),
+        );
         set(&mut self.mqtt.inflight, a.mqtt_inflight);
         set(&mut self.mqtt.channel_capacity, a.mqtt_channel_capacity);
         set(&mut self.log_level, a.log_level.clone());
-        set(&mut self.stats_interval, a.stats_interval.map(Duration::from_secs));
+        set(
+            &mut self.stats_interval,
+            a.stats_interval.map(Duration::from_secs),
+        );
         Ok(())
     }
 
@@ -478,7 +519,10 @@ impl Config {
             return Err(invalid("listen", "at least one address is needed"));
         }
         if !(1..=256).contains(&self.workers) {
-            return Err(invalid("workers", format!("{} is not in 1..=256", self.workers)));
+            return Err(invalid(
+                "workers",
+                format!("{} is not in 1..=256", self.workers),
+            ));
         }
         if self.worker_queue == 0 {
             return Err(invalid("worker_queue", "must be at least 1"));
@@ -486,7 +530,10 @@ impl Config {
         if self.lifetime_min > self.lifetime_max {
             return Err(invalid(
                 "lifetime_min",
-                format!("{} is above lifetime_max {}", self.lifetime_min, self.lifetime_max),
+                format!(
+                    "{} is above lifetime_max {}",
+                    self.lifetime_min, self.lifetime_max
+                ),
             ));
         }
         let tr = &self.translators;
@@ -508,7 +555,10 @@ impl Config {
         crate::gateway::topics::Topics::new(self).map_err(|e| invalid("translators.command", e))?;
         let f = self.coap.ack_random_factor;
         if !(f.is_finite() && (1.0..=10.0).contains(&f)) {
-            return Err(invalid("coap.ack_random_factor", format!("{f} is not in 1.0..=10.0")));
+            return Err(invalid(
+                "coap.ack_random_factor",
+                format!("{f} is not in 1.0..=10.0"),
+            ));
         }
         if self.coap.max_retransmit > 20 {
             return Err(invalid("coap.max_retransmit", "above 20"));
@@ -523,10 +573,22 @@ impl Config {
             return Err(invalid("mqtt.keep_alive", "must be at least 5 s"));
         }
         if self.mqtt.inflight == 0 || self.mqtt.channel_capacity == 0 {
-            return Err(invalid("mqtt.inflight", "inflight and channel_capacity must be at least 1"));
+            return Err(invalid(
+                "mqtt.inflight",
+                "inflight and channel_capacity must be at least 1",
+            ));
         }
-        if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace" | "off") {
-            return Err(invalid("log.level", format!("{:?} is not error|warn|info|debug|trace|off", self.log_level)));
+        if !matches!(
+            self.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace" | "off"
+        ) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not error|warn|info|debug|trace|off",
+                    self.log_level
+                ),
+            ));
         }
         Ok(())
     }
@@ -547,7 +609,9 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), String> {
     }
     // [v6]:port, host:port or host
     if let Some(r) = rest.strip_prefix('[') {
-        let (host, tail) = r.split_once(']').ok_or_else(|| format!("{url:?}: unclosed ["))?;
+        let (host, tail) = r
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed ["))?;
         let port = match tail.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| format!("{url:?}: bad port"))?,
             None if tail.is_empty() => 1883,
@@ -600,12 +664,21 @@ mod tests {
             [log]
             level = "debug"
         "#;
-        let c = Config::from_parts(Some((std::path::Path::new("t.toml"), toml)), &args(&["--workers", "5", "--qos-notify", "2"]))
-            .unwrap();
+        let c = Config::from_parts(
+            Some((std::path::Path::new("t.toml"), toml)),
+            &args(&["--workers", "5", "--qos-notify", "2"]),
+        )
+        .unwrap();
         assert_eq!(c.workers, 5);
         assert_eq!(c.lifetime_max, 1000);
         assert_eq!(c.mountpoint, "gw/%e/");
-        assert_eq!(c.translators.notify, Translator { topic: "up/n".into(), qos: 2 });
+        assert_eq!(
+            c.translators.notify,
+            Translator {
+                topic: "up/n".into(),
+                qos: 2
+            }
+        );
         assert_eq!(c.coap.ack_timeout, Duration::from_millis(500));
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://broker:1884"));
         assert_eq!(c.log_level, "debug");
@@ -613,17 +686,38 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_the_option_name() {
-        let e = Config::from_parts(None, &args(&["--workers", "0"])).unwrap_err().to_string();
+        let e = Config::from_parts(None, &args(&["--workers", "0"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
-        let e = Config::from_parts(None, &args(&["--lifetime-min", "10", "--lifetime-max", "5"])).unwrap_err().to_string();
+        let e = Config::from_parts(
+            None,
+            &args(&["--lifetime-min", "10", "--lifetime-max", "5"]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("lifetime_min"), "{e}");
-        let e = Config::from_parts(None, &args(&["--qos-response", "3"])).unwrap_err().to_string();
+        let e = Config::from_parts(None, &args(&["--qos-response", "3"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("translators.response"), "{e}");
-        let e = Config::from_parts(None, &args(&["--mqtt-url", "ws://x"])).unwrap_err().to_string();
+        let e = Config::from_parts(None, &args(&["--mqtt-url", "ws://x"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt.url"), "{e}");
-        let e = Config::from_parts(None, &args(&["--topic-command", "dn/#", "--mountpoint", "lwm2m/"])).unwrap_err().to_string();
+        let e = Config::from_parts(
+            None,
+            &args(&["--topic-command", "dn/#", "--mountpoint", "lwm2m/"]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("translators.command"), "{e}");
-        let e = Config::from_parts(Some((std::path::Path::new("x.toml"), "wokers = 1")), &args(&[])).unwrap_err().to_string();
+        let e = Config::from_parts(
+            Some((std::path::Path::new("x.toml"), "wokers = 1")),
+            &args(&[]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("x.toml") && e.contains("wokers"), "{e}");
     }
 
@@ -631,7 +725,10 @@ mod tests {
     fn mqtt_urls() {
         assert_eq!(parse_mqtt_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
         assert_eq!(parse_mqtt_url("h").unwrap(), ("h".into(), 1883));
-        assert_eq!(parse_mqtt_url("mqtt://[::1]:1900").unwrap(), ("::1".into(), 1900));
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1900").unwrap(),
+            ("::1".into(), 1900)
+        );
         assert!(parse_mqtt_url("mqtts://h").is_err());
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
     }

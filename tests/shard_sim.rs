@@ -19,7 +19,10 @@ struct Sim {
 }
 
 fn peer(port: u16) -> Peer {
-    Peer { listener: 0, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    Peer {
+        listener: 0,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
 }
 
 fn xml_model() -> Arc<ObjectRegistry> {
@@ -29,10 +32,19 @@ fn xml_model() -> Arc<ObjectRegistry> {
 
 impl Sim {
     fn with(f: impl FnOnce(&mut Config)) -> Sim {
-        let mut c = Config { workers: 1, lifetime_min: 10, lifetime_max: 100_000, ..Config::default() };
+        let mut c = Config {
+            workers: 1,
+            lifetime_min: 10,
+            lifetime_max: 100_000,
+            ..Config::default()
+        };
         f(&mut c);
         let cfg = Arc::new(ShardConfig::new(&c, xml_model()).unwrap());
-        Sim { shard: Shard::new(0, cfg, 42), now: Instant::now(), out: Output::default() }
+        Sim {
+            shard: Shard::new(0, cfg, 42),
+            now: Instant::now(),
+            out: Output::default(),
+        }
     }
     fn new() -> Sim {
         Sim::with(|_| {})
@@ -45,37 +57,73 @@ impl Sim {
         self.shard.on_datagram(self.now, from, bytes, &mut self.out);
     }
     fn command(&mut self, ep: &str, cmd: Value) {
-        self.shard.on_command(self.now, ep, cmd.to_string().as_bytes(), &mut self.out);
+        self.shard
+            .on_command(self.now, ep, cmd.to_string().as_bytes(), &mut self.out);
     }
     fn take(&mut self) -> (Vec<(Peer, Vec<u8>)>, Vec<Publish>, Vec<IndexUpdate>) {
-        let t = self.out.transmits.drain(..).map(|t| (t.peer, t.bytes)).collect();
+        let t = self
+            .out
+            .transmits
+            .drain(..)
+            .map(|t| (t.peer, t.bytes))
+            .collect();
         let p = self.out.publishes.drain(..).collect();
         let i = self.out.index.drain(..).collect();
         (t, p, i)
     }
     fn publishes(&mut self) -> Vec<(String, Value)> {
-        self.take().1.into_iter().map(|p| (p.topic, serde_json::from_slice(&p.payload).unwrap())).collect()
+        self.take()
+            .1
+            .into_iter()
+            .map(|p| (p.topic, serde_json::from_slice(&p.payload).unwrap()))
+            .collect()
     }
     /// Registers `ep` and returns its location id.
     fn register(&mut self, from: Peer, ep: &str, mid: u16) -> String {
         let q = format!("ep={ep}");
-        self.send(from, &request(MsgType::Con, code::POST, mid, &[7], &["rd"], &[&q, "lt=60", "lwm2m=1.1", "b=U"], b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>", Some(40)));
+        self.send(
+            from,
+            &request(
+                MsgType::Con,
+                code::POST,
+                mid,
+                &[7],
+                &["rd"],
+                &[&q, "lt=600", "lwm2m=1.1", "b=U"],
+                b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>",
+                Some(40),
+            ),
+        );
         let (t, _, _) = self.take();
         let v = MessageView::parse(&t[0].1).unwrap();
         assert_eq!(v.code(), code::CREATED);
-        let loc: Vec<_> = v.option_values(opt::LOCATION_PATH).map(|s| String::from_utf8(s.to_vec()).unwrap()).collect();
+        let loc: Vec<_> = v
+            .option_values(opt::LOCATION_PATH)
+            .map(|s| String::from_utf8(s.to_vec()).unwrap())
+            .collect();
         loc[1].clone()
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn request(t: MsgType, c: u8, mid: u16, token: &[u8], path: &[&str], query: &[&str], payload: &[u8], cf: Option<u32>) -> Vec<u8> {
+fn request(
+    t: MsgType,
+    c: u8,
+    mid: u16,
+    token: &[u8],
+    path: &[&str],
+    query: &[&str],
+    payload: &[u8],
+    cf: Option<u32>,
+) -> Vec<u8> {
     let mut b = Vec::new();
-    let mut m = MessageBuilder::new(&mut b, t, c, mid, token).options(opt::URI_PATH, path.iter().map(|s| s.as_bytes()));
+    let mut m = MessageBuilder::new(&mut b, t, c, mid, token)
+        .options(opt::URI_PATH, path.iter().map(|s| s.as_bytes()));
     if let Some(cf) = cf {
         m = m.uint_option(opt::CONTENT_FORMAT, cf);
     }
-    m.options(opt::URI_QUERY, query.iter().map(|s| s.as_bytes())).payload(payload);
+    m.options(opt::URI_QUERY, query.iter().map(|s| s.as_bytes()))
+        .payload(payload);
     b
 }
 
@@ -98,12 +146,27 @@ fn reply_of(bytes: &[u8]) -> (MsgType, u8, u16, Vec<u8>) {
 fn register_update_deregister() {
     let mut s = Sim::new();
     let p = peer(5000);
-    s.send(p, &request(MsgType::Con, code::POST, 0x10, &[1, 2], &["rd"], &["ep=dev1", "lt=60", "lwm2m=1.1", "b=U", "imei=42"], b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>", Some(40)));
+    s.send(
+        p,
+        &request(
+            MsgType::Con,
+            code::POST,
+            0x10,
+            &[1, 2],
+            &["rd"],
+            &["ep=dev1", "lt=60", "lwm2m=1.1", "b=U", "imei=42"],
+            b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>",
+            Some(40),
+        ),
+    );
     let (t, pubs, idx) = s.take();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].0, p);
     let v = MessageView::parse(&t[0].1).unwrap();
-    assert_eq!((v.msg_type(), v.code(), v.message_id(), v.token()), (MsgType::Ack, code::CREATED, 0x10, &[1u8, 2][..]));
+    assert_eq!(
+        (v.msg_type(), v.code(), v.message_id(), v.token()),
+        (MsgType::Ack, code::CREATED, 0x10, &[1u8, 2][..])
+    );
     let loc: Vec<_> = v.option_values(opt::LOCATION_PATH).collect();
     assert_eq!(loc[0], b"rd");
     let id = std::str::from_utf8(loc[1]).unwrap().to_string();
@@ -120,33 +183,87 @@ fn register_update_deregister() {
     assert_eq!(s.shard.registrations(), 1);
 
     // Update with a new lifetime and no payload: 2.04 and an update event with the full state.
-    s.send(p, &request(MsgType::Con, code::POST, 0x11, &[3], &["rd", &id], &["lt=120"], b"", None));
+    s.send(
+        p,
+        &request(
+            MsgType::Con,
+            code::POST,
+            0x11,
+            &[3],
+            &["rd", &id],
+            &["lt=120"],
+            b"",
+            None,
+        ),
+    );
     let (t, pubs, _) = s.take();
-    assert_eq!(reply_of(&t[0].1), (MsgType::Ack, code::CHANGED, 0x11, vec![3]));
+    assert_eq!(
+        reply_of(&t[0].1),
+        (MsgType::Ack, code::CHANGED, 0x11, vec![3])
+    );
     let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
     assert_eq!(ev["msgType"], "update");
     assert_eq!(ev["data"]["lt"], 120);
     assert_eq!(ev["data"]["objectList"], json!(["/1/0", "/3/0"]));
 
     // Deregister from another source port (lwm2m-node-lib does this): matched by location.
-    s.send(peer(6000), &request(MsgType::Con, code::DELETE, 0x12, &[], &["rd", &id], &[], b"", None));
+    s.send(
+        peer(6000),
+        &request(
+            MsgType::Con,
+            code::DELETE,
+            0x12,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
     let (t, pubs, idx) = s.take();
-    assert_eq!(reply_of(&t[0].1), (MsgType::Ack, code::DELETED, 0x12, vec![]));
+    assert_eq!(
+        reply_of(&t[0].1),
+        (MsgType::Ack, code::DELETED, 0x12, vec![])
+    );
     assert_eq!(t[0].0, peer(6000));
     let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
-    assert_eq!(ev, json!({"msgType":"deregister","data":{"ep":"dev1","reason":"deregistered"}}));
+    assert_eq!(
+        ev,
+        json!({"msgType":"deregister","data":{"ep":"dev1","reason":"deregistered"}})
+    );
     assert_eq!(idx, vec![IndexUpdate::Unbind(p.addr)]);
     assert_eq!(s.shard.registrations(), 0);
 
     // The registration is gone: another Update gets 4.04.
-    s.send(p, &request(MsgType::Con, code::POST, 0x13, &[], &["rd", &id], &[], b"", None));
+    s.send(
+        p,
+        &request(
+            MsgType::Con,
+            code::POST,
+            0x13,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
     assert_eq!(reply_of(&s.take().0[0].1).1, code::NOT_FOUND);
 }
 
 #[test]
 fn duplicate_con_gets_cached_response_and_is_processed_once() {
     let mut s = Sim::new();
-    let reg = request(MsgType::Con, code::POST, 0x20, &[9], &["rd"], &["ep=dup"], b"</3/0>", None);
+    let reg = request(
+        MsgType::Con,
+        code::POST,
+        0x20,
+        &[9],
+        &["rd"],
+        &["ep=dup"],
+        b"</3/0>",
+        None,
+    );
     s.send(peer(5000), &reg);
     let (t1, p1, _) = s.take();
     assert_eq!(p1.len(), 1);
@@ -160,7 +277,10 @@ fn duplicate_con_gets_cached_response_and_is_processed_once() {
     s.advance(Duration::from_secs(250));
     s.send(peer(5000), &reg);
     let pubs = s.publishes();
-    let kinds: Vec<_> = pubs.iter().map(|(_, v)| v["msgType"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<_> = pubs
+        .iter()
+        .map(|(_, v)| v["msgType"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(kinds, ["deregister", "register"]);
     assert_eq!(pubs[0].1["data"]["reason"], "replaced");
 }
@@ -170,16 +290,34 @@ fn registration_expires_after_its_lifetime_and_update_extends_it() {
     let mut s = Sim::new();
     let id = s.register(peer(5000), "exp", 1);
     s.take();
-    s.advance(Duration::from_secs(59));
+    s.advance(Duration::from_secs(599));
     assert!(s.publishes().is_empty());
-    // Update at t=59 s: lifetime restarts.
-    s.send(peer(5000), &request(MsgType::Con, code::POST, 2, &[], &["rd", &id], &[], b"", None));
+    // Update at t=599 s: lifetime restarts.
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            2,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
     s.take();
-    s.advance(Duration::from_secs(59));
+    s.advance(Duration::from_secs(599));
     assert!(s.publishes().is_empty(), "extended by the update");
     s.advance(Duration::from_secs(1));
     let pubs = s.publishes();
-    assert_eq!(pubs, vec![("lwm2m/exp/up/resp".to_string(), json!({"msgType":"deregister","data":{"ep":"exp","reason":"expired"}}))]);
+    assert_eq!(
+        pubs,
+        vec![(
+            "lwm2m/exp/up/resp".to_string(),
+            json!({"msgType":"deregister","data":{"ep":"exp","reason":"expired"}})
+        )]
+    );
     assert_eq!(s.shard.registrations(), 0);
     assert_eq!(s.shard.next_deadline(), None);
 }
@@ -188,8 +326,18 @@ fn registration_expires_after_its_lifetime_and_update_extends_it() {
 fn register_rejections() {
     let mut s = Sim::new();
     let cases: Vec<(Vec<&str>, &[u8], Option<u32>, u8)> = vec![
-        (vec!["ep=a", "lwm2m=1.3"], b"", None, code::PRECONDITION_FAILED),
-        (vec!["ep=a", "lwm2m=2.0"], b"", None, code::PRECONDITION_FAILED),
+        (
+            vec!["ep=a", "lwm2m=1.3"],
+            b"",
+            None,
+            code::PRECONDITION_FAILED,
+        ),
+        (
+            vec!["ep=a", "lwm2m=2.0"],
+            b"",
+            None,
+            code::PRECONDITION_FAILED,
+        ),
         (vec!["lt=60"], b"", None, code::BAD_REQUEST),
         (vec!["ep="], b"", None, code::BAD_REQUEST),
         (vec!["ep=a/b"], b"", None, code::BAD_REQUEST),
@@ -199,29 +347,84 @@ fn register_rejections() {
         (vec!["ep=a", "lt=100001"], b"", None, code::BAD_REQUEST),
         (vec!["ep=a", "lt=x"], b"", None, code::BAD_REQUEST),
         (vec!["ep=a"], b"</3/0", None, code::BAD_REQUEST),
-        (vec!["ep=a"], b"</3/0>", Some(0), code::UNSUPPORTED_CONTENT_FORMAT),
+        (
+            vec!["ep=a"],
+            b"</3/0>",
+            Some(0),
+            code::UNSUPPORTED_CONTENT_FORMAT,
+        ),
     ];
     for (i, (q, payload, cf, expect)) in cases.into_iter().enumerate() {
-        s.send(peer(5000), &request(MsgType::Con, code::POST, 100 + i as u16, &[], &["rd"], &q, payload, cf));
+        s.send(
+            peer(5000),
+            &request(
+                MsgType::Con,
+                code::POST,
+                100 + i as u16,
+                &[],
+                &["rd"],
+                &q,
+                payload,
+                cf,
+            ),
+        );
         let (t, pubs, _) = s.take();
-        assert_eq!(reply_of(&t[0].1).1, expect, "{q:?} {:?}", String::from_utf8_lossy(payload));
+        assert_eq!(
+            reply_of(&t[0].1).1,
+            expect,
+            "{q:?} {:?}",
+            String::from_utf8_lossy(payload)
+        );
         assert!(pubs.is_empty());
     }
     let long = format!("ep={}", "e".repeat(256));
-    s.send(peer(5000), &request(MsgType::Con, code::POST, 200, &[], &["rd"], &[&long], b"", None));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            200,
+            &[],
+            &["rd"],
+            &[&long],
+            b"",
+            None,
+        ),
+    );
     assert_eq!(reply_of(&s.take().0[0].1).1, code::BAD_REQUEST);
     // wrong methods and paths
-    s.send(peer(5000), &request(MsgType::Con, code::GET, 201, &[], &["rd"], &[], b"", None));
+    s.send(
+        peer(5000),
+        &request(MsgType::Con, code::GET, 201, &[], &["rd"], &[], b"", None),
+    );
     assert_eq!(reply_of(&s.take().0[0].1).1, code::METHOD_NOT_ALLOWED);
-    s.send(peer(5000), &request(MsgType::Con, code::GET, 202, &[], &["x"], &[], b"", None));
+    s.send(
+        peer(5000),
+        &request(MsgType::Con, code::GET, 202, &[], &["x"], &[], b"", None),
+    );
     assert_eq!(reply_of(&s.take().0[0].1).1, code::NOT_FOUND);
     // unknown critical option 9
     let mut b = Vec::new();
-    MessageBuilder::new(&mut b, MsgType::Con, code::POST, 203, &[]).option(opt::URI_PATH, b"rd").option(9, b"").finish();
+    MessageBuilder::new(&mut b, MsgType::Con, code::POST, 203, &[])
+        .option(9, b"")
+        .option(opt::URI_PATH, b"rd")
+        .finish();
     s.send(peer(5000), &b);
     assert_eq!(reply_of(&s.take().0[0].1).1, code::BAD_OPTION);
     // a NON request gets a NON answer
-    s.send(peer(5000), &request(MsgType::Non, code::POST, 204, &[5], &["rd"], &["ep="], b"", None));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Non,
+            code::POST,
+            204,
+            &[5],
+            &["rd"],
+            &["ep="],
+            b"",
+            None,
+        ),
+    );
     let (mt, c, _, tok) = reply_of(&s.take().0[0].1);
     assert_eq!((mt, c, tok), (MsgType::Non, code::BAD_REQUEST, vec![5]));
     assert_eq!(s.shard.registrations(), 0);
@@ -234,20 +437,53 @@ fn register_rejections() {
 fn update_from_new_address_moves_the_device() {
     let mut s = Sim::new();
     let id = s.register(peer(5000), "nat", 1);
-    s.send(peer(7000), &request(MsgType::Con, code::POST, 2, &[], &["rd", &id], &["b=U"], b"", None));
+    s.send(
+        peer(7000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            2,
+            &[],
+            &["rd", &id],
+            &["b=U"],
+            b"",
+            None,
+        ),
+    );
     let (_, _, idx) = s.take();
-    assert_eq!(idx, vec![IndexUpdate::Unbind(peer(5000).addr), IndexUpdate::Bind(peer(7000).addr)]);
-    s.command("nat", json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
+    assert_eq!(
+        idx,
+        vec![
+            IndexUpdate::Unbind(peer(5000).addr),
+            IndexUpdate::Bind(peer(7000).addr)
+        ]
+    );
+    s.command(
+        "nat",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
     let (t, _, _) = s.take();
-    assert_eq!(t[0].0, peer(7000), "downlinks follow the Update's source address");
+    assert_eq!(
+        t[0].0,
+        peer(7000),
+        "downlinks follow the Update's source address"
+    );
 }
 
 fn sent_request(t: &[(Peer, Vec<u8>)]) -> (u16, Vec<u8>, Vec<String>, Option<u32>) {
     assert_eq!(t.len(), 1, "exactly one datagram expected");
     let v = MessageView::parse(&t[0].1).unwrap();
     assert_eq!(v.msg_type(), MsgType::Con);
-    let path = v.option_values(opt::URI_PATH).map(|s| String::from_utf8(s.to_vec()).unwrap()).collect();
-    (v.message_id(), v.token().to_vec(), path, v.uint_option(opt::ACCEPT))
+    let path = v
+        .option_values(opt::URI_PATH)
+        .map(|s| String::from_utf8(s.to_vec()).unwrap())
+        .collect();
+    (
+        v.message_id(),
+        v.token().to_vec(),
+        path,
+        v.uint_option(opt::ACCEPT),
+    )
 }
 
 #[test]
@@ -255,14 +491,27 @@ fn read_piggybacked_response_is_published_with_echo() {
     let mut s = Sim::new();
     s.register(peer(5000), "r1", 1);
     s.take();
-    s.command("r1", json!({"reqID": "abc", "extra": [1], "msgType": "read", "data": {"path": "/3/0/0"}}));
+    s.command(
+        "r1",
+        json!({"reqID": "abc", "extra": [1], "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
     let (t, pubs, _) = s.take();
     assert!(pubs.is_empty());
     let (mid, token, path, _) = sent_request(&t);
     assert_eq!(path, ["3", "0", "0"]);
     assert_eq!(token.len(), 8);
     assert_eq!(token[0], 0, "first token byte is the shard");
-    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"Open Mobile Alliance"));
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CONTENT,
+            mid,
+            &token,
+            Some(0),
+            b"Open Mobile Alliance",
+        ),
+    );
     assert_eq!(
         s.publishes(),
         vec![(
@@ -272,7 +521,10 @@ fn read_piggybacked_response_is_published_with_echo() {
         )]
     );
     // A late duplicate of the same ACK is ignored.
-    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"x"));
+    s.send(
+        peer(5000),
+        &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"x"),
+    );
     let (t, p, _) = s.take();
     assert!(t.is_empty() && p.is_empty());
 }
@@ -282,7 +534,10 @@ fn lost_ack_retransmits_then_times_out() {
     let mut s = Sim::new();
     s.register(peer(5000), "lossy", 1);
     s.take();
-    s.command("lossy", json!({"reqID": 5, "msgType": "read", "data": {"path": "/3/0/9"}}));
+    s.command(
+        "lossy",
+        json!({"reqID": 5, "msgType": "read", "data": {"path": "/3/0/9"}}),
+    );
     let (t, _, _) = s.take();
     let first = t[0].1.clone();
     // RFC 7252: 4 retransmissions with doubling timeouts (initial 2-3 s), then give up.
@@ -294,9 +549,15 @@ fn lost_ack_retransmits_then_times_out() {
         s.advance(d);
         let (t, pubs, _) = s.take();
         if !pubs.is_empty() {
-            let (topic, v): (String, Value) = (pubs[0].topic.clone(), serde_json::from_slice(&pubs[0].payload).unwrap());
+            let (topic, v): (String, Value) = (
+                pubs[0].topic.clone(),
+                serde_json::from_slice(&pubs[0].payload).unwrap(),
+            );
             assert_eq!(topic, "lwm2m/lossy/up/resp");
-            assert_eq!(v, json!({"reqID":5,"msgType":"coap_timeout","data":{"path":"/3/0/9"}}));
+            assert_eq!(
+                v,
+                json!({"reqID":5,"msgType":"coap_timeout","data":{"path":"/3/0/9"}})
+            );
             assert!(t.is_empty());
             break;
         }
@@ -305,7 +566,10 @@ fn lost_ack_retransmits_then_times_out() {
         retransmits += 1;
     }
     assert_eq!(retransmits, 4);
-    assert!(elapsed >= Duration::from_secs(62) && elapsed <= Duration::from_secs(93), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(62) && elapsed <= Duration::from_secs(93),
+        "{elapsed:?}"
+    );
 }
 
 #[test]
@@ -313,7 +577,10 @@ fn retransmission_answered_late_still_completes() {
     let mut s = Sim::new();
     s.register(peer(5000), "late", 1);
     s.take();
-    s.command("late", json!({"reqID": 1, "msgType": "execute", "data": {"path": "/3/0/4", "args": "5"}}));
+    s.command(
+        "late",
+        json!({"reqID": 1, "msgType": "execute", "data": {"path": "/3/0/4", "args": "5"}}),
+    );
     let (t, _, _) = s.take();
     let (mid, token, _, _) = sent_request(&t);
     let v = MessageView::parse(&t[0].1).unwrap();
@@ -322,10 +589,19 @@ fn retransmission_answered_late_still_completes() {
     assert_eq!(v.content_format(), Some(0));
     s.advance(s.shard.next_deadline().unwrap() - s.now);
     assert_eq!(s.take().0.len(), 1, "first retransmission");
-    s.send(peer(5000), &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""));
+    s.send(
+        peer(5000),
+        &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""),
+    );
     let pubs = s.publishes();
-    assert_eq!(pubs[0].1, json!({"reqID":1,"msgType":"execute","data":{"reqPath":"/3/0/4","code":"2.04","codeMsg":"changed"}}));
-    assert_eq!(s.shard.next_deadline().map(|d| d > s.now + Duration::from_secs(50)), Some(true), "only the lifetime timer is left");
+    assert_eq!(
+        pubs[0].1,
+        json!({"reqID":1,"msgType":"execute","data":{"reqPath":"/3/0/4","code":"2.04","codeMsg":"changed"}})
+    );
+    // The stale retransmission timer fires into nothing.
+    s.advance(Duration::from_secs(100));
+    let (t, p, _) = s.take();
+    assert!(t.is_empty() && p.is_empty());
 }
 
 #[test]
@@ -333,22 +609,45 @@ fn empty_ack_then_separate_con_response() {
     let mut s = Sim::new();
     s.register(peer(5000), "sep", 1);
     s.take();
-    s.command("sep", json!({"reqID": 2, "msgType": "discover", "data": {"path": "/3/0"}}));
+    s.command(
+        "sep",
+        json!({"reqID": 2, "msgType": "discover", "data": {"path": "/3/0"}}),
+    );
     let (t, _, _) = s.take();
     let (mid, token, _, accept) = sent_request(&t);
     assert_eq!(accept, Some(40));
     s.send(peer(5000), &[0x60, 0, (mid >> 8) as u8, mid as u8]);
-    assert_eq!(s.publishes(), vec![("lwm2m/sep/up/resp".to_string(), json!({"reqID":2,"msgType":"ack","data":{"path":"/3/0"}}))]);
+    assert_eq!(
+        s.publishes(),
+        vec![(
+            "lwm2m/sep/up/resp".to_string(),
+            json!({"reqID":2,"msgType":"ack","data":{"path":"/3/0"}})
+        )]
+    );
     // No retransmission after the empty ACK.
     s.advance(Duration::from_secs(100));
     assert!(s.take().0.is_empty());
-    let sep = response(MsgType::Con, code::CONTENT, 0x7777, &token, Some(40), b"</3/0>,</3/0/0>,</3/0/9>");
+    let sep = response(
+        MsgType::Con,
+        code::CONTENT,
+        0x7777,
+        &token,
+        Some(40),
+        b"</3/0>,</3/0/0>,</3/0/9>",
+    );
     s.send(peer(5000), &sep);
     let (t, pubs, _) = s.take();
-    assert_eq!(t[0].1, vec![0x60, 0, 0x77, 0x77], "the separate response is ACKed");
+    assert_eq!(
+        t[0].1,
+        vec![0x60, 0, 0x77, 0x77],
+        "the separate response is ACKed"
+    );
     let v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
-    assert_eq!(v, json!({"reqID":2,"msgType":"discover","data":{"reqPath":"/3/0","code":"2.05","codeMsg":"content",
-                          "content":["</3/0>","</3/0/0>","</3/0/9>"]}}));
+    assert_eq!(
+        v,
+        json!({"reqID":2,"msgType":"discover","data":{"reqPath":"/3/0","code":"2.05","codeMsg":"content",
+                          "content":["</3/0>","</3/0/0>","</3/0/9>"]}})
+    );
     // Our ACK was lost: the device retransmits; it gets the ACK again, nothing is published twice.
     s.send(peer(5000), &sep);
     let (t, pubs, _) = s.take();
@@ -361,7 +660,10 @@ fn separate_response_never_comes() {
     let mut s = Sim::with(|c| c.separate_response_timeout = Duration::from_secs(30));
     s.register(peer(5000), "nosep", 1);
     s.take();
-    s.command("nosep", json!({"reqID": 3, "msgType": "delete", "data": {"path": "/5/0"}}));
+    s.command(
+        "nosep",
+        json!({"reqID": 3, "msgType": "delete", "data": {"path": "/5/0"}}),
+    );
     let (t, _, _) = s.take();
     let (mid, _, _, _) = sent_request(&t);
     s.send(peer(5000), &[0x60, 0, (mid >> 8) as u8, mid as u8]);
@@ -379,10 +681,16 @@ fn reset_is_published_as_coap_reset() {
     let mut s = Sim::new();
     s.register(peer(5000), "rst", 1);
     s.take();
-    s.command("rst", json!({"reqID": 4, "msgType": "read", "data": {"path": "/3/0/1"}}));
+    s.command(
+        "rst",
+        json!({"reqID": 4, "msgType": "read", "data": {"path": "/3/0/1"}}),
+    );
     let (mid, _, _, _) = sent_request(&s.take().0);
     s.send(peer(5000), &[0x70, 0, (mid >> 8) as u8, mid as u8]);
-    assert_eq!(s.publishes()[0].1, json!({"reqID":4,"msgType":"coap_reset","data":{"path":"/3/0/1"}}));
+    assert_eq!(
+        s.publishes()[0].1,
+        json!({"reqID":4,"msgType":"coap_reset","data":{"path":"/3/0/1"}})
+    );
 }
 
 #[test]
@@ -391,23 +699,45 @@ fn one_request_in_flight_per_device_in_order() {
     s.register(peer(5000), "serial", 1);
     s.take();
     for i in 0..3 {
-        s.command("serial", json!({"reqID": i, "msgType": "read", "data": {"path": format!("/3/0/{i}")}}));
+        s.command(
+            "serial",
+            json!({"reqID": i, "msgType": "read", "data": {"path": format!("/3/0/{i}")}}),
+        );
     }
     let (t, _, _) = s.take();
     let (mid, token, path, _) = sent_request(&t);
     assert_eq!(path, ["3", "0", "0"]);
     // Reordering on the wire: an answer for a token we do not have in flight is not confused.
-    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid.wrapping_add(1), &token, Some(0), b"x"));
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CONTENT,
+            mid.wrapping_add(1),
+            &token,
+            Some(0),
+            b"x",
+        ),
+    );
     assert!(s.take().1.is_empty());
-    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"v0"));
+    s.send(
+        peer(5000),
+        &response(MsgType::Ack, code::CONTENT, mid, &token, Some(0), b"v0"),
+    );
     let (t, pubs, _) = s.take();
     assert_eq!(pubs.len(), 1);
     let (mid, token, path, _) = sent_request(&t);
     assert_eq!(path, ["3", "0", "1"]);
-    s.send(peer(5000), &response(MsgType::Ack, code::NOT_FOUND, mid, &token, None, b""));
+    s.send(
+        peer(5000),
+        &response(MsgType::Ack, code::NOT_FOUND, mid, &token, None, b""),
+    );
     let (t, pubs, _) = s.take();
     let v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
-    assert_eq!(v, json!({"reqID":1,"msgType":"read","data":{"reqPath":"/3/0/1","code":"4.04","codeMsg":"not_found"}}));
+    assert_eq!(
+        v,
+        json!({"reqID":1,"msgType":"read","data":{"reqPath":"/3/0/1","code":"4.04","codeMsg":"not_found"}})
+    );
     assert_eq!(sent_request(&t).2, ["3", "0", "2"]);
 }
 
@@ -419,24 +749,63 @@ fn bad_commands_get_error_responses() {
     let mut check = |payload: &[u8], expect: Value| {
         s.shard.on_command(s.now, "bad", payload, &mut s.out);
         let (t, pubs, _) = s.take();
-        assert!(t.is_empty(), "nothing sent to the device for {:?}", String::from_utf8_lossy(payload));
+        assert!(
+            t.is_empty(),
+            "nothing sent to the device for {:?}",
+            String::from_utf8_lossy(payload)
+        );
         assert_eq!(pubs.len(), 1);
         assert_eq!(pubs[0].topic, "lwm2m/bad/up/resp");
         let mut v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
         let reason = v["data"].as_object_mut().unwrap().remove("reason");
-        assert!(reason.as_ref().and_then(|r| r.as_str()).is_some_and(|r| !r.is_empty()), "{v}");
+        assert!(
+            reason
+                .as_ref()
+                .and_then(|r| r.as_str())
+                .is_some_and(|r| !r.is_empty()),
+            "{v}"
+        );
         assert_eq!(v, expect);
     };
-    check(b"{not json", json!({"msgType":"error","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":1,"data":{"path":"/3/0/0"}}"#, json!({"reqID":1,"msgType":"error","data":{"reqPath":"/3/0/0","code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":2,"msgType":"reboot","data":{"path":"/3/0/4"}}"#, json!({"reqID":2,"msgType":"reboot","data":{"reqPath":"/3/0/4","code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":3,"msgType":"read","data":{"path":"/3/x/0"}}"#, json!({"reqID":3,"msgType":"read","data":{"reqPath":"/3/x/0","code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":4,"msgType":"read","data":{}}"#, json!({"reqID":4,"msgType":"read","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":5,"msgType":"write","data":{"path":"/3/0/13","type":"Nope","value":1}}"#, json!({"reqID":5,"msgType":"write","data":{"reqPath":"/3/0/13","code":"4.00","codeMsg":"bad_request"}}));
+    check(
+        b"{not json",
+        json!({"msgType":"error","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":1,"data":{"path":"/3/0/0"}}"#,
+        json!({"reqID":1,"msgType":"error","data":{"reqPath":"/3/0/0","code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":2,"msgType":"reboot","data":{"path":"/3/0/4"}}"#,
+        json!({"reqID":2,"msgType":"reboot","data":{"reqPath":"/3/0/4","code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":3,"msgType":"read","data":{"path":"/3/x/0"}}"#,
+        json!({"reqID":3,"msgType":"read","data":{"reqPath":"/3/x/0","code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":4,"msgType":"read","data":{}}"#,
+        json!({"reqID":4,"msgType":"read","data":{"reqPath":null,"code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":5,"msgType":"write","data":{"path":"/3/0/13","type":"Nope","value":1}}"#,
+        json!({"reqID":5,"msgType":"write","data":{"reqPath":"/3/0/13","code":"4.00","codeMsg":"bad_request"}}),
+    );
     check(br#"{"reqID":6,"msgType":"write","data":{"path":"/3/0/13","type":"Integer","value":"abc"}}"#, json!({"reqID":6,"msgType":"write","data":{"reqPath":"/3/0/13","code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":7,"msgType":"execute","data":{"path":"/3/0"}}"#, json!({"reqID":7,"msgType":"execute","data":{"reqPath":"/3/0","code":"4.00","codeMsg":"bad_request"}}));
-    check(br#"{"reqID":8,"msgType":"read","data":{"path":"/65535/0"}}"#, json!({"reqID":8,"msgType":"read","data":{"reqPath":"/65535/0","code":"4.00","codeMsg":"bad_request"}}));
-    s.shard.on_command(s.now, "nobody", br#"{"reqID":9,"msgType":"read","data":{"path":"/3/0/0"}}"#, &mut s.out);
+    check(
+        br#"{"reqID":7,"msgType":"execute","data":{"path":"/3/0"}}"#,
+        json!({"reqID":7,"msgType":"execute","data":{"reqPath":"/3/0","code":"4.00","codeMsg":"bad_request"}}),
+    );
+    check(
+        br#"{"reqID":8,"msgType":"read","data":{"path":"/65535/0"}}"#,
+        json!({"reqID":8,"msgType":"read","data":{"reqPath":"/65535/0","code":"4.00","codeMsg":"bad_request"}}),
+    );
+    s.shard.on_command(
+        s.now,
+        "nobody",
+        br#"{"reqID":9,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+        &mut s.out,
+    );
     let pubs = s.publishes();
     assert_eq!(pubs[0].0, "lwm2m/nobody/up/resp");
     assert_eq!(pubs[0].1["data"]["code"], "4.04");
@@ -456,13 +825,22 @@ fn write_single_resource_as_tlv_and_text() {
     assert_eq!(v.content_format(), Some(11542));
     assert_eq!(v.payload(), [0xC2, 0x0D, 0x30, 0x39]);
     let (mid, token) = (v.message_id(), v.token().to_vec());
-    s.send(peer(5000), &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""));
-    assert_eq!(s.publishes()[0].1, json!({"reqID":1,"msgType":"write","data":{"reqPath":"/3/0/13","code":"2.04","codeMsg":"changed"}}));
+    s.send(
+        peer(5000),
+        &response(MsgType::Ack, code::CHANGED, mid, &token, None, b""),
+    );
+    assert_eq!(
+        s.publishes()[0].1,
+        json!({"reqID":1,"msgType":"write","data":{"reqPath":"/3/0/13","code":"2.04","codeMsg":"changed"}})
+    );
     // Text, type taken from the object definition of /3/0/14 (UTC Offset, String).
     s.command("w", json!({"reqID": 2, "msgType": "write", "data": {"path": "/3/0/14", "value": "+02:00", "format": "text"}}));
     let (t, _, _) = s.take();
     let v = MessageView::parse(&t[0].1).unwrap();
-    assert_eq!((v.code(), v.content_format(), v.payload()), (code::PUT, Some(0), &b"+02:00"[..]));
+    assert_eq!(
+        (v.code(), v.content_format(), v.payload()),
+        (code::PUT, Some(0), &b"+02:00"[..])
+    );
 }
 
 #[test]
@@ -470,13 +848,47 @@ fn queued_commands_are_answered_when_the_device_goes_away() {
     let mut s = Sim::new();
     let id = s.register(peer(5000), "gone", 1);
     s.take();
-    s.command("gone", json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
-    s.command("gone", json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}));
+    s.command(
+        "gone",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    s.command(
+        "gone",
+        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}),
+    );
     s.take();
-    s.send(peer(5000), &request(MsgType::Con, code::DELETE, 9, &[], &["rd", &id], &[], b"", None));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::DELETE,
+            9,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
     let pubs = s.publishes();
-    let got: Vec<_> = pubs.iter().map(|(_, v)| (v["reqID"].clone(), v["msgType"].clone(), v["data"]["code"].clone())).collect();
-    assert_eq!(got, vec![(json!(1), json!("read"), json!("4.04")), (json!(2), json!("read"), json!("4.04")), (Value::Null, json!("deregister"), Value::Null)]);
+    let got: Vec<_> = pubs
+        .iter()
+        .map(|(_, v)| {
+            (
+                v["reqID"].clone(),
+                v["msgType"].clone(),
+                v["data"]["code"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!(1), json!("read"), json!("4.04")),
+            (json!(2), json!("read"), json!("4.04")),
+            (Value::Null, json!("deregister"), Value::Null)
+        ]
+    );
 }
 
 #[test]
@@ -485,7 +897,10 @@ fn downlink_queue_is_bounded() {
     s.register(peer(5000), "full", 1);
     s.take();
     for i in 0..4 {
-        s.command("full", json!({"reqID": i, "msgType": "read", "data": {"path": "/3/0/0"}}));
+        s.command(
+            "full",
+            json!({"reqID": i, "msgType": "read", "data": {"path": "/3/0/0"}}),
+        );
     }
     let pubs = s.publishes();
     // one in flight, two queued, the fourth refused
@@ -497,30 +912,59 @@ fn downlink_queue_is_bounded() {
 #[test]
 fn unknown_token_con_response_gets_rst() {
     let mut s = Sim::new();
-    s.send(peer(5000), &response(MsgType::Con, code::CONTENT, 0x99, &[0, 1, 2, 3, 4, 5, 6, 7], Some(0), b"1"));
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Con,
+            code::CONTENT,
+            0x99,
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            Some(0),
+            b"1",
+        ),
+    );
     assert_eq!(s.take().0[0].1, vec![0x70, 0, 0, 0x99]);
-    s.send(peer(5000), &response(MsgType::Ack, code::CONTENT, 0x98, &[0, 1, 2, 3, 4, 5, 6, 7], Some(0), b"1"));
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CONTENT,
+            0x98,
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            Some(0),
+            b"1",
+        ),
+    );
     assert!(s.take().0.is_empty(), "an unexpected ACK is ignored");
 }
 
 #[test]
 fn custom_topics_and_placeholders() {
     let mut s = Sim::with(|c| {
-        c.mountpoint = "gw/${peerhost}/".into();
-        c.translators.register.topic = "%e/reg".into();
-        c.translators.register.qos = 0;
-    });
-    s.register(peer(5000), "t1", 1);
-    let _ = s;
-    let mut s = Sim::with(|c| {
         c.mountpoint = "gw/%a/".into();
         c.translators.register.topic = "${endpoint_name}/reg".into();
         c.translators.command.topic = "%e/dn".into();
     });
-    s.send(peer(5000), &request(MsgType::Con, code::POST, 1, &[], &["rd"], &["ep=t2"], b"", None));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            1,
+            &[],
+            &["rd"],
+            &["ep=t2"],
+            b"",
+            None,
+        ),
+    );
     let (_, pubs, _) = s.take();
     assert_eq!(pubs[0].topic, "gw/127.0.0.1/t2/reg");
     assert_eq!(pubs[0].qos, 1);
     let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
-    assert_eq!(ev, json!({"msgType":"register","data":{"ep":"t2","lt":86400}}), "no payload: no objectList");
+    assert_eq!(
+        ev,
+        json!({"msgType":"register","data":{"ep":"t2","lt":86400}}),
+        "no payload: no objectList"
+    );
 }

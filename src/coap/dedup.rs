@@ -16,7 +16,12 @@ pub struct DedupCache<P> {
 
 impl<P: Hash + Eq + Copy> DedupCache<P> {
     pub fn new(lifetime: Duration, max_entries: usize) -> Self {
-        DedupCache { lifetime, max_entries: max_entries.max(1), map: HashMap::new(), order: VecDeque::new() }
+        DedupCache {
+            lifetime,
+            max_entries: max_entries.max(1),
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// The cached response for a duplicate, if this (peer, mid) was answered within the lifetime.

@@ -18,7 +18,10 @@ impl<'b> MessageBuilder<'b> {
         buf.push(code);
         buf.extend_from_slice(&mid.to_be_bytes());
         buf.extend_from_slice(token);
-        MessageBuilder { buf, last_option: 0 }
+        MessageBuilder {
+            buf,
+            last_option: 0,
+        }
     }
 
     pub fn option(mut self, number: u16, value: &[u8]) -> Self {
@@ -109,9 +112,18 @@ mod tests {
     fn matches_a_captured_reply() {
         // The reference server's reply to lwm2m-node-lib's Register: ACK 2.01, Location-Path rd/0.
         let mut buf = Vec::new();
-        MessageBuilder::new(&mut buf, MsgType::Ack, 0x41, 0x59cd, &[0x6d, 0xa6, 0x89, 0x17])
-            .options(opt::LOCATION_PATH, [b"rd".as_slice(), b"0"])
-            .finish();
-        assert_eq!(buf, [0x64, 0x41, 0x59, 0xcd, 0x6d, 0xa6, 0x89, 0x17, 0x82, 0x72, 0x64, 0x01, 0x30]);
+        MessageBuilder::new(
+            &mut buf,
+            MsgType::Ack,
+            0x41,
+            0x59cd,
+            &[0x6d, 0xa6, 0x89, 0x17],
+        )
+        .options(opt::LOCATION_PATH, [b"rd".as_slice(), b"0"])
+        .finish();
+        assert_eq!(
+            buf,
+            [0x64, 0x41, 0x59, 0xcd, 0x6d, 0xa6, 0x89, 0x17, 0x82, 0x72, 0x64, 0x01, 0x30]
+        );
     }
 }

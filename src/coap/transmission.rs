@@ -11,7 +11,11 @@ pub struct TransmissionParams {
 
 impl Default for TransmissionParams {
     fn default() -> Self {
-        TransmissionParams { ack_timeout: Duration::from_secs(2), ack_random_factor: 1.5, max_retransmit: 4 }
+        TransmissionParams {
+            ack_timeout: Duration::from_secs(2),
+            ack_random_factor: 1.5,
+            max_retransmit: 4,
+        }
     }
 }
 

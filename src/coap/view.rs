@@ -44,7 +44,11 @@ impl<'a> MessageView<'a> {
             return Err(ViewError::BadToken);
         }
         let opts_start = 4 + tkl;
-        let mut it = OptionIter { buf, pos: opts_start, number: 0 };
+        let mut it = OptionIter {
+            buf,
+            pos: opts_start,
+            number: 0,
+        };
         loop {
             match it.next_checked()? {
                 Some(_) => {}
@@ -55,7 +59,11 @@ impl<'a> MessageView<'a> {
         if opts_end < buf.len() && opts_end + 1 == buf.len() {
             return Err(ViewError::EmptyPayload);
         }
-        let v = MessageView { buf, opts_start, opts_end };
+        let v = MessageView {
+            buf,
+            opts_start,
+            opts_end,
+        };
         // RFC 7252 §4.1: an empty message carries nothing after the message id.
         if v.code() == 0 && buf.len() != 4 {
             return Err(ViewError::BadEmpty);
@@ -79,11 +87,17 @@ impl<'a> MessageView<'a> {
         &self.buf[4..self.opts_start]
     }
     pub fn options(&self) -> OptionIter<'a> {
-        OptionIter { buf: &self.buf[..self.opts_end], pos: self.opts_start, number: 0 }
+        OptionIter {
+            buf: &self.buf[..self.opts_end],
+            pos: self.opts_start,
+            number: 0,
+        }
     }
     /// Values of every instance of option `n`, in order.
     pub fn option_values(&self, n: u16) -> impl Iterator<Item = &'a [u8]> {
-        self.options().filter(move |(num, _)| *num == n).map(|(_, v)| v)
+        self.options()
+            .filter(move |(num, _)| *num == n)
+            .map(|(_, v)| v)
     }
     pub fn first_option(&self, n: u16) -> Option<&'a [u8]> {
         self.options().find(|(num, _)| *num == n).map(|(_, v)| v)
@@ -92,7 +106,8 @@ impl<'a> MessageView<'a> {
         self.first_option(n).and_then(decode_uint)
     }
     pub fn content_format(&self) -> Option<u16> {
-        self.uint_option(opt::CONTENT_FORMAT).and_then(|v| u16::try_from(v).ok())
+        self.uint_option(opt::CONTENT_FORMAT)
+            .and_then(|v| u16::try_from(v).ok())
     }
     pub fn payload(&self) -> &'a [u8] {
         if self.opts_end < self.buf.len() {
@@ -103,7 +118,9 @@ impl<'a> MessageView<'a> {
     }
     /// The first unrecognised critical option, if any (requests carrying one get 4.02).
     pub fn unknown_critical_option(&self) -> Option<u16> {
-        self.options().map(|(n, _)| n).find(|n| opt::is_critical(*n) && !opt::is_known(*n))
+        self.options()
+            .map(|(n, _)| n)
+            .find(|n| opt::is_critical(*n) && !opt::is_known(*n))
     }
 }
 
@@ -128,7 +145,9 @@ impl<'a> OptionIter<'a> {
                 let hi = *self.buf.get(self.pos).ok_or(ViewError::BadOption)?;
                 let lo = *self.buf.get(self.pos + 1).ok_or(ViewError::BadOption)?;
                 self.pos += 2;
-                u16::from_be_bytes([hi, lo]).checked_add(269).ok_or(ViewError::BadOption)
+                u16::from_be_bytes([hi, lo])
+                    .checked_add(269)
+                    .ok_or(ViewError::BadOption)
             }
             15 => Err(ViewError::BadOption),
             n => Ok(n as u16),
@@ -168,7 +187,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -181,7 +203,10 @@ mod tests {
         assert_eq!(v.token(), &hex("6da68917")[..]);
         let path: Vec<_> = v.option_values(opt::URI_PATH).collect();
         assert_eq!(path, vec![b"rd".as_slice()]);
-        let q: Vec<_> = v.option_values(opt::URI_QUERY).map(|q| std::str::from_utf8(q).unwrap()).collect();
+        let q: Vec<_> = v
+            .option_values(opt::URI_QUERY)
+            .map(|q| std::str::from_utf8(q).unwrap())
+            .collect();
         assert_eq!(q, vec!["ep=node-ep1", "lt=60", "lwm2m=1.0", "b=U"]);
         assert_eq!(v.payload(), b"</3/0>,</1/0>");
         assert_eq!(v.content_format(), None);
@@ -190,23 +215,51 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(MessageView::parse(&[0x40, 0x01]).unwrap_err(), ViewError::TooShort);
-        assert_eq!(MessageView::parse(&[0x80, 0x01, 0, 0]).unwrap_err(), ViewError::BadVersion);
-        assert_eq!(MessageView::parse(&[0x49, 0x01, 0, 0]).unwrap_err(), ViewError::BadToken);
-        assert_eq!(MessageView::parse(&[0x42, 0x01, 0, 0, 1]).unwrap_err(), ViewError::BadToken);
+        assert_eq!(
+            MessageView::parse(&[0x40, 0x01]).unwrap_err(),
+            ViewError::TooShort
+        );
+        assert_eq!(
+            MessageView::parse(&[0x80, 0x01, 0, 0]).unwrap_err(),
+            ViewError::BadVersion
+        );
+        assert_eq!(
+            MessageView::parse(&[0x49, 0x01, 0, 0]).unwrap_err(),
+            ViewError::BadToken
+        );
+        assert_eq!(
+            MessageView::parse(&[0x42, 0x01, 0, 0, 1]).unwrap_err(),
+            ViewError::BadToken
+        );
         // option claims 5 bytes, 1 present
-        assert_eq!(MessageView::parse(&[0x40, 0x01, 0, 0, 0xb5, b'r']).unwrap_err(), ViewError::BadOption);
+        assert_eq!(
+            MessageView::parse(&[0x40, 0x01, 0, 0, 0xb5, b'r']).unwrap_err(),
+            ViewError::BadOption
+        );
         // delta nibble 15 without 0xff marker
-        assert_eq!(MessageView::parse(&[0x40, 0x01, 0, 0, 0xf1, 0]).unwrap_err(), ViewError::BadOption);
+        assert_eq!(
+            MessageView::parse(&[0x40, 0x01, 0, 0, 0xf1, 0]).unwrap_err(),
+            ViewError::BadOption
+        );
         // extended length byte missing
-        assert_eq!(MessageView::parse(&[0x40, 0x01, 0, 0, 0xbd]).unwrap_err(), ViewError::BadOption);
+        assert_eq!(
+            MessageView::parse(&[0x40, 0x01, 0, 0, 0xbd]).unwrap_err(),
+            ViewError::BadOption
+        );
         // marker with no payload
-        assert_eq!(MessageView::parse(&[0x40, 0x01, 0, 0, 0xff]).unwrap_err(), ViewError::EmptyPayload);
+        assert_eq!(
+            MessageView::parse(&[0x40, 0x01, 0, 0, 0xff]).unwrap_err(),
+            ViewError::EmptyPayload
+        );
         // empty message with a payload
-        assert_eq!(MessageView::parse(&[0x60, 0x00, 0, 0, 0xff, 1]).unwrap_err(), ViewError::BadEmpty);
+        assert_eq!(
+            MessageView::parse(&[0x60, 0x00, 0, 0, 0xff, 1]).unwrap_err(),
+            ViewError::BadEmpty
+        );
         // option number overflow
         assert_eq!(
-            MessageView::parse(&[0x40, 0x01, 0, 0, 0xe0, 0xff, 0xff, 0xe0, 0xff, 0xff]).unwrap_err(),
+            MessageView::parse(&[0x40, 0x01, 0, 0, 0xe0, 0xff, 0xff, 0xe0, 0xff, 0xff])
+                .unwrap_err(),
             ViewError::BadOption
         );
     }

@@ -64,7 +64,13 @@ fn str_field<'a>(data: &'a Map<String, Value>, key: &str) -> Result<&'a str, Str
 /// Splits `"/3/0/1?a=b&c"` into the path and its Uri-Query pieces.
 fn path_and_query(s: &str, key: &str) -> Result<(Path, Vec<String>), String> {
     let (p, q) = match s.split_once('?') {
-        Some((p, q)) => (p, q.split('&').filter(|x| !x.is_empty()).map(str::to_string).collect()),
+        Some((p, q)) => (
+            p,
+            q.split('&')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
         None => (s, Vec::new()),
     };
     let path = Path::parse(p).map_err(|e| format!("data.{key} {s:?}: {e}"))?;
@@ -106,7 +112,9 @@ pub fn build(cmd: &Command, op: Op, dev: &DeviceContext) -> Result<Request, Stri
     match op {
         Op::Read => {
             (req.path, req.query) = path_and_query(str_field(d, "path")?, "path")?;
-            req.accept = fmt.or_else(|| codec::preferred_format(dev.version, dev.announced_formats, false)).map(|f| f.as_u16());
+            req.accept = fmt
+                .or_else(|| codec::preferred_format(dev.version, dev.announced_formats, false))
+                .map(|f| f.as_u16());
         }
         Op::Discover => {
             (req.path, req.query) = path_and_query(str_field(d, "path")?, "path")?;
@@ -167,12 +175,16 @@ fn build_write(
     let records: Vec<Record> = if single {
         let (path, query) = path_and_query(str_field(d, "path")?, "path")?;
         if path.len() < 3 {
-            return Err("a single write needs a resource path; use basePath + content for several".into());
+            return Err(
+                "a single write needs a resource path; use basePath + content for several".into(),
+            );
         }
         req.path = path;
         req.query = query;
         let ty = match d.get("type") {
-            Some(Value::String(t)) => json::resource_type_from_name(t).ok_or_else(|| format!("unknown type {t:?}"))?,
+            Some(Value::String(t)) => {
+                json::resource_type_from_name(t).ok_or_else(|| format!("unknown type {t:?}"))?
+            }
             Some(_) => return Err("data.type is not a string".into()),
             None => {
                 let (o, r) = (path.object().unwrap_or(0), path.resource().unwrap_or(0));
@@ -201,7 +213,9 @@ fn build_write(
             return Err("create needs basePath /object (or /object/instance)".into());
         }
         if op == Op::Write && !(2..=3).contains(&base.len()) {
-            return Err("a batch write needs basePath /object/instance or /object/instance/resource".into());
+            return Err(
+                "a batch write needs basePath /object/instance or /object/instance/resource".into(),
+            );
         }
         json::records_from_write_content(&base, content, dev.types, hex)?
     };
@@ -218,7 +232,8 @@ fn build_write(
     if op == Op::Create && records.is_empty() {
         return Ok(req);
     }
-    req.payload = codec::encode(cf, &req.path, &records).map_err(|e| format!("cannot encode as {}: {e}", cf.name()))?;
+    req.payload = codec::encode(cf, &req.path, &records)
+        .map_err(|e| format!("cannot encode as {}: {e}", cf.name()))?;
     req.content_format = Some(cf.as_u16());
     Ok(req)
 }
@@ -227,10 +242,20 @@ impl Request {
     /// Writes the request as a CON message into `buf`, with `alt_path` (the device's alternate
     /// path, `"/"` for none) before the object path.
     pub fn encode(&self, buf: &mut Vec<u8>, mid: u16, token: &[u8], alt_path: &str) {
-        let mut segs: Vec<String> = alt_path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let mut segs: Vec<String> = alt_path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         segs.extend(self.path.ids().iter().map(|i| i.to_string()));
-        let mut b = crate::coap::MessageBuilder::new(buf, crate::coap::MsgType::Con, self.method, mid, token)
-            .options(opt::URI_PATH, segs.iter().map(|s| s.as_bytes()));
+        let mut b = crate::coap::MessageBuilder::new(
+            buf,
+            crate::coap::MsgType::Con,
+            self.method,
+            mid,
+            token,
+        )
+        .options(opt::URI_PATH, segs.iter().map(|s| s.as_bytes()));
         if let Some(cf) = self.content_format {
             b = b.uint_option(opt::CONTENT_FORMAT, cf as u32);
         }

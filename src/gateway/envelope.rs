@@ -24,13 +24,32 @@ pub struct CommandError {
 }
 
 pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
-    let fail = |echo, msg_type, data, reason: String| Err(CommandError { echo, msg_type, data, reason });
+    let fail = |echo, msg_type, data, reason: String| {
+        Err(CommandError {
+            echo,
+            msg_type,
+            data,
+            reason,
+        })
+    };
     let v: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
-        Err(e) => return fail(Map::new(), None, None, format!("command is not valid JSON: {e}")),
+        Err(e) => {
+            return fail(
+                Map::new(),
+                None,
+                None,
+                format!("command is not valid JSON: {e}"),
+            )
+        }
     };
     let Value::Object(mut obj) = v else {
-        return fail(Map::new(), None, None, "command is not a JSON object".into());
+        return fail(
+            Map::new(),
+            None,
+            None,
+            "command is not a JSON object".into(),
+        );
     };
     let msg_type = obj.remove("msgType");
     let data = obj.remove("data");
@@ -42,13 +61,29 @@ pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
     let data = match data {
         Some(Value::Object(d)) => d,
         None => Map::new(),
-        Some(other) => return fail(obj, Some(msg_type), Some(other), "data is not a JSON object".into()),
+        Some(other) => {
+            return fail(
+                obj,
+                Some(msg_type),
+                Some(other),
+                "data is not a JSON object".into(),
+            )
+        }
     };
-    Ok(Command { echo: obj, msg_type, data })
+    Ok(Command {
+        echo: obj,
+        msg_type,
+        data,
+    })
 }
 
 /// Serialises `{...echo, "msgType": msg_type, ["seqNum": seq,] "data": data}`.
-pub fn message(echo: &Map<String, Value>, msg_type: &str, seq_num: Option<u32>, data: Value) -> Vec<u8> {
+pub fn message(
+    echo: &Map<String, Value>,
+    msg_type: &str,
+    seq_num: Option<u32>,
+    data: Value,
+) -> Vec<u8> {
     let mut m = echo.clone();
     m.insert("msgType".into(), Value::String(msg_type.into()));
     if let Some(s) = seq_num {
@@ -59,11 +94,22 @@ pub fn message(echo: &Map<String, Value>, msg_type: &str, seq_num: Option<u32>, 
 }
 
 /// `data` of a command response: `{reqPath, code, codeMsg[, content][, reason]}`.
-pub fn response_data(req_path: &Value, code: u8, content: Option<Value>, reason: Option<&str>) -> Value {
+pub fn response_data(
+    req_path: &Value,
+    code: u8,
+    content: Option<Value>,
+    reason: Option<&str>,
+) -> Value {
     let mut d = Map::new();
     d.insert("reqPath".into(), req_path.clone());
-    d.insert("code".into(), Value::String(crate::coap::code::to_string(code)));
-    d.insert("codeMsg".into(), Value::String(crate::coap::code::name(code).into()));
+    d.insert(
+        "code".into(),
+        Value::String(crate::coap::code::to_string(code)),
+    );
+    d.insert(
+        "codeMsg".into(),
+        Value::String(crate::coap::code::name(code).into()),
+    );
     if let Some(c) = content {
         d.insert("content".into(), c);
     }
@@ -92,9 +138,17 @@ mod tests {
 
     #[test]
     fn echoes_everything_but_msgtype_and_data() {
-        let c = parse_command(br#"{"reqID":"a","cacheID":[1],"msgType":"read","data":{"path":"/3/0/1"}}"#).unwrap();
+        let c = parse_command(
+            br#"{"reqID":"a","cacheID":[1],"msgType":"read","data":{"path":"/3/0/1"}}"#,
+        )
+        .unwrap();
         assert_eq!(c.msg_type, "read");
-        let out = message(&c.echo, "read", None, response_data(&req_path_of(&c.data), 0x45, Some(json!([])), None));
+        let out = message(
+            &c.echo,
+            "read",
+            None,
+            response_data(&req_path_of(&c.data), 0x45, Some(json!([])), None),
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v,
@@ -105,8 +159,14 @@ mod tests {
 
     #[test]
     fn bad_commands_keep_what_was_readable() {
-        assert!(parse_command(b"not json").unwrap_err().reason.contains("not valid JSON"));
-        assert!(parse_command(b"[1]").unwrap_err().reason.contains("not a JSON object"));
+        assert!(parse_command(b"not json")
+            .unwrap_err()
+            .reason
+            .contains("not valid JSON"));
+        assert!(parse_command(b"[1]")
+            .unwrap_err()
+            .reason
+            .contains("not a JSON object"));
         let e = parse_command(br#"{"reqID":7,"data":{}}"#).unwrap_err();
         assert_eq!(e.echo.get("reqID"), Some(&json!(7)));
         assert!(e.reason.contains("msgType"));

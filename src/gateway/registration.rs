@@ -11,8 +11,17 @@ pub const SUPPORTED_VERSIONS: [&str; 3] = ["1.0", "1.1", "1.2"];
 pub const DEFAULT_LIFETIME: u32 = 86400;
 
 /// Query keys never published on MQTT (EMQX master redacts these).
-const SECRET_KEYS: [&str; 9] =
-    ["password", "passwd", "passcode", "secret", "private_key", "access_token", "api_key", "jwt", "token"];
+const SECRET_KEYS: [&str; 9] = [
+    "password",
+    "passwd",
+    "passcode",
+    "secret",
+    "private_key",
+    "access_token",
+    "api_key",
+    "jwt",
+    "token",
+];
 
 /// A rejected Register/Update: the CoAP code to answer and a reason for the log/diagnostic payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +31,10 @@ pub struct Rejection {
 }
 
 fn bad(reason: impl Into<String>) -> Rejection {
-    Rejection { code: code::BAD_REQUEST, reason: reason.into() }
+    Rejection {
+        code: code::BAD_REQUEST,
+        reason: reason.into(),
+    }
 }
 
 /// Parsed Uri-Query of a Register (all keys) or an Update (subset).
@@ -72,7 +84,9 @@ pub fn parse_query<'a>(
                 p.endpoint = Some(v.to_string());
             }
             "lt" => {
-                let lt: u32 = v.parse().map_err(|_| bad(format!("lifetime {v:?} is not a number")))?;
+                let lt: u32 = v
+                    .parse()
+                    .map_err(|_| bad(format!("lifetime {v:?} is not a number")))?;
                 if lt < lifetime_range.0 || lt > lifetime_range.1 {
                     return Err(bad(format!(
                         "lifetime {lt} outside [{}, {}]",
@@ -83,8 +97,14 @@ pub fn parse_query<'a>(
             }
             "lwm2m" => p.version = Some(v.to_string()),
             "b" => {
-                if v.is_empty() || !v.bytes().all(|b| matches!(b, b'U' | b'S' | b'Q' | b'T' | b'N')) {
-                    return Err(bad(format!("binding {v:?} is not a combination of U, S, Q, T, N")));
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| matches!(b, b'U' | b'S' | b'Q' | b'T' | b'N'))
+                {
+                    return Err(bad(format!(
+                        "binding {v:?} is not a combination of U, S, Q, T, N"
+                    )));
                 }
                 p.binding = Some(v.to_string());
             }
@@ -151,7 +171,9 @@ impl Registration {
             self.queue_mode = true;
         }
         if u.binding.is_some() {
-            self.queue_mode = self.binding.contains('Q') || self.params.iter().any(|(k, _)| k == "Q") || u.queue_flag;
+            self.queue_mode = self.binding.contains('Q')
+                || self.params.iter().any(|(k, _)| k == "Q")
+                || u.queue_flag;
         }
         for (k, v) in &u.all {
             match self.params.iter_mut().find(|(pk, _)| pk == k) {
@@ -229,7 +251,13 @@ mod tests {
     fn versions() {
         assert_eq!(check_version(None), Ok("1.0"));
         assert_eq!(check_version(Some("1.2")), Ok("1.2"));
-        assert_eq!(check_version(Some("2.0")).unwrap_err().code, code::PRECONDITION_FAILED);
-        assert_eq!(check_version(Some("1.3")).unwrap_err().code, code::PRECONDITION_FAILED);
+        assert_eq!(
+            check_version(Some("2.0")).unwrap_err().code,
+            code::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            check_version(Some("1.3")).unwrap_err().code,
+            code::PRECONDITION_FAILED
+        );
     }
 }

@@ -49,15 +49,28 @@ pub fn route(
         Err(_) => {
             // RFC 7252 §4.2: a confirmable message we cannot parse is rejected with RST, when the
             // header at least is readable.
-            if bytes.len() >= 4 && bytes[0] >> 6 == 1 && MsgType::from_bits(bytes[0] >> 4) == MsgType::Con {
-                return reply(MsgType::Rst, code::EMPTY, u16::from_be_bytes([bytes[2], bytes[3]]), &[]);
+            if bytes.len() >= 4
+                && bytes[0] >> 6 == 1
+                && MsgType::from_bits(bytes[0] >> 4) == MsgType::Con
+            {
+                return reply(
+                    MsgType::Rst,
+                    code::EMPTY,
+                    u16::from_be_bytes([bytes[2], bytes[3]]),
+                    &[],
+                );
             }
             return Route::Drop;
         }
     };
     let t = v.msg_type();
     let c = v.code();
-    let by_index_or = |fallback: Route| lookup(&peer).filter(|w| *w < workers).map(Route::Worker).unwrap_or(fallback);
+    let by_index_or = |fallback: Route| {
+        lookup(&peer)
+            .filter(|w| *w < workers)
+            .map(Route::Worker)
+            .unwrap_or(fallback)
+    };
     if c == code::EMPTY {
         return match t {
             MsgType::Con | MsgType::Non => reply(MsgType::Rst, code::EMPTY, v.message_id(), &[]),
@@ -78,11 +91,17 @@ pub fn route(
         let third = path.next();
         return match (first, second, third) {
             (Some(b"rd"), None, _) => {
-                let ep = v.option_values(opt::URI_QUERY).find_map(|q| q.strip_prefix(b"ep=")).unwrap_or_default();
+                let ep = v
+                    .option_values(opt::URI_QUERY)
+                    .find_map(|q| q.strip_prefix(b"ep="))
+                    .unwrap_or_default();
                 Route::Worker(shard_of_endpoint(ep, workers))
             }
             (Some(b"rd"), Some(id), None) => {
-                let shard = std::str::from_utf8(id).ok().and_then(|s| s.parse::<u64>().ok()).map(|id| (id & 0xff) as usize);
+                let shard = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .map(|id| (id & 0xff) as usize);
                 match shard {
                     Some(s) if s < workers => Route::Worker(s),
                     _ => answer(code::NOT_FOUND),
@@ -128,48 +147,97 @@ mod tests {
 
     #[test]
     fn register_routes_by_endpoint_hash() {
-        let b = req(MsgType::Con, code::POST, &["rd"], &["lt=5", "ep=dev7"], &[1]);
-        assert_eq!(route(&b, peer(), 4, |_| None, 0), Route::Worker(shard_of_endpoint(b"dev7", 4)));
+        let b = req(
+            MsgType::Con,
+            code::POST,
+            &["rd"],
+            &["lt=5", "ep=dev7"],
+            &[1],
+        );
+        assert_eq!(
+            route(&b, peer(), 4, |_| None, 0),
+            Route::Worker(shard_of_endpoint(b"dev7", 4))
+        );
         // spread over shards
-        let shards: std::collections::HashSet<_> = (0..100).map(|i| shard_of_endpoint(format!("d{i}").as_bytes(), 4)).collect();
+        let shards: std::collections::HashSet<_> = (0..100)
+            .map(|i| shard_of_endpoint(format!("d{i}").as_bytes(), 4))
+            .collect();
         assert_eq!(shards.len(), 4);
     }
 
     #[test]
     fn update_routes_by_registration_id() {
-        let b = req(MsgType::Con, code::POST, &["rd", &((7u64 << 8) | 2).to_string()], &[], &[]);
+        let b = req(
+            MsgType::Con,
+            code::POST,
+            &["rd", &((7u64 << 8) | 2).to_string()],
+            &[],
+            &[],
+        );
         assert_eq!(route(&b, peer(), 4, |_| None, 0), Route::Worker(2));
         // shard 9 does not exist with 4 workers: 4.04 straight away
         let b = req(MsgType::Con, code::DELETE, &["rd", "265"], &[], &[9]);
-        let Route::Reply(r) = route(&b, peer(), 4, |_| None, 0) else { panic!() };
+        let Route::Reply(r) = route(&b, peer(), 4, |_| None, 0) else {
+            panic!()
+        };
         let v = MessageView::parse(&r).unwrap();
-        assert_eq!((v.msg_type(), v.code(), v.message_id(), v.token()), (MsgType::Ack, code::NOT_FOUND, 0x1234, &[9u8][..]));
+        assert_eq!(
+            (v.msg_type(), v.code(), v.message_id(), v.token()),
+            (MsgType::Ack, code::NOT_FOUND, 0x1234, &[9u8][..])
+        );
     }
 
     #[test]
     fn stateless_answers() {
         // unknown path
         let b = req(MsgType::Con, code::GET, &["x"], &[], &[]);
-        assert!(matches!(route(&b, peer(), 2, |_| None, 0), Route::Reply(r) if r[1] == code::NOT_FOUND));
+        assert!(
+            matches!(route(&b, peer(), 2, |_| None, 0), Route::Reply(r) if r[1] == code::NOT_FOUND)
+        );
         // NON request gets a NON answer with a fresh id
         let b = req(MsgType::Non, code::GET, &["x"], &[], &[]);
-        let Route::Reply(r) = route(&b, peer(), 2, |_| None, 77) else { panic!() };
-        assert_eq!((MsgType::from_bits(r[0] >> 4), u16::from_be_bytes([r[2], r[3]])), (MsgType::Non, 77));
+        let Route::Reply(r) = route(&b, peer(), 2, |_| None, 77) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                MsgType::from_bits(r[0] >> 4),
+                u16::from_be_bytes([r[2], r[3]])
+            ),
+            (MsgType::Non, 77)
+        );
         // CoAP ping
-        assert!(matches!(route(&[0x40, 0, 0, 5], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5]));
+        assert!(
+            matches!(route(&[0x40, 0, 0, 5], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5])
+        );
         // malformed CON: RST; malformed other: drop
-        assert!(matches!(route(&[0x40, 1, 0, 5, 0xff], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5]));
-        assert_eq!(route(&[0x50, 1, 0, 5, 0xff], peer(), 2, |_| None, 0), Route::Drop);
+        assert!(
+            matches!(route(&[0x40, 1, 0, 5, 0xff], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5])
+        );
+        assert_eq!(
+            route(&[0x50, 1, 0, 5, 0xff], peer(), 2, |_| None, 0),
+            Route::Drop
+        );
         assert_eq!(route(&[1, 2], peer(), 2, |_| None, 0), Route::Drop);
     }
 
     #[test]
     fn replies_route_by_gateway_chosen_ids() {
         // empty ACK: message id modulo workers
-        assert_eq!(route(&[0x60, 0, 0, 7], peer(), 4, |_| None, 0), Route::Worker(3));
+        assert_eq!(
+            route(&[0x60, 0, 0, 7], peer(), 4, |_| None, 0),
+            Route::Worker(3)
+        );
         // piggybacked response: first token byte
         let mut b = Vec::new();
-        MessageBuilder::new(&mut b, MsgType::Ack, code::CONTENT, 1, &[1, 0, 0, 0, 0, 0, 0, 9]).payload(b"x");
+        MessageBuilder::new(
+            &mut b,
+            MsgType::Ack,
+            code::CONTENT,
+            1,
+            &[1, 0, 0, 0, 0, 0, 0, 9],
+        )
+        .payload(b"x");
         assert_eq!(route(&b, peer(), 4, |_| None, 0), Route::Worker(1));
         // foreign token: index, else RST for CON
         MessageBuilder::new(&mut b, MsgType::Con, code::CONTENT, 1, &[200]).payload(b"x");

@@ -111,7 +111,8 @@ fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
 /// Starts the embedded broker (rumqttd) on `addr`; port 0 picks a free port. Returns the address.
 fn start_embedded_broker(addr: SocketAddr, max_packet: usize) -> anyhow::Result<SocketAddr> {
     // rumqttd reports a busy port only in its own log: probe first so the error is clear.
-    let probe = TcpListener::bind(addr).with_context(|| format!("embedded MQTT broker cannot listen on {addr}"))?;
+    let probe = TcpListener::bind(addr)
+        .with_context(|| format!("embedded MQTT broker cannot listen on {addr}"))?;
     let addr = probe.local_addr()?;
     drop(probe);
     let conn = rumqttd::ConnectionSettings {
@@ -140,13 +141,20 @@ fn start_embedded_broker(addr: SocketAddr, max_packet: usize) -> anyhow::Result<
     };
     let mut v4 = std::collections::HashMap::new();
     v4.insert("1".to_string(), server);
-    let config = rumqttd::Config { id: 0, router, v4: Some(v4), ..Default::default() };
-    std::thread::Builder::new().name("mqtt-broker".into()).spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            error!("embedded MQTT broker stopped: {e}");
-        }
-    })?;
+    let config = rumqttd::Config {
+        id: 0,
+        router,
+        v4: Some(v4),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                error!("embedded MQTT broker stopped: {e}");
+            }
+        })?;
     info!("embedded MQTT broker listening on {addr}");
     Ok(addr)
 }
@@ -160,7 +168,11 @@ impl Gateway {
         for e in &errors {
             warn!("object definition {} not loaded: {}", e.file, e.error);
         }
-        info!("loaded {} object definitions from {}", model.len(), config.xml_dir.display());
+        info!(
+            "loaded {} object definitions from {}",
+            model.len(),
+            config.xml_dir.display()
+        );
         Gateway::start_with_model(config, Arc::new(model))
     }
 
@@ -178,7 +190,8 @@ impl Gateway {
                 (h, p, None)
             }
             None => {
-                let a = start_embedded_broker(config.mqtt.broker_listen, config.mqtt.max_packet_size)?;
+                let a =
+                    start_embedded_broker(config.mqtt.broker_listen, config.mqtt.max_packet_size)?;
                 (a.ip().to_string(), a.port(), Some(a))
             }
         };
@@ -196,12 +209,17 @@ impl Gateway {
         let mut sockets = Vec::new();
         let mut local_addrs = Vec::new();
         for addr in &config.listen {
-            let s = bind_udp(*addr, config.recv_buffer).with_context(|| format!("cannot listen on UDP {addr}"))?;
+            let s = bind_udp(*addr, config.recv_buffer)
+                .with_context(|| format!("cannot listen on UDP {addr}"))?;
             local_addrs.push(s.local_addr()?);
             sockets.push(s);
         }
-        let send_sockets: Arc<Vec<UdpSocket>> =
-            Arc::new(sockets.iter().map(|s| s.try_clone()).collect::<io::Result<_>>()?);
+        let send_sockets: Arc<Vec<UdpSocket>> = Arc::new(
+            sockets
+                .iter()
+                .map(|s| s.try_clone())
+                .collect::<io::Result<_>>()?,
+        );
 
         // Workers.
         let mut worker_txs = Vec::new();
@@ -219,7 +237,11 @@ impl Gateway {
                 metrics: metrics.clone(),
                 registrations: 0,
             };
-            threads.push(std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || w.run())?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{id}"))
+                    .spawn(move || w.run())?,
+            );
         }
 
         // MQTT connection driver.
@@ -228,9 +250,13 @@ impl Gateway {
             let workers = worker_txs.clone();
             let (metrics, stop, client) = (metrics.clone(), stop.clone(), client.clone());
             let backoff = (config.mqtt.reconnect_min, config.mqtt.reconnect_max);
-            threads.push(std::thread::Builder::new().name("mqtt".into()).spawn(move || {
-                mqtt_loop(connection, client, topics, workers, metrics, stop, backoff)
-            })?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("mqtt".into())
+                    .spawn(move || {
+                        mqtt_loop(connection, client, topics, workers, metrics, stop, backoff)
+                    })?,
+            );
         }
 
         // Event loop.
@@ -240,7 +266,8 @@ impl Gateway {
             let mut mio_sockets = Vec::new();
             for (i, s) in sockets.into_iter().enumerate() {
                 let mut m = mio::net::UdpSocket::from_std(s);
-                poll.registry().register(&mut m, Token(i), Interest::READABLE)?;
+                poll.registry()
+                    .register(&mut m, Token(i), Interest::READABLE)?;
                 mio_sockets.push(m);
             }
             let el = EventLoop {
@@ -251,27 +278,44 @@ impl Gateway {
                 metrics: metrics.clone(),
                 stop: stop.clone(),
             };
-            threads.push(std::thread::Builder::new().name("event-loop".into()).spawn(move || el.run())?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("event-loop".into())
+                    .spawn(move || el.run())?,
+            );
         }
 
         if !config.stats_interval.is_zero() {
             let (metrics, stop, every) = (metrics.clone(), stop.clone(), config.stats_interval);
-            threads.push(std::thread::Builder::new().name("stats".into()).spawn(move || {
-                let mut next = Instant::now() + every;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if Instant::now() >= next {
-                        info!("stats: {}", metrics.summary());
-                        next += every;
-                    }
-                }
-            })?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("stats".into())
+                    .spawn(move || {
+                        let mut next = Instant::now() + every;
+                        while !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(200));
+                            if Instant::now() >= next {
+                                info!("stats: {}", metrics.summary());
+                                next += every;
+                            }
+                        }
+                    })?,
+            );
         }
         info!(
             "listening on {:?} with {} workers; commands on {}",
             local_addrs, config.workers, shard_cfg.topics.command_filter
         );
-        Ok(Gateway { local_addrs, broker_addr, metrics, stop, waker, workers: worker_txs, mqtt: client, threads })
+        Ok(Gateway {
+            local_addrs,
+            broker_addr,
+            metrics,
+            stop,
+            waker,
+            workers: worker_txs,
+            mqtt: client,
+            threads,
+        })
     }
 
     /// The bound UDP addresses (useful with port 0).
@@ -337,7 +381,9 @@ impl EventLoop {
                     continue;
                 }
                 let li = ev.token().0;
-                let Some(sock) = self.sockets.get(li) else { continue };
+                let Some(sock) = self.sockets.get(li) else {
+                    continue;
+                };
                 // Edge-triggered: drain to WouldBlock.
                 loop {
                     let (len, addr) = match sock.recv_from(&mut buf) {
@@ -355,16 +401,27 @@ impl EventLoop {
                     let bytes = &buf[..len];
                     nonce = nonce.wrapping_add(1);
                     let index = &self.index;
-                    match router::route(bytes, addr, n, |a| index.get(a).map(|s| *s as usize), nonce) {
+                    match router::route(
+                        bytes,
+                        addr,
+                        n,
+                        |a| index.get(a).map(|s| *s as usize),
+                        nonce,
+                    ) {
                         Route::Worker(w) => {
                             let msg = WorkerMsg::Datagram {
-                                peer: Peer { listener: li as u16, addr },
+                                peer: Peer {
+                                    listener: li as u16,
+                                    addr,
+                                },
                                 bytes: bytes.to_vec(),
                             };
                             match self.workers[w].try_send(msg) {
                                 Ok(()) => {}
                                 Err(TrySendError::Full(_)) => {
-                                    self.metrics.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                                    self.metrics
+                                        .dropped_queue_full
+                                        .fetch_add(1, Ordering::Relaxed);
                                 }
                                 Err(TrySendError::Disconnected(_)) => return,
                             }
@@ -377,7 +434,9 @@ impl EventLoop {
                             }
                         }
                         Route::Drop => {
-                            self.metrics.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                            self.metrics
+                                .dropped_malformed
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -437,7 +496,9 @@ impl Worker {
     fn handle(&mut self, now: Instant, m: WorkerMsg, out: &mut Output) -> bool {
         match m {
             WorkerMsg::Datagram { peer, bytes } => self.shard.on_datagram(now, peer, &bytes, out),
-            WorkerMsg::Command { endpoint, payload } => self.shard.on_command(now, &endpoint, &payload, out),
+            WorkerMsg::Command { endpoint, payload } => {
+                self.shard.on_command(now, &endpoint, &payload, out)
+            }
             WorkerMsg::Stop => return false,
         }
         true
@@ -445,7 +506,9 @@ impl Worker {
 
     fn flush(&mut self, out: &mut Output) {
         for t in out.transmits.drain(..) {
-            let Some(sock) = self.sockets.get(t.peer.listener as usize) else { continue };
+            let Some(sock) = self.sockets.get(t.peer.listener as usize) else {
+                continue;
+            };
             let mut sent = false;
             for _ in 0..3 {
                 match sock.send_to(&t.bytes, t.peer.addr) {
@@ -460,7 +523,11 @@ impl Worker {
                     }
                 }
             }
-            let c = if sent { &self.metrics.datagrams_out } else { &self.metrics.send_errors };
+            let c = if sent {
+                &self.metrics.datagrams_out
+            } else {
+                &self.metrics.send_errors
+            };
             c.fetch_add(1, Ordering::Relaxed);
         }
         for p in out.publishes.drain(..) {
@@ -488,15 +555,21 @@ impl Worker {
             }
         }
         if out.dropped > 0 {
-            self.metrics.dropped_malformed.fetch_add(out.dropped, Ordering::Relaxed);
+            self.metrics
+                .dropped_malformed
+                .fetch_add(out.dropped, Ordering::Relaxed);
         }
         out.clear();
         let n = self.shard.registrations();
         if n != self.registrations {
             if n > self.registrations {
-                self.metrics.registrations.fetch_add(n - self.registrations, Ordering::Relaxed);
+                self.metrics
+                    .registrations
+                    .fetch_add(n - self.registrations, Ordering::Relaxed);
             } else {
-                self.metrics.registrations.fetch_sub(self.registrations - n, Ordering::Relaxed);
+                self.metrics
+                    .registrations
+                    .fetch_sub(self.registrations - n, Ordering::Relaxed);
             }
             self.registrations = n;
         }
@@ -524,7 +597,10 @@ fn mqtt_loop(
         }
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!("connected to MQTT broker; subscribing to {}", topics.command_filter);
+                info!(
+                    "connected to MQTT broker; subscribing to {}",
+                    topics.command_filter
+                );
                 metrics.mqtt_connected.store(true, Ordering::Relaxed);
                 backoff = backoff_min;
                 // Clean session: subscribe again after every (re)connect.
@@ -540,7 +616,10 @@ fn mqtt_loop(
                     continue;
                 };
                 let w = router::shard_of_endpoint(ep.as_bytes(), workers.len());
-                let msg = WorkerMsg::Command { endpoint: ep.to_string(), payload: p.payload.to_vec() };
+                let msg = WorkerMsg::Command {
+                    endpoint: ep.to_string(),
+                    payload: p.payload.to_vec(),
+                };
                 if let Err(e) = workers[w].try_send(msg) {
                     metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
                     if let TrySendError::Full(WorkerMsg::Command { endpoint, payload }) = e {
@@ -571,9 +650,18 @@ fn overloaded(client: &Client, topics: &Topics, endpoint: &str, payload: &[u8]) 
             let rp = envelope::req_path_of(&c.data);
             (c.echo, c.msg_type, rp)
         }
-        Err(e) => (e.echo, e.msg_type.unwrap_or_else(|| "error".into()), serde_json::Value::Null),
+        Err(e) => (
+            e.echo,
+            e.msg_type.unwrap_or_else(|| "error".into()),
+            serde_json::Value::Null,
+        ),
     };
-    let data = envelope::response_data(&req_path, crate::coap::code::SERVICE_UNAVAILABLE, None, Some("gateway overloaded"));
+    let data = envelope::response_data(
+        &req_path,
+        crate::coap::code::SERVICE_UNAVAILABLE,
+        None,
+        Some("gateway overloaded"),
+    );
     let msg = envelope::message(&echo, &msg_type, None, data);
     let t = &topics.response;
     let _ = client.try_publish(t.render(endpoint, ""), QoS::AtLeastOnce, false, msg);

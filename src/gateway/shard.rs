@@ -215,7 +215,11 @@ impl Shard {
     }
 
     fn publish(&self, out: &mut Output, t: &Template, ep: &str, peerhost: &str, payload: Vec<u8>) {
-        out.publishes.push(Publish { topic: t.render(ep, peerhost), qos: t.qos, payload });
+        out.publishes.push(Publish {
+            topic: t.render(ep, peerhost),
+            qos: t.qos,
+            payload,
+        });
     }
 
     // ---------------------------------------------------------------- datagrams
@@ -229,7 +233,10 @@ impl Shard {
         let mtype = pkt.header.get_type();
         if mtype == MessageType::Confirmable {
             if let Some(cached) = self.dedup.get(peer, mid) {
-                out.transmits.push(Transmit { peer, bytes: cached.to_vec() });
+                out.transmits.push(Transmit {
+                    peer,
+                    bytes: cached.to_vec(),
+                });
                 return;
             }
         }
@@ -239,7 +246,10 @@ impl Shard {
             MessageClass::Response(_) => self.on_response(now, peer, &pkt, out),
             MessageClass::Reserved(_) => {
                 // RFC 7252 §4.2/4.3: reject what we cannot process.
-                if matches!(mtype, MessageType::Confirmable | MessageType::NonConfirmable) {
+                if matches!(
+                    mtype,
+                    MessageType::Confirmable | MessageType::NonConfirmable
+                ) {
                     self.reply_rst(peer, mid, out);
                 } else {
                     out.dropped += 1;
@@ -258,14 +268,21 @@ impl Shard {
         let mid = pkt.header.message_id;
         match pkt.header.get_type() {
             // CoAP ping (or any empty CON/NON): answered with RST.
-            MessageType::Confirmable | MessageType::NonConfirmable => self.reply_rst(peer, mid, out),
+            MessageType::Confirmable | MessageType::NonConfirmable => {
+                self.reply_rst(peer, mid, out)
+            }
             MessageType::Acknowledgement => {
                 let Some(reg) = self.by_mid.get(&mid).copied() else {
                     return out.dropped += 1;
                 };
                 let sep_timeout = self.cfg.separate_response_timeout;
-                let Some(s) = self.sessions.get_mut(&reg) else { return };
-                let Some(ex) = s.inflight.as_mut().filter(|e| e.mid == mid && e.state == ExchangeState::AwaitAck)
+                let Some(s) = self.sessions.get_mut(&reg) else {
+                    return;
+                };
+                let Some(ex) = s
+                    .inflight
+                    .as_mut()
+                    .filter(|e| e.mid == mid && e.state == ExchangeState::AwaitAck)
                 else {
                     return;
                 };
@@ -273,10 +290,16 @@ impl Shard {
                 ex.state = ExchangeState::AwaitSeparate;
                 ex.deadline = now + sep_timeout;
                 let (token, deadline) = (ex.token, ex.deadline);
-                let payload = envelope::message(&ex.cmd.echo, "ack", None, Value::Object(ex.cmd.data.clone()));
+                let payload = envelope::message(
+                    &ex.cmd.echo,
+                    "ack",
+                    None,
+                    Value::Object(ex.cmd.data.clone()),
+                );
                 let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
                 self.by_mid.remove(&mid);
-                self.timers.push(Reverse((deadline, Timer::Exchange { reg, token })));
+                self.timers
+                    .push(Reverse((deadline, Timer::Exchange { reg, token })));
                 let t = self.cfg.topics.response.clone();
                 self.publish(out, &t, &ep, &ph, payload);
             }
@@ -316,7 +339,8 @@ impl Shard {
         }
         m.payload(reason.as_deref().map(reason_bytes).unwrap_or_default());
         if con {
-            self.dedup.insert(now, peer, pkt.header.message_id, b.clone());
+            self.dedup
+                .insert(now, peer, pkt.header.message_id, b.clone());
         }
         out.transmits.push(Transmit { peer, bytes: b });
     }
@@ -331,23 +355,41 @@ impl Shard {
     ) -> Result<(u8, Option<String>), Rejection> {
         for (n, _) in pkt.options() {
             if opt::is_critical(*n) && !opt::is_known(*n) {
-                return Err(Rejection { code: code::BAD_OPTION, reason: format!("unsupported critical option {n}") });
+                return Err(Rejection {
+                    code: code::BAD_OPTION,
+                    reason: format!("unsupported critical option {n}"),
+                });
             }
         }
         let method: u8 = pkt.header.code.into();
         let empty = std::collections::LinkedList::new();
         let path = pkt.get_option(CoapOption::UriPath).unwrap_or(&empty);
         let segs: Vec<&[u8]> = path.iter().map(|v| v.as_slice()).collect();
-        let not_found = || Rejection { code: code::NOT_FOUND, reason: "no such resource".into() };
-        let not_allowed = || Rejection { code: code::METHOD_NOT_ALLOWED, reason: "method not allowed".into() };
+        let not_found = || Rejection {
+            code: code::NOT_FOUND,
+            reason: "no such resource".into(),
+        };
+        let not_allowed = || Rejection {
+            code: code::METHOD_NOT_ALLOWED,
+            reason: "method not allowed".into(),
+        };
         match segs.as_slice() {
-            [b"rd"] if method == code::POST => self.register(now, peer, pkt, out).map(|id| (code::CREATED, Some(id))),
+            [b"rd"] if method == code::POST => self
+                .register(now, peer, pkt, out)
+                .map(|id| (code::CREATED, Some(id))),
             [b"rd"] => Err(not_allowed()),
             [b"rd", id] => {
-                let reg = std::str::from_utf8(id).ok().and_then(|s| s.parse::<u64>().ok()).filter(|r| self.sessions.contains_key(r));
-                let Some(reg) = reg else { return Err(not_found()) };
+                let reg = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|r| self.sessions.contains_key(r));
+                let Some(reg) = reg else {
+                    return Err(not_found());
+                };
                 match method {
-                    code::POST => self.update(now, peer, reg, pkt, out).map(|()| (code::CHANGED, None)),
+                    code::POST => self
+                        .update(now, peer, reg, pkt, out)
+                        .map(|()| (code::CHANGED, None)),
                     code::DELETE => {
                         self.remove_session(reg, "deregistered", out);
                         Ok((code::DELETED, None))
@@ -360,7 +402,10 @@ impl Shard {
     }
 
     fn queries(pkt: &Packet) -> impl Iterator<Item = &[u8]> {
-        pkt.get_option(CoapOption::UriQuery).into_iter().flatten().map(|v| v.as_slice())
+        pkt.get_option(CoapOption::UriQuery)
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_slice())
     }
 
     fn parse_objects(pkt: &Packet) -> Result<Option<RegisteredObjects>, Rejection> {
@@ -376,11 +421,16 @@ impl Shard {
         if pkt.payload.is_empty() {
             return Ok(None);
         }
-        let text = std::str::from_utf8(&pkt.payload)
-            .map_err(|_| Rejection { code: code::BAD_REQUEST, reason: "object list is not UTF-8".into() })?;
+        let text = std::str::from_utf8(&pkt.payload).map_err(|_| Rejection {
+            code: code::BAD_REQUEST,
+            reason: "object list is not UTF-8".into(),
+        })?;
         link_format::parse_registration(text)
             .map(Some)
-            .map_err(|e| Rejection { code: code::BAD_REQUEST, reason: e.to_string() })
+            .map_err(|e| Rejection {
+                code: code::BAD_REQUEST,
+                reason: e.to_string(),
+            })
     }
 
     fn peerhost(&self, peer: Peer) -> String {
@@ -391,16 +441,26 @@ impl Shard {
         }
     }
 
-    fn register(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) -> Result<String, Rejection> {
+    fn register(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        pkt: &Packet,
+        out: &mut Output,
+    ) -> Result<String, Rejection> {
         let params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
         let version = registration::check_version(params.version.as_deref())?;
         let Some(endpoint) = params.endpoint.clone() else {
-            return Err(Rejection { code: code::BAD_REQUEST, reason: "missing ep".into() });
+            return Err(Rejection {
+                code: code::BAD_REQUEST,
+                reason: "missing ep".into(),
+            });
         };
         let objects = Self::parse_objects(pkt)?;
         let lifetime = match params.lifetime {
             Some(lt) => lt,
-            None => registration::DEFAULT_LIFETIME.clamp(self.cfg.lifetime_range.0, self.cfg.lifetime_range.1),
+            None => registration::DEFAULT_LIFETIME
+                .clamp(self.cfg.lifetime_range.0, self.cfg.lifetime_range.1),
         };
         let binding = params.binding.clone().unwrap_or_else(|| "U".to_string());
         let queue_mode = binding.contains('Q') || params.queue_flag;
@@ -438,10 +498,17 @@ impl Shard {
         };
         let data = session.reg.event_data();
         let payload = envelope::message(&serde_json::Map::new(), "register", None, data);
-        self.publish(out, &self.cfg.topics.register.clone(), &endpoint, &session.peerhost, payload);
+        self.publish(
+            out,
+            &self.cfg.topics.register.clone(),
+            &endpoint,
+            &session.peerhost,
+            payload,
+        );
         self.sessions.insert(reg_id, session);
         self.by_endpoint.insert(endpoint, reg_id);
-        self.timers.push(Reverse((expires_at, Timer::Lifetime(reg_id))));
+        self.timers
+            .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
         out.index.push(IndexUpdate::Bind(peer.addr));
         if let Some(ex) = carried_inflight {
             // Re-send the interrupted request to the new registration's address.
@@ -454,12 +521,22 @@ impl Shard {
         Ok(reg_id.to_string())
     }
 
-    fn update(&mut self, now: Instant, peer: Peer, reg_id: u64, pkt: &Packet, out: &mut Output) -> Result<(), Rejection> {
+    fn update(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        reg_id: u64,
+        pkt: &Packet,
+        out: &mut Output,
+    ) -> Result<(), Rejection> {
         let params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
         let objects = Self::parse_objects(pkt)?;
         let peerhost = self.peerhost(peer);
         let Some(s) = self.sessions.get_mut(&reg_id) else {
-            return Err(Rejection { code: code::NOT_FOUND, reason: "no such registration".into() });
+            return Err(Rejection {
+                code: code::NOT_FOUND,
+                reason: "no such registration".into(),
+            });
         };
         let mut p = params.clone();
         // Endpoint and version are fixed at Register (TS §6.2.2); ignore them here.
@@ -483,11 +560,13 @@ impl Shard {
             UpdatePublishCondition::ContainsObjectList => had_objects,
         };
         if publish {
-            let payload = envelope::message(&serde_json::Map::new(), "update", None, s.reg.event_data());
+            let payload =
+                envelope::message(&serde_json::Map::new(), "update", None, s.reg.event_data());
             let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
             self.publish(out, &self.cfg.topics.update.clone(), &ep, &ph, payload);
         }
-        self.timers.push(Reverse((expires_at, Timer::Lifetime(reg_id))));
+        self.timers
+            .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
         self.pump(now, reg_id, out);
         Ok(())
     }
@@ -495,7 +574,9 @@ impl Shard {
     /// Ends a registration: publishes `deregister` with `reason`, answers every command still
     /// waiting for this device so none vanishes silently.
     fn remove_session(&mut self, reg_id: u64, reason: &str, out: &mut Output) {
-        let Some(s) = self.sessions.remove(&reg_id) else { return };
+        let Some(s) = self.sessions.remove(&reg_id) else {
+            return;
+        };
         if self.by_endpoint.get(&s.reg.endpoint) == Some(&reg_id) {
             self.by_endpoint.remove(&s.reg.endpoint);
         }
@@ -506,17 +587,31 @@ impl Shard {
             self.by_mid.remove(&ex.mid);
         }
         let resp = self.cfg.topics.response.clone();
-        let waiting = s.inflight.iter().map(|e| &e.cmd).chain(s.queue.iter().map(|(c, _, _)| c));
+        let waiting = s
+            .inflight
+            .iter()
+            .map(|e| &e.cmd)
+            .chain(s.queue.iter().map(|(c, _, _)| c));
         for cmd in waiting {
             let why = format!("endpoint {reason}");
-            let data = envelope::response_data(&envelope::req_path_of(&cmd.data), code::NOT_FOUND, None, Some(&why));
+            let data = envelope::response_data(
+                &envelope::req_path_of(&cmd.data),
+                code::NOT_FOUND,
+                None,
+                Some(&why),
+            );
             let payload = envelope::message(&cmd.echo, &cmd.msg_type, None, data);
             self.publish(out, &resp, ep, ph, payload);
         }
         let mut d = serde_json::Map::new();
         d.insert("ep".into(), ep.into());
         d.insert("reason".into(), reason.into());
-        let payload = envelope::message(&serde_json::Map::new(), "deregister", None, Value::Object(d));
+        let payload = envelope::message(
+            &serde_json::Map::new(),
+            "deregister",
+            None,
+            Value::Object(d),
+        );
         self.publish(out, &self.cfg.topics.deregister.clone(), ep, ph, payload);
     }
 
@@ -525,19 +620,24 @@ impl Shard {
     fn on_response(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
         let mtype = pkt.header.get_type();
         let mid = pkt.header.message_id;
-        let token = <[u8; 8]>::try_from(pkt.get_token()).ok().map(u64::from_be_bytes);
+        let token = <[u8; 8]>::try_from(pkt.get_token())
+            .ok()
+            .map(u64::from_be_bytes);
         let reg = token.and_then(|t| self.by_token.get(&t).copied());
         let matched = reg.and_then(|r| {
             let ex = self.sessions.get(&r)?.inflight.as_ref()?;
             // A piggybacked response must also carry our message id.
-            let ok = Some(ex.token) == token && (mtype != MessageType::Acknowledgement || ex.mid == mid);
+            let ok =
+                Some(ex.token) == token && (mtype != MessageType::Acknowledgement || ex.mid == mid);
             ok.then_some(r)
         });
         let Some(reg) = matched else {
             match mtype {
                 // Unknown CON/NON response (a stale notification, a late separate response):
                 // RST tells the device to stop (RFC 7252 §4.2, RFC 7641 §3.6).
-                MessageType::Confirmable | MessageType::NonConfirmable => self.reply_rst(peer, mid, out),
+                MessageType::Confirmable | MessageType::NonConfirmable => {
+                    self.reply_rst(peer, mid, out)
+                }
                 _ => out.dropped += 1,
             }
             return;
@@ -554,11 +654,29 @@ impl Shard {
             .and_then(|v| crate::coap::decode_uint(v))
             .and_then(|v| u16::try_from(v).ok());
         let model = self.cfg.model.clone();
-        let versions = self.sessions.get(&reg).and_then(|s| s.reg.objects.as_ref()).map(|o| o.versions.clone()).unwrap_or_default();
+        let versions = self
+            .sessions
+            .get(&reg)
+            .and_then(|s| s.reg.objects.as_ref())
+            .map(|o| o.versions.clone())
+            .unwrap_or_default();
         let payload = &pkt.payload;
         self.finish_exchange(now, reg, out, |ex| {
-            let (c, content, reason) = response_content(ex.op, &ex.request, resp_code, cf, payload, &model, &versions);
-            let data = envelope::response_data(&envelope::req_path_of(&ex.cmd.data), c, content, reason.as_deref());
+            let (c, content, reason) = response_content(
+                ex.op,
+                &ex.request,
+                resp_code,
+                cf,
+                payload,
+                &model,
+                &versions,
+            );
+            let data = envelope::response_data(
+                &envelope::req_path_of(&ex.cmd.data),
+                c,
+                content,
+                reason.as_deref(),
+            );
             (ex.cmd.msg_type.as_str(), data)
         });
     }
@@ -572,7 +690,9 @@ impl Shard {
         out: &mut Output,
         describe: impl FnOnce(&Exchange) -> (&str, Value),
     ) {
-        let Some(s) = self.sessions.get_mut(&reg) else { return };
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
         let Some(ex) = s.inflight.take() else { return };
         self.by_token.remove(&ex.token);
         self.by_mid.remove(&ex.mid);
@@ -588,9 +708,17 @@ impl Shard {
     /// A command from MQTT for endpoint `ep` (already extracted from the topic).
     pub fn on_command(&mut self, now: Instant, ep: &str, payload: &[u8], out: &mut Output) {
         let reg = self.by_endpoint.get(ep).copied();
-        let peerhost = reg.and_then(|r| self.sessions.get(&r)).map(|s| s.peerhost.clone()).unwrap_or_default();
+        let peerhost = reg
+            .and_then(|r| self.sessions.get(&r))
+            .map(|s| s.peerhost.clone())
+            .unwrap_or_default();
         let resp = self.cfg.topics.response.clone();
-        let fail = |out: &mut Output, echo: &serde_json::Map<String, Value>, msg_type: &str, req_path: &Value, c: u8, why: &str| {
+        let fail = |out: &mut Output,
+                    echo: &serde_json::Map<String, Value>,
+                    msg_type: &str,
+                    req_path: &Value,
+                    c: u8,
+                    why: &str| {
             let data = envelope::response_data(req_path, c, None, Some(why));
             out.publishes.push(Publish {
                 topic: resp.render(ep, &peerhost),
@@ -605,37 +733,96 @@ impl Shard {
                     Some(Value::Object(d)) => envelope::req_path_of(d),
                     _ => Value::Null,
                 };
-                return fail(out, &e.echo, e.msg_type.as_deref().unwrap_or("error"), &rp, code::BAD_REQUEST, &e.reason);
+                return fail(
+                    out,
+                    &e.echo,
+                    e.msg_type.as_deref().unwrap_or("error"),
+                    &rp,
+                    code::BAD_REQUEST,
+                    &e.reason,
+                );
             }
         };
         let req_path = envelope::req_path_of(&cmd.data);
         let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
             let why = match cmd.msg_type.as_str() {
-                "observe" | "cancel-observe" | "read-composite" | "write-composite" | "observe-composite"
+                "observe"
+                | "cancel-observe"
+                | "read-composite"
+                | "write-composite"
+                | "observe-composite"
                 | "cancel-observe-composite" => {
                     let why = format!("msgType {:?} is not implemented yet", cmd.msg_type);
                     return fail(out, &cmd.echo, &cmd.msg_type, &req_path, 0xA1, &why);
                 }
                 other => format!("unknown msgType {other:?}"),
             };
-            return fail(out, &cmd.echo, &cmd.msg_type, &req_path, code::BAD_REQUEST, &why);
+            return fail(
+                out,
+                &cmd.echo,
+                &cmd.msg_type,
+                &req_path,
+                code::BAD_REQUEST,
+                &why,
+            );
         };
         let Some(reg) = reg else {
-            return fail(out, &cmd.echo, &cmd.msg_type, &req_path, code::NOT_FOUND, "endpoint not registered");
+            return fail(
+                out,
+                &cmd.echo,
+                &cmd.msg_type,
+                &req_path,
+                code::NOT_FOUND,
+                "endpoint not registered",
+            );
         };
-        let Some(s) = self.sessions.get(&reg) else { return };
-        let versions = s.reg.objects.as_ref().map(|o| o.versions.clone()).unwrap_or_default();
-        let announced = s.reg.objects.as_ref().map(|o| o.content_formats.clone()).unwrap_or_default();
+        let Some(s) = self.sessions.get(&reg) else {
+            return;
+        };
+        let versions = s
+            .reg
+            .objects
+            .as_ref()
+            .map(|o| o.versions.clone())
+            .unwrap_or_default();
+        let announced = s
+            .reg
+            .objects
+            .as_ref()
+            .map(|o| o.content_formats.clone())
+            .unwrap_or_default();
         let types = self.cfg.model.types_for(&versions);
-        let dev = DeviceContext { version: s.reg.version, announced_formats: &announced, types: &types };
+        let dev = DeviceContext {
+            version: s.reg.version,
+            announced_formats: &announced,
+            types: &types,
+        };
         let request = match downlink::build(&cmd, op, &dev) {
             Ok(r) => r,
-            Err(why) => return fail(out, &cmd.echo, &cmd.msg_type, &req_path, code::BAD_REQUEST, &why),
+            Err(why) => {
+                return fail(
+                    out,
+                    &cmd.echo,
+                    &cmd.msg_type,
+                    &req_path,
+                    code::BAD_REQUEST,
+                    &why,
+                )
+            }
         };
         let max = self.cfg.downlink_queue_max;
-        let Some(s) = self.sessions.get_mut(&reg) else { return };
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
         if s.queue.len() >= max {
-            return fail(out, &cmd.echo, &cmd.msg_type, &req_path, code::SERVICE_UNAVAILABLE, "downlink queue full");
+            return fail(
+                out,
+                &cmd.echo,
+                &cmd.msg_type,
+                &req_path,
+                code::SERVICE_UNAVAILABLE,
+                "downlink queue full",
+            );
         }
         s.queue.push_back((cmd, op, request));
         self.pump(now, reg, out);
@@ -643,19 +830,32 @@ impl Shard {
 
     /// Sends the next queued request if none is in flight (NSTART = 1).
     fn pump(&mut self, now: Instant, reg: u64, out: &mut Output) {
-        let Some(s) = self.sessions.get(&reg) else { return };
+        let Some(s) = self.sessions.get(&reg) else {
+            return;
+        };
         if s.inflight.is_some() || s.queue.is_empty() {
             return;
         }
         let token = self.alloc_token();
         let mid = self.alloc_mid();
         let timeout = self.cfg.transmission.initial_timeout(self.rng.gen::<f64>());
-        let Some(s) = self.sessions.get_mut(&reg) else { return };
-        let Some((cmd, op, request)) = s.queue.pop_front() else { return };
-        let alt = s.reg.objects.as_ref().map_or("/", |o| o.alternate_path.as_str());
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        let Some((cmd, op, request)) = s.queue.pop_front() else {
+            return;
+        };
+        let alt = s
+            .reg
+            .objects
+            .as_ref()
+            .map_or("/", |o| o.alternate_path.as_str());
         request.encode(&mut self.buf, mid, &token.to_be_bytes(), alt);
         let bytes = self.buf.clone();
-        out.transmits.push(Transmit { peer: s.peer, bytes: bytes.clone() });
+        out.transmits.push(Transmit {
+            peer: s.peer,
+            bytes: bytes.clone(),
+        });
         let deadline = now + timeout;
         s.inflight = Some(Exchange {
             cmd,
@@ -671,7 +871,8 @@ impl Shard {
         });
         self.by_token.insert(token, reg);
         self.by_mid.insert(mid, reg);
-        self.timers.push(Reverse((deadline, Timer::Exchange { reg, token })));
+        self.timers
+            .push(Reverse((deadline, Timer::Exchange { reg, token })));
     }
 
     // ---------------------------------------------------------------- timers
@@ -696,23 +897,36 @@ impl Shard {
 
     fn exchange_timer(&mut self, now: Instant, reg: u64, token: u64, out: &mut Output) {
         let max = self.cfg.transmission.max_retransmit;
-        let Some(s) = self.sessions.get_mut(&reg) else { return };
-        let Some(ex) = s.inflight.as_mut().filter(|e| e.token == token && e.deadline <= now) else {
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        let Some(ex) = s
+            .inflight
+            .as_mut()
+            .filter(|e| e.token == token && e.deadline <= now)
+        else {
             return;
         };
         if ex.state == ExchangeState::AwaitAck && ex.retransmits < max {
             ex.retransmits += 1;
             ex.timeout *= 2;
             ex.deadline = now + ex.timeout;
-            out.transmits.push(Transmit { peer: s.peer, bytes: ex.bytes.clone() });
+            out.transmits.push(Transmit {
+                peer: s.peer,
+                bytes: ex.bytes.clone(),
+            });
             let d = ex.deadline;
-            self.timers.push(Reverse((d, Timer::Exchange { reg, token })));
+            self.timers
+                .push(Reverse((d, Timer::Exchange { reg, token })));
             return;
         }
         self.finish_exchange(now, reg, out, |ex| {
             let mut d = ex.cmd.data.clone();
             if ex.state == ExchangeState::AwaitSeparate {
-                d.insert("reason".into(), "no separate response after empty ACK".into());
+                d.insert(
+                    "reason".into(),
+                    "no separate response after empty ACK".into(),
+                );
             }
             ("coap_timeout", Value::Object(d))
         });
@@ -741,17 +955,28 @@ fn response_content(
             // 1.0 clients such as lwm2m-node-lib omit it for text).
             let n = cf.unwrap_or(0);
             let Some(f) = ContentFormat::from_u16(n) else {
-                return (code::BAD_REQUEST, None, Some(format!("unsupported content format {n}")));
+                return (
+                    code::BAD_REQUEST,
+                    None,
+                    Some(format!("unsupported content format {n}")),
+                );
             };
             let types = model.types_for(versions);
             match codec::decode(f, &req.path, payload, &types) {
                 Ok(records) => (resp_code, Some(json::content_json(&records)), None),
-                Err(e) => (code::BAD_REQUEST, None, Some(format!("cannot decode {} payload: {e}", f.name()))),
+                Err(e) => (
+                    code::BAD_REQUEST,
+                    None,
+                    Some(format!("cannot decode {} payload: {e}", f.name())),
+                ),
             }
         }
         Op::Discover => {
             let text = String::from_utf8_lossy(payload);
-            let links = link_format::discover_links(&text).into_iter().map(Value::String).collect();
+            let links = link_format::discover_links(&text)
+                .into_iter()
+                .map(Value::String)
+                .collect();
             (resp_code, Some(Value::Array(links)), None)
         }
         _ => (resp_code, None, None),

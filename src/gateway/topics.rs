@@ -56,7 +56,10 @@ fn parse_template(s: &str) -> Vec<Piece> {
 
 impl Template {
     fn new(mountpoint: &str, t: &Translator) -> Template {
-        Template { pieces: parse_template(&format!("{mountpoint}{}", t.topic)), qos: t.qos }
+        Template {
+            pieces: parse_template(&format!("{mountpoint}{}", t.topic)),
+            qos: t.qos,
+        }
     }
 
     pub fn render(&self, endpoint: &str, peerhost: &str) -> String {
@@ -83,7 +86,10 @@ enum Level {
     /// `+` or a level with `%a`: any value.
     Any,
     /// The level holding `%e`, with its literal prefix and suffix.
-    Endpoint { prefix: String, suffix: String },
+    Endpoint {
+        prefix: String,
+        suffix: String,
+    },
     /// `#`: the rest.
     Rest,
 }
@@ -116,7 +122,9 @@ impl Topics {
             let n_ph = pieces.iter().filter(|p| **p == Piece::PeerHost).count();
             if level == "#" {
                 if i != command.split('/').count() - 1 {
-                    return Err(format!("command topic {command:?}: '#' must be the last level"));
+                    return Err(format!(
+                        "command topic {command:?}: '#' must be the last level"
+                    ));
                 }
                 levels.push(Level::Rest);
                 filter.push("#".to_string());
@@ -142,7 +150,9 @@ impl Topics {
                 return Err(format!("command topic {command:?}: %e twice in one level"));
             } else {
                 if level.contains('#') || level.contains('+') {
-                    return Err(format!("command topic {command:?}: wildcard inside level {level:?}"));
+                    return Err(format!(
+                        "command topic {command:?}: wildcard inside level {level:?}"
+                    ));
                 }
                 levels.push(Level::Exact(level.to_string()));
                 filter.push(level.to_string());
@@ -155,9 +165,16 @@ impl Topics {
             ));
         }
         let t = |tr: &Translator| Template::new(&c.mountpoint, tr);
-        let (response, notify, register, update, deregister) =
-            (t(&tr.response), t(&tr.notify), t(&tr.register), t(&tr.update), t(&tr.deregister));
-        let needs_peerhost = [&response, &notify, &register, &update, &deregister].iter().any(|t| t.uses_peerhost());
+        let (response, notify, register, update, deregister) = (
+            t(&tr.response),
+            t(&tr.notify),
+            t(&tr.register),
+            t(&tr.update),
+            t(&tr.deregister),
+        );
+        let needs_peerhost = [&response, &notify, &register, &update, &deregister]
+            .iter()
+            .any(|t| t.uses_peerhost());
         Ok(Topics {
             response,
             notify,
@@ -183,7 +200,9 @@ impl Topics {
                     match level {
                         Level::Exact(l) if l != part => return None,
                         Level::Endpoint { prefix, suffix } => {
-                            let e = part.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+                            let e = part
+                                .strip_prefix(prefix.as_str())?
+                                .strip_suffix(suffix.as_str())?;
                             ep = Some(e);
                         }
                         _ => {}
@@ -225,10 +244,16 @@ mod tests {
     fn both_placeholder_spellings_and_prefixes() {
         let t = topics("gw/${peerhost}/dev-${endpoint_name}/", "cmd").unwrap();
         assert_eq!(t.command_filter, "gw/+/+/cmd");
-        assert_eq!(t.endpoint_of_command("gw/10.0.0.1/dev-abc/cmd"), Some("abc"));
+        assert_eq!(
+            t.endpoint_of_command("gw/10.0.0.1/dev-abc/cmd"),
+            Some("abc")
+        );
         assert_eq!(t.endpoint_of_command("gw/10.0.0.1/abc/cmd"), None);
         assert_eq!(t.endpoint_of_command("gw/10.0.0.1/dev-abc/cmd/x"), None);
-        assert_eq!(t.notify.render("abc", "10.0.0.1"), "gw/10.0.0.1/dev-abc/up/notify");
+        assert_eq!(
+            t.notify.render("abc", "10.0.0.1"),
+            "gw/10.0.0.1/dev-abc/up/notify"
+        );
         assert!(t.needs_peerhost);
         // legacy spelling in the translator itself
         let t = topics("", "lwm2m/%e/dn/#").unwrap();

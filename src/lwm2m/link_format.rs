@@ -753,8 +753,3 @@ mod tests {
         }
     }
 }
-
-/// A Discover response split into link strings on every comma outside quotes (EMQX 5.x).
-pub fn discover_links(payload: &str) -> Vec<String> {
-    payload.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-}
