@@ -226,9 +226,20 @@ fn build_write(
         _ if req.path.len() == 2 => code::POST,
         _ => code::PUT,
     };
-    let cf = fmt
-        .or_else(|| codec::preferred_format(dev.version, dev.announced_formats, true))
-        .unwrap_or(ContentFormat::Tlv);
+    let cf = match fmt {
+        Some(f) => f,
+        // A device that announced no formats gets single-resource writes as plain text (opaque
+        // values as raw bytes): every client reads those, while text-only clients such as
+        // lwm2m-node-lib silently drop a TLV write.
+        None if single && dev.announced_formats.is_empty() => {
+            match records.first().map(|r| &r.value) {
+                Some(crate::lwm2m::Value::Opaque(_)) => ContentFormat::Opaque,
+                _ => ContentFormat::Text,
+            }
+        }
+        None => codec::preferred_format(dev.version, dev.announced_formats, true)
+            .unwrap_or(ContentFormat::Tlv),
+    };
     if op == Op::Create && records.is_empty() {
         return Ok(req);
     }

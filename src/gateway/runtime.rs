@@ -45,6 +45,8 @@ pub struct Metrics {
     pub commands_dropped: AtomicU64,
     pub registrations: AtomicUsize,
     pub mqtt_connected: AtomicBool,
+    /// True once the broker acknowledged the command subscription of the current connection.
+    pub mqtt_subscribed: AtomicBool,
 }
 
 impl Metrics {
@@ -608,6 +610,9 @@ fn mqtt_loop(
                     error!("cannot subscribe to {}: {e}", topics.command_filter);
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.commands_in.fetch_add(1, Ordering::Relaxed);
                 let Some(ep) = topics.endpoint_of_command(&p.topic) else {
@@ -633,6 +638,7 @@ fn mqtt_loop(
                     break;
                 }
                 metrics.mqtt_connected.store(false, Ordering::Relaxed);
+                metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
                 warn!("MQTT connection error: {e}; retrying in {backoff:?}");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(backoff_max);

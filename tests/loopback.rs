@@ -1,0 +1,428 @@
+//! Lock-step tests over loopback: exact datagrams to the running gateway (real UDP sockets, real
+//! threads), exact replies and MQTT messages back, through the embedded broker and Mosquitto.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lwm2m_gateway::coap::{code, MessageBuilder, MessageView, MsgType};
+use serde_json::{json, Value};
+use support::*;
+
+/// lwm2m-node-lib's captured Register: ep=node-ep1, lt=60, lwm2m=1.0, b=U, payload
+/// `</3/0>,</1/0>`, no Content-Format option.
+fn node_lib() -> Vec<Vec<u8>> {
+    captured_client_datagrams("lwm2m-node-lib-1.0.jsonl")
+}
+
+fn command(obs: &Observer, ep: &str, cmd: Value) {
+    obs.publish(&format!("lwm2m/{ep}/dn"), &cmd.to_string());
+}
+
+fn full_session(broker: Option<SocketAddr>) {
+    let gw = TestGateway::start(broker, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    let reg = &node_lib()[0];
+    dev.send(reg);
+    let (t, c, mid, token, loc) = parse_reply(&dev.recv());
+    assert_eq!((t, c, mid), (MsgType::Ack, code::CREATED, 0x59cd));
+    assert_eq!(token, hex("6da68917"));
+    let id = loc.expect("Location-Path rd/<id>");
+    let (topic, ev) = obs.next();
+    assert_eq!(topic, "lwm2m/node-ep1/up/resp");
+    assert_eq!(
+        ev,
+        json!({"msgType":"register","data":{"ep":"node-ep1","lt":60,"lwm2m":"1.0","b":"U",
+               "alternatePath":"/","objectList":["/3/0","/1/0"]}})
+    );
+
+    // read: no Accept for a 1.0 device that announced no formats; text answer without CF.
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.msg_type(), v.code(), uri_path(&req)),
+        (MsgType::Con, code::GET, "/3/0/0".to_string())
+    );
+    assert_eq!(v.first_option(17), None, "no Accept option");
+    dev.send(&answer(&req, code::CONTENT, None, b"Open Mobile Alliance"));
+    let (topic, resp) = obs.next();
+    assert_eq!(topic, "lwm2m/node-ep1/up/resp");
+    assert_eq!(
+        resp,
+        json!({"reqID":1,"msgType":"read","data":{"reqPath":"/3/0/0","code":"2.05","codeMsg":"content",
+               "content":[{"path":"/3/0/0","value":"Open Mobile Alliance"}]}})
+    );
+
+    // read typed through the object model: /3/0/9 battery level is an Integer.
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": "b", "msgType": "read", "data": {"path": "3/0/9"}}),
+    );
+    let req = dev.recv();
+    dev.send(&answer(&req, code::CONTENT, Some(0), b"87"));
+    assert_eq!(
+        obs.next().1["data"]["content"],
+        json!([{"path":"/3/0/9","value":87}])
+    );
+
+    // write (text for a device without announced formats)
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 2, "msgType": "write", "data": {"path": "/3/0/14", "type": "String", "value": "+01:00"}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.code(), v.content_format(), v.payload()),
+        (code::PUT, Some(0), &b"+01:00"[..])
+    );
+    dev.send(&answer(&req, code::CHANGED, None, b""));
+    assert_eq!(
+        obs.next().1,
+        json!({"reqID":2,"msgType":"write","data":{"reqPath":"/3/0/14","code":"2.04","codeMsg":"changed"}})
+    );
+
+    // write as TLV when asked (EMQX example bytes)
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 3, "msgType": "write", "data": {"path": "/3/0/13", "type": "Integer", "value": "12345", "format": "tlv"}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.code(), v.content_format(), v.payload()),
+        (code::PUT, Some(11542), &[0xC2u8, 0x0D, 0x30, 0x39][..])
+    );
+    dev.send(&answer(&req, code::CHANGED, None, b""));
+    assert_eq!(obs.next().1["data"]["code"], "2.04");
+
+    // execute with arguments
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 4, "msgType": "execute", "data": {"path": "/3/0/4", "args": "0"}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.code(), uri_path(&req), v.payload()),
+        (code::POST, "/3/0/4".to_string(), &b"0"[..])
+    );
+    dev.send(&answer(&req, code::CHANGED, None, b""));
+    assert_eq!(
+        obs.next().1,
+        json!({"reqID":4,"msgType":"execute","data":{"reqPath":"/3/0/4","code":"2.04","codeMsg":"changed"}})
+    );
+
+    // discover: Accept 40, content split on every comma
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 5, "msgType": "discover", "data": {"path": "/3/0"}}),
+    );
+    let req = dev.recv();
+    assert_eq!(MessageView::parse(&req).unwrap().uint_option(17), Some(40));
+    dev.send(&answer(
+        &req,
+        code::CONTENT,
+        Some(40),
+        b"</3/0>,</3/0/0>,</3/0/9>;pmin=10",
+    ));
+    assert_eq!(
+        obs.next().1["data"]["content"],
+        json!(["</3/0>", "</3/0/0>", "</3/0/9>;pmin=10"])
+    );
+
+    // delete
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 6, "msgType": "delete", "data": {"path": "/5/0"}}),
+    );
+    let req = dev.recv();
+    assert_eq!(
+        (MessageView::parse(&req).unwrap().code(), uri_path(&req)),
+        (code::DELETE, "/5/0".to_string())
+    );
+    dev.send(&answer(&req, code::DELETED, None, b""));
+    assert_eq!(obs.next().1["data"]["codeMsg"], "deleted");
+
+    // Update from a new source port (NAT rebinding): 2.04, update event, downlinks follow.
+    let moved = Device::new(gw.udp);
+    let mut upd = Vec::new();
+    MessageBuilder::new(&mut upd, MsgType::Con, code::POST, 0x4242, &[1])
+        .options(11, [b"rd".as_slice(), id.as_bytes()])
+        .option(15, b"lt=120")
+        .finish();
+    moved.send(&upd);
+    assert_eq!(parse_reply(&moved.recv()).1, code::CHANGED);
+    let (_, ev) = obs.next();
+    assert_eq!(ev["msgType"], "update");
+    assert_eq!(ev["data"]["lt"], 120);
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 7, "msgType": "read", "data": {"path": "/1/0/1"}}),
+    );
+    let req = moved.recv();
+    moved.send(&answer(&req, code::CONTENT, None, b"300"));
+    assert_eq!(
+        obs.next().1["data"]["content"],
+        json!([{"path":"/1/0/1","value":300}])
+    );
+
+    // Deregister: the captured datagram (from yet another port), location rewritten to ours.
+    let third = Device::new(gw.udp);
+    third.send(&rewrite(&node_lib()[3], None, None, Some(&id)));
+    assert_eq!(parse_reply(&third.recv()).1, code::DELETED);
+    assert_eq!(
+        obs.next().1,
+        json!({"msgType":"deregister","data":{"ep":"node-ep1","reason":"deregistered"}})
+    );
+
+    // A command to the now unregistered endpoint is answered, not dropped.
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 8, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let (_, r) = obs.next();
+    assert_eq!(
+        (
+            r["reqID"].clone(),
+            r["data"]["code"].clone(),
+            r["data"]["reason"].clone()
+        ),
+        (json!(8), json!("4.04"), json!("endpoint not registered"))
+    );
+}
+
+#[test]
+fn node_lib_session_through_embedded_broker() {
+    full_session(None);
+}
+
+#[test]
+fn node_lib_session_through_mosquitto() {
+    if let Some(m) = Mosquitto::start() {
+        full_session(Some(m.addr));
+    }
+}
+
+#[test]
+fn wakaama_register_and_senml_read() {
+    let gw = TestGateway::start(None, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    let cap = captured_client_datagrams("wakaama-1.1-session.jsonl");
+    dev.send(&cap[0]);
+    let (_, c, _, _, loc) = parse_reply(&dev.recv());
+    assert_eq!(c, code::CREATED);
+    let (_, ev) = obs.next();
+    assert_eq!(ev["data"]["lwm2m"], "1.1");
+    assert_eq!(ev["data"]["objectList"][0], "/1");
+    assert_eq!(ev["data"]["alternatePath"], "/");
+    // Wakaama announced ct=110: reads ask for SenML JSON.
+    command(
+        &obs,
+        "wakaama-ep1",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0"}}),
+    );
+    let req = dev.recv();
+    assert_eq!(MessageView::parse(&req).unwrap().uint_option(17), Some(110));
+    let v = MessageView::parse(&req).unwrap();
+    // Wakaama's captured answer, re-addressed to our request.
+    dev.send(&rewrite(
+        &cap[1],
+        Some(v.message_id()),
+        Some(v.token()),
+        None,
+    ));
+    let (_, r) = obs.next();
+    assert_eq!(r["data"]["code"], "2.05");
+    let content = r["data"]["content"].as_array().unwrap();
+    assert!(
+        content.contains(&json!({"path":"/3/0/0","value":"Open Mobile Alliance"})),
+        "{r}"
+    );
+    assert!(
+        content.contains(&json!({"path":"/3/0/9","value":100})),
+        "{r}"
+    );
+    assert!(
+        content.contains(&json!({"path":"/3/0/6/1","value":5})),
+        "{r}"
+    );
+    // Wakaama's own Deregister of location "0", rewritten to ours.
+    dev.send(&rewrite(cap.last().unwrap(), None, None, loc.as_deref()));
+    assert_eq!(parse_reply(&dev.recv()).1, code::DELETED);
+    assert_eq!(obs.next().1["msgType"], "deregister");
+}
+
+#[test]
+fn anjay_registers_with_1_2_at_first_attempt_and_reads_tlv() {
+    let gw = TestGateway::start(None, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    let cap = captured_client_datagrams("anjay-1.2-fallback-tlv.jsonl");
+    dev.send(&cap[0]);
+    let (_, c, _, _, loc) = parse_reply(&dev.recv());
+    assert_eq!(
+        c,
+        code::CREATED,
+        "1.2 is accepted: no 4.12 fallback round trip"
+    );
+    let (_, ev) = obs.next();
+    assert_eq!(ev["data"]["lwm2m"], "1.2");
+    assert!(ev["data"]["objectList"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/1/1")));
+    command(
+        &obs,
+        "anjay-ep1",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    // Anjay's captured TLV answer: resource 0 = "anjay".
+    dev.send(&rewrite(
+        &cap[2],
+        Some(v.message_id()),
+        Some(v.token()),
+        None,
+    ));
+    assert_eq!(
+        obs.next().1["data"]["content"],
+        json!([{"path":"/3/0/0","value":"anjay"}])
+    );
+    // Anjay's Update with lt=120, re-addressed.
+    dev.send(&rewrite(&cap[4], None, None, loc.as_deref()));
+    assert_eq!(parse_reply(&dev.recv()).1, code::CHANGED);
+    assert_eq!(obs.next().1["data"]["lt"], 120);
+}
+
+#[test]
+fn timeout_and_reset_reach_mqtt() {
+    let gw = TestGateway::start(None, |c| {
+        c.coap.ack_timeout = Duration::from_millis(50);
+        c.coap.max_retransmit = 2;
+    });
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    dev.send(&node_lib()[0]);
+    dev.recv();
+    obs.next_of("register");
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": [1, 2], "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let first = dev.recv();
+    assert_eq!(dev.recv(), first, "retransmission 1");
+    assert_eq!(dev.recv(), first, "retransmission 2");
+    assert_eq!(
+        obs.next().1,
+        json!({"reqID":[1,2],"msgType":"coap_timeout","data":{"path":"/3/0/0"}})
+    );
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 3, "msgType": "read", "data": {"path": "/3/0/1"}}),
+    );
+    let req = dev.recv();
+    let mid = MessageView::parse(&req).unwrap().message_id();
+    dev.send(&[0x70, 0, (mid >> 8) as u8, mid as u8]);
+    assert_eq!(
+        obs.next().1,
+        json!({"reqID":3,"msgType":"coap_reset","data":{"path":"/3/0/1"}})
+    );
+}
+
+#[test]
+fn hostile_datagrams_and_commands_do_not_disturb_other_devices() {
+    let gw = TestGateway::start(None, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    dev.send(&node_lib()[0]);
+    dev.recv();
+    obs.next_of("register");
+    let attacker = Device::new(gw.udp);
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![0x40],
+        vec![0x4f, 0x01, 0, 1],
+        vec![0x40, 0x02, 0, 1, 0xb2, b'r'],
+        vec![0x40, 0x02, 0, 1, 0xff],
+        vec![0x50, 0x02, 0, 1, 0xe0],
+        vec![0x44, 0x02, 0, 1, 1, 2, 3, 4, 0xb2, b'r', b'd', 0x4f],
+        vec![0x60, 0x45, 0, 1, 0xff, 1],
+        vec![0x40, 0x45, 0, 1, 0xff, 1],
+        vec![0x40, 0xe0, 0, 1],
+        (0..2000).map(|i| i as u8).collect(),
+    ];
+    for j in &junk {
+        attacker.send(j);
+    }
+    // Register of an endpoint name that would reach into other devices' topics.
+    let mut evil = Vec::new();
+    MessageBuilder::new(&mut evil, MsgType::Con, code::POST, 9, &[])
+        .option(11, b"rd")
+        .option(15, b"ep=node-ep1/dn")
+        .finish();
+    attacker.send(&evil);
+    // Every CON answered or dropped; the good device is still served.
+    let mut answers = 0;
+    while let Some(r) = attacker.try_recv(Duration::from_millis(300)) {
+        let v = MessageView::parse(&r).expect("gateway replies are well-formed");
+        assert!(matches!(v.msg_type(), MsgType::Rst | MsgType::Ack));
+        answers += 1;
+    }
+    assert!(
+        answers >= 5,
+        "CON junk is answered (RST or 4.xx): {answers}"
+    );
+    assert!(
+        gw.metrics()
+            .dropped_malformed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+    // Bad commands get error responses.
+    obs.publish("lwm2m/node-ep1/dn", "{{{");
+    assert_eq!(obs.next().1["data"]["code"], "4.00");
+    obs.publish(
+        "lwm2m/node-ep1/dn/sub/topic",
+        r#"{"reqID":1,"msgType":"write","data":{"path":"/3/0/1","type":"Float","value":"abc"}}"#,
+    );
+    let (t, r) = obs.next();
+    assert_eq!(
+        (t.as_str(), r["reqID"].clone(), r["data"]["code"].clone()),
+        ("lwm2m/node-ep1/up/resp", json!(1), json!("4.00"))
+    );
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let req = dev.recv();
+    dev.send(&answer(&req, code::CONTENT, None, b"still fine"));
+    assert_eq!(obs.next().1["data"]["content"][0]["value"], "still fine");
+    assert_eq!(
+        gw.metrics()
+            .registrations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
