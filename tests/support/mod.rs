@@ -137,7 +137,8 @@ impl Observer {
     pub fn next(&self) -> (String, Value) {
         match self.rx.recv_timeout(WAIT) {
             Ok((t, p)) => {
-                let v = serde_json::from_slice(&p).unwrap_or_else(|e| panic!("not JSON on {t}: {e}"));
+                let v =
+                    serde_json::from_slice(&p).unwrap_or_else(|e| panic!("not JSON on {t}: {e}"));
                 (t, v)
             }
             Err(RecvTimeoutError::Timeout) => panic!("no MQTT message within {WAIT:?}"),
