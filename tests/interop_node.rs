@@ -154,6 +154,7 @@ fn lwm2m_node_lib_client_end_to_end() {
             obs.next_of("read").1["data"]["content"],
             json!([{"path":"/3/0/1","value":"Lightweight M2M Client"}])
         );
+        expect_line(&rx, "READ /3/0/1");
 
         // Deregister from yet another port: matched by location.
         writeln!(stdin, "deregister").unwrap();

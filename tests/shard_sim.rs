@@ -530,6 +530,34 @@ fn read_piggybacked_response_is_published_with_echo() {
 }
 
 #[test]
+fn piggybacked_answer_with_a_foreign_message_id_is_matched_by_token() {
+    // lwm2m-node-lib right after registering answers with its own message id (seen on the wire).
+    let mut s = Sim::new();
+    s.register(peer(5000), "nodelib", 1);
+    s.take();
+    s.command(
+        "nodelib",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let (mid, token, _, _) = sent_request(&s.take().0);
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CONTENT,
+            mid ^ 0x1ec6,
+            &token,
+            None,
+            b"OMA",
+        ),
+    );
+    assert_eq!(
+        s.publishes()[0].1["data"]["content"],
+        json!([{"path":"/3/0/0","value":"OMA"}])
+    );
+}
+
+#[test]
 fn lost_ack_retransmits_then_times_out() {
     let mut s = Sim::new();
     s.register(peer(5000), "lossy", 1);
@@ -708,16 +736,11 @@ fn one_request_in_flight_per_device_in_order() {
     let (mid, token, path, _) = sent_request(&t);
     assert_eq!(path, ["3", "0", "0"]);
     // Reordering on the wire: an answer for a token we do not have in flight is not confused.
+    let mut other = token.clone();
+    other[7] ^= 1;
     s.send(
         peer(5000),
-        &response(
-            MsgType::Ack,
-            code::CONTENT,
-            mid.wrapping_add(1),
-            &token,
-            Some(0),
-            b"x",
-        ),
+        &response(MsgType::Ack, code::CONTENT, mid, &other, Some(0), b"x"),
     );
     assert!(s.take().1.is_empty());
     s.send(

@@ -626,10 +626,10 @@ impl Shard {
         let reg = token.and_then(|t| self.by_token.get(&t).copied());
         let matched = reg.and_then(|r| {
             let ex = self.sessions.get(&r)?.inflight.as_ref()?;
-            // A piggybacked response must also carry our message id.
-            let ok =
-                Some(ex.token) == token && (mtype != MessageType::Acknowledgement || ex.mid == mid);
-            ok.then_some(r)
+            // Matched by our 56-bit random token alone: lwm2m-node-lib sometimes answers with a
+            // piggybacked ACK carrying its own message id instead of ours (RFC 7252 §4.4 says it
+            // must echo ours), and the token leaves no doubt about which request it answers.
+            (Some(ex.token) == token).then_some(r)
         });
         let Some(reg) = matched else {
             match mtype {
