@@ -12,6 +12,11 @@ use lwm2m_gateway::gateway::{IndexUpdate, Output, Peer, Publish, Shard, ShardCon
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::{json, Value};
 
+/// Datagrams sent, MQTT publishes, index changes.
+type Taken = (Vec<(Peer, Vec<u8>)>, Vec<Publish>, Vec<IndexUpdate>);
+/// Query, payload, content format, expected code.
+type RegisterCase<'a> = (Vec<&'a str>, &'a [u8], Option<u32>, u8);
+
 struct Sim {
     shard: Shard,
     now: Instant,
@@ -60,7 +65,7 @@ impl Sim {
         self.shard
             .on_command(self.now, ep, cmd.to_string().as_bytes(), &mut self.out);
     }
-    fn take(&mut self) -> (Vec<(Peer, Vec<u8>)>, Vec<Publish>, Vec<IndexUpdate>) {
+    fn take(&mut self) -> Taken {
         let t = self
             .out
             .transmits
@@ -325,7 +330,7 @@ fn registration_expires_after_its_lifetime_and_update_extends_it() {
 #[test]
 fn register_rejections() {
     let mut s = Sim::new();
-    let cases: Vec<(Vec<&str>, &[u8], Option<u32>, u8)> = vec![
+    let cases: Vec<RegisterCase> = vec![
         (
             vec!["ep=a", "lwm2m=1.3"],
             b"",

@@ -49,12 +49,7 @@ impl<'a> MessageView<'a> {
             pos: opts_start,
             number: 0,
         };
-        loop {
-            match it.next_checked()? {
-                Some(_) => {}
-                None => break,
-            }
-        }
+        while it.next_checked()?.is_some() {}
         let opts_end = it.pos;
         if opts_end < buf.len() && opts_end + 1 == buf.len() {
             return Err(ViewError::EmptyPayload);

@@ -683,7 +683,7 @@ impl Shard {
 
     /// Ends the exchange in flight for `reg`, publishes what `describe` makes of it on the response
     /// topic, and starts the next queued command.
-    fn finish_exchange<'e>(
+    fn finish_exchange(
         &mut self,
         now: Instant,
         reg: u64,

@@ -222,8 +222,10 @@ mod tests {
     use super::*;
 
     fn topics(mount: &str, cmd: &str) -> Result<Topics, String> {
-        let mut c = Config::default();
-        c.mountpoint = mount.into();
+        let mut c = Config {
+            mountpoint: mount.into(),
+            ..Config::default()
+        };
         c.translators.command.topic = cmd.into();
         Topics::new(&c)
     }
