@@ -722,6 +722,17 @@ mod tests {
     }
 
     #[test]
+    fn readme_example_config_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let c = Config::from_parts(Some((std::path::Path::new("README.md"), &readme[start..end])), &args(&[])).unwrap();
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+    }
+
+    #[test]
     fn mqtt_urls() {
         assert_eq!(parse_mqtt_url("mqtt://h:1884").unwrap(), ("h".into(), 1884));
         assert_eq!(parse_mqtt_url("h").unwrap(), ("h".into(), 1883));
