@@ -61,8 +61,21 @@ const IPSO: &[(u16, &str)] = &[
     (3315, "Barometer"),
     (3316, "Voltage"),
     (3317, "Current"),
+    (3318, "Frequency"),
+    (3319, "Depth"),
+    (3320, "Percentage"),
+    (3321, "Altitude"),
+    (3322, "Load"),
     (3323, "Pressure"),
+    (3324, "Loudness"),
+    (3325, "Concentration"),
+    (3326, "Acidity"),
+    (3327, "Conductivity"),
+    (3328, "Power"),
+    (3329, "Power Factor"),
+    (3330, "Distance"),
     (3342, "On/Off switch"),
+    (3346, "Rate"),
     (3347, "Push button"),
 ];
 
@@ -130,6 +143,10 @@ fn sample_resource_types() {
         (3313, 5702, ResourceType::Float),
         (3316, 5821, ResourceType::Float),
         (3342, 5500, ResourceType::Boolean),
+        (3318, 5700, ResourceType::Float),
+        (3320, 5701, ResourceType::String),
+        (3328, 5821, ResourceType::Float),
+        (3346, 5750, ResourceType::String),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
@@ -164,6 +181,38 @@ fn sample_resource_types() {
         Operations::E
     );
     assert!(!device.multiple && reg.get(3303, None).unwrap().multiple);
+}
+
+/// IPSO single-value sensors still at version 1.0 share one resource layout, without the
+/// timestamp and quality resources that version 1.1 added.
+#[test]
+fn ipso_10_sensors_share_one_layout() {
+    let reg = shipped();
+    for id in [
+        3318, 3319, 3320, 3321, 3322, 3324, 3325, 3326, 3327, 3328, 3329, 3330, 3346,
+    ] {
+        let def = reg.get(id, None).unwrap();
+        assert_eq!(def.version, "1.0", "object {id}");
+        assert_eq!(def.urn, format!("urn:oma:lwm2m:ext:{id}"));
+        assert!(def.multiple && !def.mandatory, "object {id}");
+        assert_eq!(
+            def.resources.keys().copied().collect::<Vec<_>>(),
+            [5601, 5602, 5603, 5604, 5605, 5700, 5701, 5750, 5821],
+            "object {id}"
+        );
+        let value = def.resource(5700).unwrap();
+        assert_eq!(value.resource_type, ResourceType::Float, "object {id}");
+        assert!(value.mandatory && value.operations == Operations::R);
+        assert_eq!(
+            def.resource(5821).unwrap().operations,
+            Operations::RW,
+            "object {id}"
+        );
+        assert_eq!(
+            def.resource(5605).unwrap().resource_type,
+            ResourceType::None
+        );
+    }
 }
 
 #[test]

@@ -79,6 +79,13 @@ def simple_sensor_11(extra=()):
     return rows
 
 
+# Sensors still at IPSO version 1.0 that share one layout (value, units, min/max, range,
+# reset, calibration). They predate the timestamp and quality resources of version 1.1.
+def simple_sensor_10():
+    return [ipso(5700, "M"), ipso(5701), ipso(5601), ipso(5602), ipso(5603), ipso(5604),
+            ipso(5605), ipso(5821), ipso(5750)]
+
+
 OBJECTS = []
 
 
@@ -331,6 +338,31 @@ ipso_obj(3316, "Voltage", "Voltmeter reading between two points, typically in vo
 ipso_obj(3315, "Barometer", "Air pressure sensor, typically in pascals.", simple_sensor_11())
 ipso_obj(3317, "Current", "Ammeter reading, typically in amperes.", simple_sensor_11([ipso(5821)]))
 ipso_obj(3323, "Pressure", "Pressure sensor, typically in pascals.", simple_sensor_11([ipso(5821)]))
+
+# Single-value sensors of version 1.0 (simple_sensor_10 layout).
+ipso_obj(3318, "Frequency", "Frequency sensor, typically in hertz.", simple_sensor_10(), version="1.0")
+ipso_obj(3319, "Depth", "Depth sensor, e.g. a rain gauge reporting millimetres.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3320, "Percentage", "A reading on a 0 to 100 percent scale, such as a tank fill level.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3321, "Altitude", "Height above sea level, typically in metres.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3322, "Load", "Weight or force on a load cell, typically in kilograms.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3324, "Loudness", "Sound or noise level, typically in decibels.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3325, "Concentration", "Amount of a substance in a medium, typically in ppm.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3326, "Acidity", "Acidity of a liquid, typically in pH.", simple_sensor_10(), version="1.0")
+ipso_obj(3327, "Conductivity", "Electrical conductivity of a sample, typically in siemens.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3328, "Power", "Real or apparent electrical power, typically in watts.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3329, "Power Factor", "Power factor of an electrical load, measured or computed.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3330, "Distance", "Distance sensor, typically in metres.", simple_sensor_10(), version="1.0")
+ipso_obj(3346, "Rate", "A speed or rate, such as a vehicle speed or a shaft's rotation rate.",
+         simple_sensor_10(), version="1.0")
 ipso_obj(3347, "Push button", "State of a momentary push button and how often it was pressed.", [
     ipso(5500, "M"), ipso(5501), ipso(5750), ipso(5518), ipso(6050)])
 ipso_obj(3342, "On/Off switch", "Reports the position of an on/off switch.", [
