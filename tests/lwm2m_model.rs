@@ -56,7 +56,10 @@ const IPSO: &[(u16, &str)] = &[
     (3302, "Presence"),
     (3303, "Temperature"),
     (3304, "Humidity"),
+    (3305, "Power Measurement"),
+    (3306, "Actuation"),
     (3311, "Light Control"),
+    (3312, "Power Control"),
     (3313, "Accelerometer"),
     (3315, "Barometer"),
     (3316, "Voltage"),
@@ -74,6 +77,7 @@ const IPSO: &[(u16, &str)] = &[
     (3328, "Power"),
     (3329, "Power Factor"),
     (3330, "Distance"),
+    (3331, "Energy"),
     (3342, "On/Off switch"),
     (3346, "Rate"),
     (3347, "Push button"),
@@ -147,6 +151,14 @@ fn sample_resource_types() {
         (3320, 5701, ResourceType::String),
         (3328, 5821, ResourceType::Float),
         (3346, 5750, ResourceType::String),
+        (3305, 5800, ResourceType::Float),
+        (3305, 5805, ResourceType::Float),
+        (3305, 5822, ResourceType::None),
+        (3306, 5850, ResourceType::Boolean),
+        (3306, 5853, ResourceType::String),
+        (3312, 5851, ResourceType::Integer),
+        (3331, 5700, ResourceType::Float),
+        (3331, 5822, ResourceType::None),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
@@ -213,6 +225,33 @@ fn ipso_10_sensors_share_one_layout() {
             ResourceType::None
         );
     }
+}
+
+#[test]
+fn electrical_objects() {
+    let reg = shipped();
+    let meter = reg.get(3305, None).unwrap();
+    assert_eq!(meter.version, "1.0");
+    assert!(meter.resource(5800).unwrap().mandatory);
+    let cal = meter.resource(5806).unwrap();
+    assert_eq!((cal.operations, cal.units.as_str()), (Operations::W, "W"));
+    assert_eq!(meter.resource(5815).unwrap().units, "varh");
+    assert_eq!(meter.resource(5805).unwrap().units, "Wh");
+    assert_eq!(meter.resources.len(), 18);
+    // Energy reports its total through the generic Sensor Value, not 5805.
+    let energy = reg.get(3331, None).unwrap();
+    assert_eq!(
+        energy.resources.keys().copied().collect::<Vec<_>>(),
+        [5700, 5701, 5750, 5822]
+    );
+    let plug = reg.get(3312, None).unwrap().resource(5851).unwrap();
+    assert_eq!(
+        (plug.range_enumeration.as_str(), plug.units.as_str()),
+        ("0-100", "%")
+    );
+    let act = reg.get(3306, None).unwrap();
+    assert!(act.resource(5850).unwrap().mandatory);
+    assert_eq!(act.resource(5853).unwrap().operations, Operations::RW);
 }
 
 #[test]

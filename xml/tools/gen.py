@@ -41,11 +41,26 @@ IPSO = {
     5750: ("Application Type", "RW", "String", "", "", "Free text naming what the device is used for."),
     5751: ("Sensor Type", "R", "String", "", "", "Kind of sensing element."),
     5805: ("Cumulative active power", "R", "Float", "", "Wh", "Energy used since start-up or the last reset."),
+    5800: ("Instantaneous active power", "R", "Float", "", "W", "Active power drawn right now."),
+    5801: ("Min Measured active power", "R", "Float", "", "W", "Lowest active power seen since power-up."),
+    5802: ("Max Measured active power", "R", "Float", "", "W", "Highest active power seen since power-up."),
+    5803: ("Min Range active power", "R", "Float", "", "W", "Lowest active power the meter can measure."),
+    5804: ("Max Range active power", "R", "Float", "", "W", "Highest active power the meter can measure."),
+    5806: ("Active Power Calibration", "W", "Float", "", "W", "Write the known load to calibrate active power against it."),
+    5810: ("Instantaneous reactive power", "R", "Float", "", "var", "Reactive power right now."),
+    5811: ("Min Measured reactive power", "R", "Float", "", "var", "Lowest reactive power seen since power-up."),
+    5812: ("Max Measured reactive power", "R", "Float", "", "var", "Highest reactive power seen since power-up."),
+    5813: ("Min Range reactive power", "R", "Float", "", "var", "Lowest reactive power the meter can measure."),
+    5814: ("Max Range reactive power", "R", "Float", "", "var", "Highest reactive power the meter can measure."),
+    5815: ("Cumulative reactive power", "R", "Float", "", "varh", "Reactive energy since start-up or the last reset."),
+    5816: ("Reactive Power Calibration", "W", "Float", "", "var", "Write the known load to calibrate reactive power against it."),
     5820: ("Power factor", "R", "Float", "", "", "Power factor of the load, where it applies."),
     5821: ("Current Calibration", "RW", "Float", "", "", "Calibration applied to the reading."),
+    5822: ("Reset Cumulative energy", "E", "", "", "", "Zeroes the cumulative energy counters."),
     5850: ("On/Off", "RW", "Boolean", "", "", "True switches on, false switches off."),
     5851: ("Dimmer", "RW", "Integer", "0..100", "/100", "Dimming level in percent."),
     5852: ("On time", "RW", "Integer", "", "s", "Time spent on; writing 0 restarts the count."),
+    5853: ("Muti-state Output", "RW", "String", "", "", "Named state of an output with several levels, e.g. a pilot wire."),
     5854: ("Off Time", "RW", "Integer", "", "s", "Time spent off; writing 0 restarts the count."),
     5903: ("Busy to Clear delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as cleared."),
     5904: ("Clear to Busy delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as busy."),
@@ -338,6 +353,21 @@ ipso_obj(3316, "Voltage", "Voltmeter reading between two points, typically in vo
 ipso_obj(3315, "Barometer", "Air pressure sensor, typically in pascals.", simple_sensor_11())
 ipso_obj(3317, "Current", "Ammeter reading, typically in amperes.", simple_sensor_11([ipso(5821)]))
 ipso_obj(3323, "Pressure", "Pressure sensor, typically in pascals.", simple_sensor_11([ipso(5821)]))
+
+# Electrical measurement and switching, version 1.0.
+ipso_obj(3305, "Power Measurement", "Active and reactive power meter with energy totals and calibration.", [
+    ipso(5800, "M"), ipso(5801), ipso(5802), ipso(5803), ipso(5804), ipso(5805), ipso(5806),
+    ipso(5810), ipso(5811), ipso(5812), ipso(5813), ipso(5814), ipso(5815), ipso(5816),
+    ipso(5820), ipso(5821), ipso(5822), ipso(5605)], version="1.0")
+# The registry spells 5853 "Muti-state Output"; the name is kept as published.
+ipso_obj(3306, "Actuation", "Remote on/off, dimming or multi-level output control.", [
+    ipso(5850, "M"), ipso(5851), ipso(5852), ipso(5853), ipso(5750), ipso(5518), ipso(6050)],
+    version="1.0")
+ipso_obj(3312, "Power Control", "Switches and dims a power outlet such as a smart plug.", [
+    ipso(5850, "M"), ipso(5851, range="0-100", units="%"), ipso(5852), ipso(5805), ipso(5820),
+    ipso(5750)], version="1.0")
+ipso_obj(3331, "Energy", "Energy used by an electrical load, typically in watt-hours.", [
+    ipso(5700, "M"), ipso(5701), ipso(5822), ipso(5750)], version="1.0")
 
 # Single-value sensors of version 1.0 (simple_sensor_10 layout).
 ipso_obj(3318, "Frequency", "Frequency sensor, typically in hertz.", simple_sensor_10(), version="1.0")
