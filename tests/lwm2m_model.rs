@@ -61,6 +61,7 @@ const IPSO: &[(u16, &str)] = &[
     (3311, "Light Control"),
     (3312, "Power Control"),
     (3313, "Accelerometer"),
+    (3314, "Magnetometer"),
     (3315, "Barometer"),
     (3316, "Voltage"),
     (3317, "Current"),
@@ -78,7 +79,14 @@ const IPSO: &[(u16, &str)] = &[
     (3329, "Power Factor"),
     (3330, "Distance"),
     (3331, "Energy"),
+    (3332, "Direction"),
+    (3333, "Time"),
+    (3334, "Gyrometer"),
+    (3335, "Colour"),
+    (3336, "Location"),
+    (3337, "Positioner"),
     (3342, "On/Off switch"),
+    (3345, "Multiple Axis Joystick"),
     (3346, "Rate"),
     (3347, "Push button"),
 ];
@@ -159,6 +167,17 @@ fn sample_resource_types() {
         (3312, 5851, ResourceType::Integer),
         (3331, 5700, ResourceType::Float),
         (3331, 5822, ResourceType::None),
+        (3314, 5705, ResourceType::Float),
+        (3332, 5705, ResourceType::Float),
+        (3333, 5506, ResourceType::Time),
+        (3333, 5507, ResourceType::Float),
+        (3334, 5513, ResourceType::Float),
+        (3335, 5706, ResourceType::String),
+        (3336, 5514, ResourceType::String),
+        (3336, 5515, ResourceType::String),
+        (3336, 5517, ResourceType::Opaque),
+        (3337, 5536, ResourceType::Float),
+        (3345, 5500, ResourceType::Boolean),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
@@ -274,6 +293,39 @@ fn server_versions_chosen_by_announced_ver() {
     assert_eq!(reg.types_for(&[]).object(1).unwrap().version, "1.2");
     let v19 = vec![(1u16, "1.9".to_string())];
     assert_eq!(reg.types_for(&v19).object(1).unwrap().version, "1.2");
+}
+
+#[test]
+fn ipso_location_versions() {
+    let reg = shipped();
+    assert_eq!(reg.versions(3336).collect::<Vec<_>>(), ["1.0", "1.1"]);
+    let v10 = vec![(3336u16, "1.0".to_string())];
+    let t10 = reg.types_for(&v10);
+    assert_eq!(t10.resource_type(3336, 6042), None);
+    assert_eq!(t10.object(3336).unwrap().urn, "urn:oma:lwm2m:ext:3336");
+    let d10 = t10.object(3336).unwrap().resource(5705).unwrap();
+    assert_eq!(d10.units, "degree");
+    let t = reg.types_for(&[]);
+    assert_eq!(t.object(3336).unwrap().version, "1.1");
+    assert_eq!(t.object(3336).unwrap().urn, "urn:oma:lwm2m:ext:3336:1.1");
+    assert_eq!(t.resource_type(3336, 6042), Some(ResourceType::Integer));
+    let loc = t.object(3336).unwrap();
+    assert!(loc.resource(5514).unwrap().mandatory && loc.resource(5515).unwrap().mandatory);
+    // The joystick defines no mandatory resource at all in the registry.
+    assert!(reg
+        .get(3345, None)
+        .unwrap()
+        .resources
+        .values()
+        .all(|r| !r.mandatory));
+    assert_eq!(
+        reg.get(3333, None)
+            .unwrap()
+            .resource(5506)
+            .unwrap()
+            .operations,
+        Operations::RW
+    );
 }
 
 #[test]

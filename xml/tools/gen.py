@@ -22,7 +22,24 @@ IPSO = {
     5503: ("Digital Input Debounce", "RW", "Integer", "", "ms", "Debounce time of the input."),
     5504: ("Digital Input Edge Selection", "RW", "Integer", "1..3", "", "Edges counted: 1 falling, 2 rising, 3 both."),
     5505: ("Digital Input Counter Reset", "E", "", "", "", "Sets the input counter back to zero."),
+    5506: ("Current Time", "RW", "Time", "", "", "Clock value in seconds since the Unix epoch."),
+    5507: ("Fractional Time", "RW", "Float", "0-1", "s", "Sub-second part of the clock value."),
+    5508: ("Min X Value", "R", "Float", "", "", "Lowest X reading since power-up or the last reset."),
+    5509: ("Max X Value", "R", "Float", "", "", "Highest X reading since power-up or the last reset."),
+    5510: ("Min Y Value", "R", "Float", "", "", "Lowest Y reading since power-up or the last reset."),
+    5511: ("Max Y Value", "R", "Float", "", "", "Highest Y reading since power-up or the last reset."),
+    5512: ("Min Z Value", "R", "Float", "", "", "Lowest Z reading since power-up or the last reset."),
+    5513: ("Max Z Value", "R", "Float", "", "", "Highest Z reading since power-up or the last reset."),
+    5514: ("Latitude", "R", "String", "", "", "Latitude as a decimal number in WGS84."),
+    5515: ("Longitude", "R", "String", "", "", "Longitude as a decimal number in WGS84."),
+    5516: ("Uncertainty", "R", "String", "", "", "Accuracy of the position in metres."),
+    5517: ("Velocity", "R", "Opaque", "", "", "Velocity encoded as in 3GPP TS 23.032; may be absent when still."),
     5518: ("Timestamp", "R", "Time", "", "", "When the reported value was measured."),
+    5519: ("Min Limit", "R", "Float", "", "", "Lowest position the actuator can take."),
+    5520: ("Max Limit", "R", "Float", "", "", "Highest position the actuator can take."),
+    5536: ("Current Position", "RW", "Float", "0-100", "%", "Position of the actuator; writing it moves there."),
+    5537: ("Transition Time", "RW", "Float", "", "s", "How long a move to a new position should take."),
+    5538: ("Remaining Time", "R", "Float", "", "s", "Time left in the operation under way."),
     5550: ("Digital Output State", "RW", "Boolean", "", "", "Current state of the digital output."),
     5551: ("Digital Output Polarity", "RW", "Boolean", "", "", "True when the output logic is inverted."),
     5600: ("Analog Input Current Value", "R", "Float", "", "", "Latest value read from the analog input."),
@@ -37,6 +54,7 @@ IPSO = {
     5702: ("X Value", "R", "Float", "", "", "Reading along the X axis."),
     5703: ("Y Value", "R", "Float", "", "", "Reading along the Y axis."),
     5704: ("Z Value", "R", "Float", "", "", "Reading along the Z axis."),
+    5705: ("Compass Direction", "R", "Float", "0..360", "deg", "Heading in degrees."),
     5706: ("Colour", "RW", "String", "", "", "Colour value written in some colour space."),
     5750: ("Application Type", "RW", "String", "", "", "Free text naming what the device is used for."),
     5751: ("Sensor Type", "R", "String", "", "", "Kind of sensing element."),
@@ -313,9 +331,9 @@ obj(19, "BinaryAppDataContainer", "Opaque application data exchanged between dev
 
 # ---------------------------------------------------------------- IPSO objects
 
-def ipso_obj(oid, name, desc, rows, version="1.1"):
+def ipso_obj(oid, name, desc, rows, version="1.1", file=None):
     urn = f"urn:oma:lwm2m:ext:{oid}:{version}" if version != "1.0" else f"urn:oma:lwm2m:ext:{oid}"
-    obj(oid, name, desc, version, "1.0", True, False, rows, urn=urn)
+    obj(oid, name, desc, version, "1.0", True, False, rows, urn=urn, file=file)
 
 
 ipso_obj(3200, "Digital Input", "A generic on/off input.", [
@@ -368,6 +386,35 @@ ipso_obj(3312, "Power Control", "Switches and dims a power outlet such as a smar
     ipso(5750)], version="1.0")
 ipso_obj(3331, "Energy", "Energy used by an electrical load, typically in watt-hours.", [
     ipso(5700, "M"), ipso(5701), ipso(5822), ipso(5750)], version="1.0")
+
+# Axes, position, time and colour, version 1.0 unless said otherwise.
+ipso_obj(3314, "Magnetometer", "Magnetic field along up to three axes, with an optional heading.", [
+    ipso(5702, "M"), ipso(5703), ipso(5704), ipso(5705), ipso(5701), ipso(5750), ipso(5518),
+    ipso(6050), ipso(6042), ipso(6049)], version="1.0")
+ipso_obj(3332, "Direction", "Heading from a compass, wind vane or similar, in degrees.", [
+    ipso(5705, "M"), ipso(5601), ipso(5602), ipso(5605), ipso(5750), ipso(5518), ipso(6050),
+    ipso(6042), ipso(6049)], version="1.0")
+ipso_obj(3333, "Time", "A clock in Unix seconds with an optional fraction of a second.", [
+    ipso(5506, "M"), ipso(5507), ipso(5750)], version="1.0")
+ipso_obj(3334, "Gyrometer", "Angular rate along three axes with per-axis minimum and maximum.", [
+    ipso(5702, "M"), ipso(5703), ipso(5704), ipso(5701), ipso(5508), ipso(5509), ipso(5510),
+    ipso(5511), ipso(5512), ipso(5513), ipso(5605), ipso(5603), ipso(5604), ipso(5750)],
+    version="1.0")
+ipso_obj(3335, "Colour", "Colour sensor reading in the colour space named by its units.", [
+    ipso(5706, "M"), ipso(5701), ipso(5750), ipso(5518), ipso(6050), ipso(6042), ipso(6049)],
+    version="1.0")
+LOCATION_DESC = "GPS position built from reusable resources, mirroring the Location object 6."
+ipso_obj(3336, "Location", LOCATION_DESC, [
+    ipso(5514, "M"), ipso(5515, "M"), ipso(5516), ipso(5705, range="0-360", units="degree"),
+    ipso(5517), ipso(5518), ipso(5750)], version="1.0")
+ipso_obj(3336, "Location", LOCATION_DESC, [
+    ipso(5514, "M"), ipso(5515, "M"), ipso(5516), ipso(5705), ipso(5517), ipso(5518), ipso(5750),
+    ipso(6050), ipso(6042), ipso(6049)], version="1.1", file="3336-1.1.xml")
+ipso_obj(3337, "Positioner", "Actuator moved to a position between 0 and 100 percent.", [
+    ipso(5536, "M"), ipso(5537), ipso(5538), ipso(5601), ipso(5602), ipso(5605), ipso(5519),
+    ipso(5520), ipso(5750)], version="1.0")
+ipso_obj(3345, "Multiple Axis Joystick", "Joystick or shuttle position on up to three axes, plus a button.", [
+    ipso(5500), ipso(5501), ipso(5702), ipso(5703), ipso(5704), ipso(5750)], version="1.0")
 
 # Single-value sensors of version 1.0 (simple_sensor_10 layout).
 ipso_obj(3318, "Frequency", "Frequency sensor, typically in hertz.", simple_sensor_10(), version="1.0")
