@@ -85,10 +85,19 @@ const IPSO: &[(u16, &str)] = &[
     (3335, "Colour"),
     (3336, "Location"),
     (3337, "Positioner"),
+    (3338, "Buzzer"),
+    (3339, "Audio Clip"),
+    (3340, "Timer"),
+    (3341, "Addressable Text Display"),
     (3342, "On/Off switch"),
+    (3343, "Dimmer"),
+    (3344, "Up/Down Control"),
     (3345, "Multiple Axis Joystick"),
     (3346, "Rate"),
     (3347, "Push button"),
+    (3348, "Multi-state Selector"),
+    (3349, "Bitmap"),
+    (3350, "Stopwatch"),
 ];
 
 #[test]
@@ -178,6 +187,20 @@ fn sample_resource_types() {
         (3336, 5517, ResourceType::Opaque),
         (3337, 5536, ResourceType::Float),
         (3345, 5500, ResourceType::Boolean),
+        (3338, 5525, ResourceType::Float),
+        (3339, 5522, ResourceType::Opaque),
+        (3339, 5523, ResourceType::None),
+        (3340, 5521, ResourceType::Float),
+        (3340, 5526, ResourceType::Integer),
+        (3340, 5543, ResourceType::Boolean),
+        (3341, 5527, ResourceType::String),
+        (3341, 5530, ResourceType::None),
+        (3343, 5548, ResourceType::Float),
+        (3344, 5532, ResourceType::Boolean),
+        (3348, 5547, ResourceType::Integer),
+        (3349, 5910, ResourceType::Integer),
+        (3349, 5912, ResourceType::String),
+        (3350, 5544, ResourceType::Float),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
@@ -188,6 +211,8 @@ fn sample_resource_types() {
     assert_eq!(t.is_multiple(3, 11), Some(true));
     assert_eq!(t.is_multiple(3, 9), Some(false));
     assert_eq!(t.is_multiple(19, 0), Some(true));
+    assert_eq!(t.is_multiple(3349, 5912), Some(true));
+    assert_eq!(t.is_multiple(3349, 5910), Some(false));
 
     let device = reg.get(3, None).unwrap();
     let battery = device.resource(9).unwrap();
@@ -326,6 +351,41 @@ fn ipso_location_versions() {
             .operations,
         Operations::RW
     );
+}
+
+#[test]
+fn controls_and_actuators() {
+    let reg = shipped();
+    // The buzzer is the one object here whose Minimum Off-time is mandatory.
+    let buzzer = reg.get(3338, None).unwrap();
+    assert!(buzzer.resource(5850).unwrap().mandatory && buzzer.resource(5525).unwrap().mandatory);
+    assert!(
+        !reg.get(3340, None)
+            .unwrap()
+            .resource(5525)
+            .unwrap()
+            .mandatory
+    );
+    let up_down = reg.get(3344, None).unwrap();
+    assert!(up_down.resource(5532).unwrap().mandatory && up_down.resource(5533).unwrap().mandatory);
+    let timer = reg.get(3340, None).unwrap();
+    assert_eq!(timer.resources.len(), 11);
+    assert_eq!(timer.resource(5526).unwrap().range_enumeration, "0-4");
+    assert_eq!(timer.resource(5538).unwrap().operations, Operations::R);
+    let display = reg.get(3341, None).unwrap();
+    assert_eq!(display.resource(5545).unwrap().operations, Operations::R);
+    assert_eq!(display.resource(5528).unwrap().operations, Operations::RW);
+    assert_eq!(
+        reg.get(3349, None)
+            .unwrap()
+            .resource(5911)
+            .unwrap()
+            .operations,
+        Operations::E
+    );
+    for id in [3338, 3339, 3340, 3341, 3343, 3344, 3348, 3349, 3350] {
+        assert_eq!(reg.get(id, None).unwrap().version, "1.0", "object {id}");
+    }
 }
 
 #[test]

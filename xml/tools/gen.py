@@ -37,9 +37,31 @@ IPSO = {
     5518: ("Timestamp", "R", "Time", "", "", "When the reported value was measured."),
     5519: ("Min Limit", "R", "Float", "", "", "Lowest position the actuator can take."),
     5520: ("Max Limit", "R", "Float", "", "", "Highest position the actuator can take."),
+    5521: ("Delay Duration", "RW", "Float", "", "s", "Length of the delay."),
+    5522: ("Clip", "RW", "Opaque", "", "", "Audio data to be played."),
+    5523: ("Trigger", "E", "", "", "", "Starts the action."),
+    5524: ("Duration", "RW", "Float", "", "s", "Longest time the playback may last."),
+    5525: ("Minimum Off-time", "RW", "Float", "", "s", "Least time to stay off between two activations."),
+    5526: ("Timer Mode", "RW", "Integer", "0-4", "", "Timing pattern: 0 off, 1 one-shot, 2 interval, 3 delay on pick-up, 4 delay on drop-out."),
+    5527: ("Text", "RW", "String", "", "", "Text to show."),
+    5528: ("X Coordinate", "RW", "Integer", "", "", "Column where the text starts."),
+    5529: ("Y Coordinate", "RW", "Integer", "", "", "Row where the text starts."),
+    5530: ("Clear Display", "E", "", "", "", "Blanks the display."),
+    5531: ("Contrast", "RW", "Float", "0-100", "%", "Display contrast in percent."),
+    5532: ("Increase Input State", "R", "Boolean", "", "", "True while the up control is active."),
+    5533: ("Decrease Input State", "R", "Boolean", "", "", "True while the down control is active."),
+    5534: ("Counter", "RW", "Integer", "", "", "Times the output went from off to on; writing 0 clears it."),
     5536: ("Current Position", "RW", "Float", "0-100", "%", "Position of the actuator; writing it moves there."),
     5537: ("Transition Time", "RW", "Float", "", "s", "How long a move to a new position should take."),
     5538: ("Remaining Time", "R", "Float", "", "s", "Time left in the operation under way."),
+    5541: ("Up Counter", "RW", "Integer", "", "", "Times the up control was used; writing 0 clears it."),
+    5542: ("Down Counter", "RW", "Integer", "", "", "Times the down control was used; writing 0 clears it."),
+    5543: ("Digital State", "R", "Boolean", "", "", "Current state of the output."),
+    5544: ("Cumulative Time", "RW", "Float", "", "s", "Total time spent running; writing 0 clears it."),
+    5545: ("Max X Coordinate", "R", "Integer", "", "", "Last column before text wraps."),
+    5546: ("Max Y Coordinate", "R", "Integer", "", "", "Last row before text wraps."),
+    5547: ("Multi-state Input", "R", "Integer", "", "", "Position the selector is in."),
+    5548: ("Level", "RW", "Float", "0-100", "%", "Level in percent."),
     5550: ("Digital Output State", "RW", "Boolean", "", "", "Current state of the digital output."),
     5551: ("Digital Output Polarity", "RW", "Boolean", "", "", "True when the output logic is inverted."),
     5600: ("Analog Input Current Value", "R", "Float", "", "", "Latest value read from the analog input."),
@@ -82,6 +104,9 @@ IPSO = {
     5854: ("Off Time", "RW", "Integer", "", "s", "Time spent off; writing 0 restarts the count."),
     5903: ("Busy to Clear delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as cleared."),
     5904: ("Clear to Busy delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as busy."),
+    5910: ("Bitmap Input", "R", "Integer", "", "", "One bit per digital input, packed into an integer."),
+    5911: ("Bitmap Input Reset", "E", "", "", "", "Clears the bitmap value."),
+    5912: ("Element Description", "RW", "String", "", "", "Meaning of each bit, least significant first."),
     6042: ("Measurement Quality Indicator", "R", "Integer", "0..23", "", "Quality class a smart sensor gives the value."),
     6049: ("Measurement Quality Level", "R", "Integer", "0..100", "", "Confidence in the value, 100 being fully checked."),
     6050: ("Fractional Timestamp", "R", "Float", "0..1", "s", "Sub-second part of the timestamp."),
@@ -415,6 +440,37 @@ ipso_obj(3337, "Positioner", "Actuator moved to a position between 0 and 100 per
     ipso(5520), ipso(5750)], version="1.0")
 ipso_obj(3345, "Multiple Axis Joystick", "Joystick or shuttle position on up to three axes, plus a button.", [
     ipso(5500), ipso(5501), ipso(5702), ipso(5703), ipso(5704), ipso(5750)], version="1.0")
+
+# Actuators, displays and user controls, version 1.0.
+ipso_obj(3338, "Buzzer", "Audible or vibrating alarm with volume and sounding time.", [
+    ipso(5850, "M"), ipso(5548, desc="Loudness in percent."), ipso(5521, desc="How long the alarm sounds once switched on."),
+    ipso(5525, "M"), ipso(5750)], version="1.0")
+ipso_obj(3339, "Audio Clip", "Plays a stored audio clip, e.g. a floor announcement in a lift.", [
+    ipso(5522, "M"), ipso(5523, desc="Plays the clip."), ipso(5548, desc="Playback volume in percent."),
+    ipso(5524), ipso(5750)], version="1.0")
+ipso_obj(3340, "Timer", "Industrial-style timer driven by a trigger or an on/off input.", [
+    ipso(5521, "M"), ipso(5538), ipso(5525, desc="Rearm delay between the end of one cycle and the next."),
+    ipso(5523, desc="Starts a timing cycle."), ipso(5850, desc="Timer input; true is on."),
+    ipso(5501), ipso(5544, desc="Total time the timer input was on; writing 0 clears it."),
+    ipso(5543), ipso(5534), ipso(5526), ipso(5750)], version="1.0")
+ipso_obj(3341, "Addressable Text Display", "Text display written at chosen X/Y positions.", [
+    ipso(5527, "M"), ipso(5528), ipso(5529), ipso(5545), ipso(5546), ipso(5530),
+    ipso(5548, desc="Display brightness in percent."), ipso(5531), ipso(5750)], version="1.0")
+ipso_obj(3343, "Dimmer", "State of a dimmer or level control.", [
+    ipso(5548, "M", desc="Control position in percent."),
+    ipso(5852, desc="Time the level has been above zero; writing 0 restarts the count."),
+    ipso(5854, desc="Time the level has been at zero; writing 0 restarts the count."), ipso(5750)],
+    version="1.0")
+ipso_obj(3344, "Up/Down Control", "Up/down buttons or a rotary encoder, with step counters.", [
+    ipso(5532, "M"), ipso(5533, "M"), ipso(5541), ipso(5542), ipso(5750)], version="1.0")
+ipso_obj(3348, "Multi-state Selector", "Selector switch with a fixed number of positions.", [
+    ipso(5547, "M"), ipso(5750), ipso(5518), ipso(6050)], version="1.0")
+ipso_obj(3349, "Bitmap", "Several digital inputs packed into one integer, one bit each.", [
+    ipso(5910, "M"), ipso(5911), ipso(5912, multiple="M"), ipso(5750)], version="1.0")
+ipso_obj(3350, "Stopwatch", "Counts up the time elapsed since it was started.", [
+    ipso(5544, "M", desc="Time counted so far; writing 0 clears it."), ipso(5850, desc="Runs the stopwatch while true."),
+    ipso(5501, desc="Times the stopwatch was started."), ipso(5750), ipso(5518), ipso(6050),
+    ipso(6042), ipso(6049)], version="1.0")
 
 # Single-value sensors of version 1.0 (simple_sensor_10 layout).
 ipso_obj(3318, "Frequency", "Frequency sensor, typically in hertz.", simple_sensor_10(), version="1.0")
