@@ -56,14 +56,48 @@ const IPSO: &[(u16, &str)] = &[
     (3302, "Presence"),
     (3303, "Temperature"),
     (3304, "Humidity"),
+    (3305, "Power Measurement"),
+    (3306, "Actuation"),
     (3311, "Light Control"),
+    (3312, "Power Control"),
     (3313, "Accelerometer"),
+    (3314, "Magnetometer"),
     (3315, "Barometer"),
     (3316, "Voltage"),
     (3317, "Current"),
+    (3318, "Frequency"),
+    (3319, "Depth"),
+    (3320, "Percentage"),
+    (3321, "Altitude"),
+    (3322, "Load"),
     (3323, "Pressure"),
+    (3324, "Loudness"),
+    (3325, "Concentration"),
+    (3326, "Acidity"),
+    (3327, "Conductivity"),
+    (3328, "Power"),
+    (3329, "Power Factor"),
+    (3330, "Distance"),
+    (3331, "Energy"),
+    (3332, "Direction"),
+    (3333, "Time"),
+    (3334, "Gyrometer"),
+    (3335, "Colour"),
+    (3336, "Location"),
+    (3337, "Positioner"),
+    (3338, "Buzzer"),
+    (3339, "Audio Clip"),
+    (3340, "Timer"),
+    (3341, "Addressable Text Display"),
     (3342, "On/Off switch"),
+    (3343, "Dimmer"),
+    (3344, "Up/Down Control"),
+    (3345, "Multiple Axis Joystick"),
+    (3346, "Rate"),
     (3347, "Push button"),
+    (3348, "Multi-state Selector"),
+    (3349, "Bitmap"),
+    (3350, "Stopwatch"),
 ];
 
 #[test]
@@ -130,6 +164,43 @@ fn sample_resource_types() {
         (3313, 5702, ResourceType::Float),
         (3316, 5821, ResourceType::Float),
         (3342, 5500, ResourceType::Boolean),
+        (3318, 5700, ResourceType::Float),
+        (3320, 5701, ResourceType::String),
+        (3328, 5821, ResourceType::Float),
+        (3346, 5750, ResourceType::String),
+        (3305, 5800, ResourceType::Float),
+        (3305, 5805, ResourceType::Float),
+        (3305, 5822, ResourceType::None),
+        (3306, 5850, ResourceType::Boolean),
+        (3306, 5853, ResourceType::String),
+        (3312, 5851, ResourceType::Integer),
+        (3331, 5700, ResourceType::Float),
+        (3331, 5822, ResourceType::None),
+        (3314, 5705, ResourceType::Float),
+        (3332, 5705, ResourceType::Float),
+        (3333, 5506, ResourceType::Time),
+        (3333, 5507, ResourceType::Float),
+        (3334, 5513, ResourceType::Float),
+        (3335, 5706, ResourceType::String),
+        (3336, 5514, ResourceType::String),
+        (3336, 5515, ResourceType::String),
+        (3336, 5517, ResourceType::Opaque),
+        (3337, 5536, ResourceType::Float),
+        (3345, 5500, ResourceType::Boolean),
+        (3338, 5525, ResourceType::Float),
+        (3339, 5522, ResourceType::Opaque),
+        (3339, 5523, ResourceType::None),
+        (3340, 5521, ResourceType::Float),
+        (3340, 5526, ResourceType::Integer),
+        (3340, 5543, ResourceType::Boolean),
+        (3341, 5527, ResourceType::String),
+        (3341, 5530, ResourceType::None),
+        (3343, 5548, ResourceType::Float),
+        (3344, 5532, ResourceType::Boolean),
+        (3348, 5547, ResourceType::Integer),
+        (3349, 5910, ResourceType::Integer),
+        (3349, 5912, ResourceType::String),
+        (3350, 5544, ResourceType::Float),
     ];
     for &(o, r, ty) in cases {
         assert_eq!(t.resource_type(o, r), Some(ty), "/{o}/x/{r}");
@@ -140,6 +211,8 @@ fn sample_resource_types() {
     assert_eq!(t.is_multiple(3, 11), Some(true));
     assert_eq!(t.is_multiple(3, 9), Some(false));
     assert_eq!(t.is_multiple(19, 0), Some(true));
+    assert_eq!(t.is_multiple(3349, 5912), Some(true));
+    assert_eq!(t.is_multiple(3349, 5910), Some(false));
 
     let device = reg.get(3, None).unwrap();
     let battery = device.resource(9).unwrap();
@@ -166,6 +239,65 @@ fn sample_resource_types() {
     assert!(!device.multiple && reg.get(3303, None).unwrap().multiple);
 }
 
+/// IPSO single-value sensors still at version 1.0 share one resource layout, without the
+/// timestamp and quality resources that version 1.1 added.
+#[test]
+fn ipso_10_sensors_share_one_layout() {
+    let reg = shipped();
+    for id in [
+        3318, 3319, 3320, 3321, 3322, 3324, 3325, 3326, 3327, 3328, 3329, 3330, 3346,
+    ] {
+        let def = reg.get(id, None).unwrap();
+        assert_eq!(def.version, "1.0", "object {id}");
+        assert_eq!(def.urn, format!("urn:oma:lwm2m:ext:{id}"));
+        assert!(def.multiple && !def.mandatory, "object {id}");
+        assert_eq!(
+            def.resources.keys().copied().collect::<Vec<_>>(),
+            [5601, 5602, 5603, 5604, 5605, 5700, 5701, 5750, 5821],
+            "object {id}"
+        );
+        let value = def.resource(5700).unwrap();
+        assert_eq!(value.resource_type, ResourceType::Float, "object {id}");
+        assert!(value.mandatory && value.operations == Operations::R);
+        assert_eq!(
+            def.resource(5821).unwrap().operations,
+            Operations::RW,
+            "object {id}"
+        );
+        assert_eq!(
+            def.resource(5605).unwrap().resource_type,
+            ResourceType::None
+        );
+    }
+}
+
+#[test]
+fn electrical_objects() {
+    let reg = shipped();
+    let meter = reg.get(3305, None).unwrap();
+    assert_eq!(meter.version, "1.0");
+    assert!(meter.resource(5800).unwrap().mandatory);
+    let cal = meter.resource(5806).unwrap();
+    assert_eq!((cal.operations, cal.units.as_str()), (Operations::W, "W"));
+    assert_eq!(meter.resource(5815).unwrap().units, "varh");
+    assert_eq!(meter.resource(5805).unwrap().units, "Wh");
+    assert_eq!(meter.resources.len(), 18);
+    // Energy reports its total through the generic Sensor Value, not 5805.
+    let energy = reg.get(3331, None).unwrap();
+    assert_eq!(
+        energy.resources.keys().copied().collect::<Vec<_>>(),
+        [5700, 5701, 5750, 5822]
+    );
+    let plug = reg.get(3312, None).unwrap().resource(5851).unwrap();
+    assert_eq!(
+        (plug.range_enumeration.as_str(), plug.units.as_str()),
+        ("0-100", "%")
+    );
+    let act = reg.get(3306, None).unwrap();
+    assert!(act.resource(5850).unwrap().mandatory);
+    assert_eq!(act.resource(5853).unwrap().operations, Operations::RW);
+}
+
 #[test]
 fn server_versions_chosen_by_announced_ver() {
     let reg = shipped();
@@ -186,6 +318,74 @@ fn server_versions_chosen_by_announced_ver() {
     assert_eq!(reg.types_for(&[]).object(1).unwrap().version, "1.2");
     let v19 = vec![(1u16, "1.9".to_string())];
     assert_eq!(reg.types_for(&v19).object(1).unwrap().version, "1.2");
+}
+
+#[test]
+fn ipso_location_versions() {
+    let reg = shipped();
+    assert_eq!(reg.versions(3336).collect::<Vec<_>>(), ["1.0", "1.1"]);
+    let v10 = vec![(3336u16, "1.0".to_string())];
+    let t10 = reg.types_for(&v10);
+    assert_eq!(t10.resource_type(3336, 6042), None);
+    assert_eq!(t10.object(3336).unwrap().urn, "urn:oma:lwm2m:ext:3336");
+    let d10 = t10.object(3336).unwrap().resource(5705).unwrap();
+    assert_eq!(d10.units, "degree");
+    let t = reg.types_for(&[]);
+    assert_eq!(t.object(3336).unwrap().version, "1.1");
+    assert_eq!(t.object(3336).unwrap().urn, "urn:oma:lwm2m:ext:3336:1.1");
+    assert_eq!(t.resource_type(3336, 6042), Some(ResourceType::Integer));
+    let loc = t.object(3336).unwrap();
+    assert!(loc.resource(5514).unwrap().mandatory && loc.resource(5515).unwrap().mandatory);
+    // The joystick defines no mandatory resource at all in the registry.
+    assert!(reg
+        .get(3345, None)
+        .unwrap()
+        .resources
+        .values()
+        .all(|r| !r.mandatory));
+    assert_eq!(
+        reg.get(3333, None)
+            .unwrap()
+            .resource(5506)
+            .unwrap()
+            .operations,
+        Operations::RW
+    );
+}
+
+#[test]
+fn controls_and_actuators() {
+    let reg = shipped();
+    // The buzzer is the one object here whose Minimum Off-time is mandatory.
+    let buzzer = reg.get(3338, None).unwrap();
+    assert!(buzzer.resource(5850).unwrap().mandatory && buzzer.resource(5525).unwrap().mandatory);
+    assert!(
+        !reg.get(3340, None)
+            .unwrap()
+            .resource(5525)
+            .unwrap()
+            .mandatory
+    );
+    let up_down = reg.get(3344, None).unwrap();
+    assert!(up_down.resource(5532).unwrap().mandatory && up_down.resource(5533).unwrap().mandatory);
+    let timer = reg.get(3340, None).unwrap();
+    assert_eq!(timer.resources.len(), 11);
+    assert_eq!(timer.resource(5526).unwrap().range_enumeration, "0-4");
+    assert_eq!(timer.resource(5538).unwrap().operations, Operations::R);
+    let display = reg.get(3341, None).unwrap();
+    assert_eq!(display.resource(5545).unwrap().operations, Operations::R);
+    assert_eq!(display.resource(5528).unwrap().operations, Operations::RW);
+    assert_eq!(
+        reg.get(3349, None)
+            .unwrap()
+            .resource(5911)
+            .unwrap()
+            .operations,
+        Operations::E
+    );
+    for id in [3338, 3339, 3340, 3341, 3343, 3344, 3348, 3349, 3350] {
+        assert_eq!(reg.get(id, None).unwrap().version, "1.0", "object {id}");
+    }
 }
 
 #[test]

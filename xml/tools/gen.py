@@ -22,7 +22,46 @@ IPSO = {
     5503: ("Digital Input Debounce", "RW", "Integer", "", "ms", "Debounce time of the input."),
     5504: ("Digital Input Edge Selection", "RW", "Integer", "1..3", "", "Edges counted: 1 falling, 2 rising, 3 both."),
     5505: ("Digital Input Counter Reset", "E", "", "", "", "Sets the input counter back to zero."),
+    5506: ("Current Time", "RW", "Time", "", "", "Clock value in seconds since the Unix epoch."),
+    5507: ("Fractional Time", "RW", "Float", "0-1", "s", "Sub-second part of the clock value."),
+    5508: ("Min X Value", "R", "Float", "", "", "Lowest X reading since power-up or the last reset."),
+    5509: ("Max X Value", "R", "Float", "", "", "Highest X reading since power-up or the last reset."),
+    5510: ("Min Y Value", "R", "Float", "", "", "Lowest Y reading since power-up or the last reset."),
+    5511: ("Max Y Value", "R", "Float", "", "", "Highest Y reading since power-up or the last reset."),
+    5512: ("Min Z Value", "R", "Float", "", "", "Lowest Z reading since power-up or the last reset."),
+    5513: ("Max Z Value", "R", "Float", "", "", "Highest Z reading since power-up or the last reset."),
+    5514: ("Latitude", "R", "String", "", "", "Latitude as a decimal number in WGS84."),
+    5515: ("Longitude", "R", "String", "", "", "Longitude as a decimal number in WGS84."),
+    5516: ("Uncertainty", "R", "String", "", "", "Accuracy of the position in metres."),
+    5517: ("Velocity", "R", "Opaque", "", "", "Velocity encoded as in 3GPP TS 23.032; may be absent when still."),
     5518: ("Timestamp", "R", "Time", "", "", "When the reported value was measured."),
+    5519: ("Min Limit", "R", "Float", "", "", "Lowest position the actuator can take."),
+    5520: ("Max Limit", "R", "Float", "", "", "Highest position the actuator can take."),
+    5521: ("Delay Duration", "RW", "Float", "", "s", "Length of the delay."),
+    5522: ("Clip", "RW", "Opaque", "", "", "Audio data to be played."),
+    5523: ("Trigger", "E", "", "", "", "Starts the action."),
+    5524: ("Duration", "RW", "Float", "", "s", "Longest time the playback may last."),
+    5525: ("Minimum Off-time", "RW", "Float", "", "s", "Least time to stay off between two activations."),
+    5526: ("Timer Mode", "RW", "Integer", "0-4", "", "Timing pattern: 0 off, 1 one-shot, 2 interval, 3 delay on pick-up, 4 delay on drop-out."),
+    5527: ("Text", "RW", "String", "", "", "Text to show."),
+    5528: ("X Coordinate", "RW", "Integer", "", "", "Column where the text starts."),
+    5529: ("Y Coordinate", "RW", "Integer", "", "", "Row where the text starts."),
+    5530: ("Clear Display", "E", "", "", "", "Blanks the display."),
+    5531: ("Contrast", "RW", "Float", "0-100", "%", "Display contrast in percent."),
+    5532: ("Increase Input State", "R", "Boolean", "", "", "True while the up control is active."),
+    5533: ("Decrease Input State", "R", "Boolean", "", "", "True while the down control is active."),
+    5534: ("Counter", "RW", "Integer", "", "", "Times the output went from off to on; writing 0 clears it."),
+    5536: ("Current Position", "RW", "Float", "0-100", "%", "Position of the actuator; writing it moves there."),
+    5537: ("Transition Time", "RW", "Float", "", "s", "How long a move to a new position should take."),
+    5538: ("Remaining Time", "R", "Float", "", "s", "Time left in the operation under way."),
+    5541: ("Up Counter", "RW", "Integer", "", "", "Times the up control was used; writing 0 clears it."),
+    5542: ("Down Counter", "RW", "Integer", "", "", "Times the down control was used; writing 0 clears it."),
+    5543: ("Digital State", "R", "Boolean", "", "", "Current state of the output."),
+    5544: ("Cumulative Time", "RW", "Float", "", "s", "Total time spent running; writing 0 clears it."),
+    5545: ("Max X Coordinate", "R", "Integer", "", "", "Last column before text wraps."),
+    5546: ("Max Y Coordinate", "R", "Integer", "", "", "Last row before text wraps."),
+    5547: ("Multi-state Input", "R", "Integer", "", "", "Position the selector is in."),
+    5548: ("Level", "RW", "Float", "0-100", "%", "Level in percent."),
     5550: ("Digital Output State", "RW", "Boolean", "", "", "Current state of the digital output."),
     5551: ("Digital Output Polarity", "RW", "Boolean", "", "", "True when the output logic is inverted."),
     5600: ("Analog Input Current Value", "R", "Float", "", "", "Latest value read from the analog input."),
@@ -37,18 +76,37 @@ IPSO = {
     5702: ("X Value", "R", "Float", "", "", "Reading along the X axis."),
     5703: ("Y Value", "R", "Float", "", "", "Reading along the Y axis."),
     5704: ("Z Value", "R", "Float", "", "", "Reading along the Z axis."),
+    5705: ("Compass Direction", "R", "Float", "0..360", "deg", "Heading in degrees."),
     5706: ("Colour", "RW", "String", "", "", "Colour value written in some colour space."),
     5750: ("Application Type", "RW", "String", "", "", "Free text naming what the device is used for."),
     5751: ("Sensor Type", "R", "String", "", "", "Kind of sensing element."),
     5805: ("Cumulative active power", "R", "Float", "", "Wh", "Energy used since start-up or the last reset."),
+    5800: ("Instantaneous active power", "R", "Float", "", "W", "Active power drawn right now."),
+    5801: ("Min Measured active power", "R", "Float", "", "W", "Lowest active power seen since power-up."),
+    5802: ("Max Measured active power", "R", "Float", "", "W", "Highest active power seen since power-up."),
+    5803: ("Min Range active power", "R", "Float", "", "W", "Lowest active power the meter can measure."),
+    5804: ("Max Range active power", "R", "Float", "", "W", "Highest active power the meter can measure."),
+    5806: ("Active Power Calibration", "W", "Float", "", "W", "Write the known load to calibrate active power against it."),
+    5810: ("Instantaneous reactive power", "R", "Float", "", "var", "Reactive power right now."),
+    5811: ("Min Measured reactive power", "R", "Float", "", "var", "Lowest reactive power seen since power-up."),
+    5812: ("Max Measured reactive power", "R", "Float", "", "var", "Highest reactive power seen since power-up."),
+    5813: ("Min Range reactive power", "R", "Float", "", "var", "Lowest reactive power the meter can measure."),
+    5814: ("Max Range reactive power", "R", "Float", "", "var", "Highest reactive power the meter can measure."),
+    5815: ("Cumulative reactive power", "R", "Float", "", "varh", "Reactive energy since start-up or the last reset."),
+    5816: ("Reactive Power Calibration", "W", "Float", "", "var", "Write the known load to calibrate reactive power against it."),
     5820: ("Power factor", "R", "Float", "", "", "Power factor of the load, where it applies."),
     5821: ("Current Calibration", "RW", "Float", "", "", "Calibration applied to the reading."),
+    5822: ("Reset Cumulative energy", "E", "", "", "", "Zeroes the cumulative energy counters."),
     5850: ("On/Off", "RW", "Boolean", "", "", "True switches on, false switches off."),
     5851: ("Dimmer", "RW", "Integer", "0..100", "/100", "Dimming level in percent."),
     5852: ("On time", "RW", "Integer", "", "s", "Time spent on; writing 0 restarts the count."),
+    5853: ("Muti-state Output", "RW", "String", "", "", "Named state of an output with several levels, e.g. a pilot wire."),
     5854: ("Off Time", "RW", "Integer", "", "s", "Time spent off; writing 0 restarts the count."),
     5903: ("Busy to Clear delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as cleared."),
     5904: ("Clear to Busy delay", "RW", "Integer", "", "ms", "Delay before a detection is reported as busy."),
+    5910: ("Bitmap Input", "R", "Integer", "", "", "One bit per digital input, packed into an integer."),
+    5911: ("Bitmap Input Reset", "E", "", "", "", "Clears the bitmap value."),
+    5912: ("Element Description", "RW", "String", "", "", "Meaning of each bit, least significant first."),
     6042: ("Measurement Quality Indicator", "R", "Integer", "0..23", "", "Quality class a smart sensor gives the value."),
     6049: ("Measurement Quality Level", "R", "Integer", "0..100", "", "Confidence in the value, 100 being fully checked."),
     6050: ("Fractional Timestamp", "R", "Float", "0..1", "s", "Sub-second part of the timestamp."),
@@ -77,6 +135,13 @@ def simple_sensor_11(extra=()):
     rows += list(extra)
     rows += [ipso(5750), ipso(5518), ipso(6050), ipso(6042), ipso(6049)]
     return rows
+
+
+# Sensors still at IPSO version 1.0 that share one layout (value, units, min/max, range,
+# reset, calibration). They predate the timestamp and quality resources of version 1.1.
+def simple_sensor_10():
+    return [ipso(5700, "M"), ipso(5701), ipso(5601), ipso(5602), ipso(5603), ipso(5604),
+            ipso(5605), ipso(5821), ipso(5750)]
 
 
 OBJECTS = []
@@ -291,9 +356,9 @@ obj(19, "BinaryAppDataContainer", "Opaque application data exchanged between dev
 
 # ---------------------------------------------------------------- IPSO objects
 
-def ipso_obj(oid, name, desc, rows, version="1.1"):
+def ipso_obj(oid, name, desc, rows, version="1.1", file=None):
     urn = f"urn:oma:lwm2m:ext:{oid}:{version}" if version != "1.0" else f"urn:oma:lwm2m:ext:{oid}"
-    obj(oid, name, desc, version, "1.0", True, False, rows, urn=urn)
+    obj(oid, name, desc, version, "1.0", True, False, rows, urn=urn, file=file)
 
 
 ipso_obj(3200, "Digital Input", "A generic on/off input.", [
@@ -331,6 +396,106 @@ ipso_obj(3316, "Voltage", "Voltmeter reading between two points, typically in vo
 ipso_obj(3315, "Barometer", "Air pressure sensor, typically in pascals.", simple_sensor_11())
 ipso_obj(3317, "Current", "Ammeter reading, typically in amperes.", simple_sensor_11([ipso(5821)]))
 ipso_obj(3323, "Pressure", "Pressure sensor, typically in pascals.", simple_sensor_11([ipso(5821)]))
+
+# Electrical measurement and switching, version 1.0.
+ipso_obj(3305, "Power Measurement", "Active and reactive power meter with energy totals and calibration.", [
+    ipso(5800, "M"), ipso(5801), ipso(5802), ipso(5803), ipso(5804), ipso(5805), ipso(5806),
+    ipso(5810), ipso(5811), ipso(5812), ipso(5813), ipso(5814), ipso(5815), ipso(5816),
+    ipso(5820), ipso(5821), ipso(5822), ipso(5605)], version="1.0")
+# The registry spells 5853 "Muti-state Output"; the name is kept as published.
+ipso_obj(3306, "Actuation", "Remote on/off, dimming or multi-level output control.", [
+    ipso(5850, "M"), ipso(5851), ipso(5852), ipso(5853), ipso(5750), ipso(5518), ipso(6050)],
+    version="1.0")
+ipso_obj(3312, "Power Control", "Switches and dims a power outlet such as a smart plug.", [
+    ipso(5850, "M"), ipso(5851, range="0-100", units="%"), ipso(5852), ipso(5805), ipso(5820),
+    ipso(5750)], version="1.0")
+ipso_obj(3331, "Energy", "Energy used by an electrical load, typically in watt-hours.", [
+    ipso(5700, "M"), ipso(5701), ipso(5822), ipso(5750)], version="1.0")
+
+# Axes, position, time and colour, version 1.0 unless said otherwise.
+ipso_obj(3314, "Magnetometer", "Magnetic field along up to three axes, with an optional heading.", [
+    ipso(5702, "M"), ipso(5703), ipso(5704), ipso(5705), ipso(5701), ipso(5750), ipso(5518),
+    ipso(6050), ipso(6042), ipso(6049)], version="1.0")
+ipso_obj(3332, "Direction", "Heading from a compass, wind vane or similar, in degrees.", [
+    ipso(5705, "M"), ipso(5601), ipso(5602), ipso(5605), ipso(5750), ipso(5518), ipso(6050),
+    ipso(6042), ipso(6049)], version="1.0")
+ipso_obj(3333, "Time", "A clock in Unix seconds with an optional fraction of a second.", [
+    ipso(5506, "M"), ipso(5507), ipso(5750)], version="1.0")
+ipso_obj(3334, "Gyrometer", "Angular rate along three axes with per-axis minimum and maximum.", [
+    ipso(5702, "M"), ipso(5703), ipso(5704), ipso(5701), ipso(5508), ipso(5509), ipso(5510),
+    ipso(5511), ipso(5512), ipso(5513), ipso(5605), ipso(5603), ipso(5604), ipso(5750)],
+    version="1.0")
+ipso_obj(3335, "Colour", "Colour sensor reading in the colour space named by its units.", [
+    ipso(5706, "M"), ipso(5701), ipso(5750), ipso(5518), ipso(6050), ipso(6042), ipso(6049)],
+    version="1.0")
+LOCATION_DESC = "GPS position built from reusable resources, mirroring the Location object 6."
+ipso_obj(3336, "Location", LOCATION_DESC, [
+    ipso(5514, "M"), ipso(5515, "M"), ipso(5516), ipso(5705, range="0-360", units="degree"),
+    ipso(5517), ipso(5518), ipso(5750)], version="1.0")
+ipso_obj(3336, "Location", LOCATION_DESC, [
+    ipso(5514, "M"), ipso(5515, "M"), ipso(5516), ipso(5705), ipso(5517), ipso(5518), ipso(5750),
+    ipso(6050), ipso(6042), ipso(6049)], version="1.1", file="3336-1.1.xml")
+ipso_obj(3337, "Positioner", "Actuator moved to a position between 0 and 100 percent.", [
+    ipso(5536, "M"), ipso(5537), ipso(5538), ipso(5601), ipso(5602), ipso(5605), ipso(5519),
+    ipso(5520), ipso(5750)], version="1.0")
+ipso_obj(3345, "Multiple Axis Joystick", "Joystick or shuttle position on up to three axes, plus a button.", [
+    ipso(5500), ipso(5501), ipso(5702), ipso(5703), ipso(5704), ipso(5750)], version="1.0")
+
+# Actuators, displays and user controls, version 1.0.
+ipso_obj(3338, "Buzzer", "Audible or vibrating alarm with volume and sounding time.", [
+    ipso(5850, "M"), ipso(5548, desc="Loudness in percent."), ipso(5521, desc="How long the alarm sounds once switched on."),
+    ipso(5525, "M"), ipso(5750)], version="1.0")
+ipso_obj(3339, "Audio Clip", "Plays a stored audio clip, e.g. a floor announcement in a lift.", [
+    ipso(5522, "M"), ipso(5523, desc="Plays the clip."), ipso(5548, desc="Playback volume in percent."),
+    ipso(5524), ipso(5750)], version="1.0")
+ipso_obj(3340, "Timer", "Industrial-style timer driven by a trigger or an on/off input.", [
+    ipso(5521, "M"), ipso(5538), ipso(5525, desc="Rearm delay between the end of one cycle and the next."),
+    ipso(5523, desc="Starts a timing cycle."), ipso(5850, desc="Timer input; true is on."),
+    ipso(5501), ipso(5544, desc="Total time the timer input was on; writing 0 clears it."),
+    ipso(5543), ipso(5534), ipso(5526), ipso(5750)], version="1.0")
+ipso_obj(3341, "Addressable Text Display", "Text display written at chosen X/Y positions.", [
+    ipso(5527, "M"), ipso(5528), ipso(5529), ipso(5545), ipso(5546), ipso(5530),
+    ipso(5548, desc="Display brightness in percent."), ipso(5531), ipso(5750)], version="1.0")
+ipso_obj(3343, "Dimmer", "State of a dimmer or level control.", [
+    ipso(5548, "M", desc="Control position in percent."),
+    ipso(5852, desc="Time the level has been above zero; writing 0 restarts the count."),
+    ipso(5854, desc="Time the level has been at zero; writing 0 restarts the count."), ipso(5750)],
+    version="1.0")
+ipso_obj(3344, "Up/Down Control", "Up/down buttons or a rotary encoder, with step counters.", [
+    ipso(5532, "M"), ipso(5533, "M"), ipso(5541), ipso(5542), ipso(5750)], version="1.0")
+ipso_obj(3348, "Multi-state Selector", "Selector switch with a fixed number of positions.", [
+    ipso(5547, "M"), ipso(5750), ipso(5518), ipso(6050)], version="1.0")
+ipso_obj(3349, "Bitmap", "Several digital inputs packed into one integer, one bit each.", [
+    ipso(5910, "M"), ipso(5911), ipso(5912, multiple="M"), ipso(5750)], version="1.0")
+ipso_obj(3350, "Stopwatch", "Counts up the time elapsed since it was started.", [
+    ipso(5544, "M", desc="Time counted so far; writing 0 clears it."), ipso(5850, desc="Runs the stopwatch while true."),
+    ipso(5501, desc="Times the stopwatch was started."), ipso(5750), ipso(5518), ipso(6050),
+    ipso(6042), ipso(6049)], version="1.0")
+
+# Single-value sensors of version 1.0 (simple_sensor_10 layout).
+ipso_obj(3318, "Frequency", "Frequency sensor, typically in hertz.", simple_sensor_10(), version="1.0")
+ipso_obj(3319, "Depth", "Depth sensor, e.g. a rain gauge reporting millimetres.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3320, "Percentage", "A reading on a 0 to 100 percent scale, such as a tank fill level.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3321, "Altitude", "Height above sea level, typically in metres.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3322, "Load", "Weight or force on a load cell, typically in kilograms.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3324, "Loudness", "Sound or noise level, typically in decibels.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3325, "Concentration", "Amount of a substance in a medium, typically in ppm.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3326, "Acidity", "Acidity of a liquid, typically in pH.", simple_sensor_10(), version="1.0")
+ipso_obj(3327, "Conductivity", "Electrical conductivity of a sample, typically in siemens.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3328, "Power", "Real or apparent electrical power, typically in watts.", simple_sensor_10(),
+         version="1.0")
+ipso_obj(3329, "Power Factor", "Power factor of an electrical load, measured or computed.",
+         simple_sensor_10(), version="1.0")
+ipso_obj(3330, "Distance", "Distance sensor, typically in metres.", simple_sensor_10(), version="1.0")
+ipso_obj(3346, "Rate", "A speed or rate, such as a vehicle speed or a shaft's rotation rate.",
+         simple_sensor_10(), version="1.0")
 ipso_obj(3347, "Push button", "State of a momentary push button and how often it was pressed.", [
     ipso(5500, "M"), ipso(5501), ipso(5750), ipso(5518), ipso(6050)])
 ipso_obj(3342, "On/Off switch", "Reports the position of an on/off switch.", [
