@@ -69,12 +69,11 @@ pub fn write_content_json(out: &mut Vec<u8>, records: &[Record]) {
         if i > 0 {
             out.push(b',');
         }
-        let _ = write!(out, "{{\"path\":\"{}\",", r.path);
-        if r.type_unknown {
-            out.extend_from_slice(b"\"type\":\"opaque\",");
-        }
-        out.extend_from_slice(b"\"value\":");
+        let _ = write!(out, "{{\"path\":\"{}\",\"value\":", r.path);
         write_value_json(out, &r.value);
+        if r.type_unknown {
+            out.extend_from_slice(b",\"type\":\"opaque\"");
+        }
         out.push(b'}');
     }
     out.push(b']');
