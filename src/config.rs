@@ -726,7 +726,11 @@ mod tests {
         let readme = include_str!("../README.md");
         let start = readme.find("```toml\n").expect("README has a toml example") + 8;
         let end = start + readme[start..].find("```").unwrap();
-        let c = Config::from_parts(Some((std::path::Path::new("README.md"), &readme[start..end])), &args(&[])).unwrap();
+        let c = Config::from_parts(
+            Some((std::path::Path::new("README.md"), &readme[start..end])),
+            &args(&[]),
+        )
+        .unwrap();
         assert_eq!(c.workers, 4);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));

@@ -85,22 +85,35 @@ fn main() -> anyhow::Result<()> {
             bail!("{addr} is not a loopback address; pass --allow-remote to load a remote gateway");
         }
     }
-    let prefix = a.prefix.clone().unwrap_or_else(|| format!("lt{}-", std::process::id()));
+    let prefix = a
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("lt{}-", std::process::id()));
     let n = a.devices;
     let start = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let seen_events = Arc::new(AtomicUsize::new(0));
 
     // MQTT side first, so no event is missed.
-    let mut opts = MqttOptions::new(format!("loadtest-{}", std::process::id()), a.mqtt.ip().to_string(), a.mqtt.port());
+    let mut opts = MqttOptions::new(
+        format!("loadtest-{}", std::process::id()),
+        a.mqtt.ip().to_string(),
+        a.mqtt.port(),
+    );
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut conn) = Client::new(opts, 10_000);
     let (sub_tx, sub_rx) = crossbeam_channel::bounded(1);
     let event_hist = Arc::new(parking_lot::Mutex::new(Histogram::<u64>::new(3)?));
     {
-        let (client, topic, prefix, sent_at, seen, hist) =
-            (client.clone(), a.mqtt_topic.clone(), prefix.clone(), sent_at.clone(), seen_events.clone(), event_hist.clone());
+        let (client, topic, prefix, sent_at, seen, hist) = (
+            client.clone(),
+            a.mqtt_topic.clone(),
+            prefix.clone(),
+            sent_at.clone(),
+            seen_events.clone(),
+            event_hist.clone(),
+        );
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 match ev {
@@ -138,7 +151,9 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    sub_rx.recv_timeout(Duration::from_secs(10)).context("MQTT subscription not acknowledged")?;
+    sub_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("MQTT subscription not acknowledged")?;
 
     let cpu0 = a.gateway_pid.and_then(cpu_ticks);
     let t_start = Instant::now();
@@ -146,8 +161,14 @@ fn main() -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for _ in 0..a.senders {
-        let (next, sent_at, prefix, a_gw, window, lifetime) =
-            (next.clone(), sent_at.clone(), prefix.clone(), a.gateway, a.window, a.lifetime);
+        let (next, sent_at, prefix, a_gw, window, lifetime) = (
+            next.clone(),
+            sent_at.clone(),
+            prefix.clone(),
+            a.gateway,
+            a.window,
+            a.lifetime,
+        );
         handles.push(std::thread::spawn(move || -> anyhow::Result<(Histogram<u64>, u64, u64, u64)> {
             let sock = UdpSocket::bind(if a_gw.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" })?;
             sock.set_read_timeout(Some(Duration::from_millis(5)))?;
@@ -258,14 +279,42 @@ fn main() -> anyhow::Result<()> {
         "gateway_cpu_us_per_registration": cpu_us_per_reg,
     });
     let l = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
-    println!("register storm: {n} devices, {} senders x window {}", a.senders, a.window);
-    println!("  2.01 received      {ok} (rejected {rejected}, lost {}, retransmits {retransmits})", n as u64 - ok - rejected);
+    println!(
+        "register storm: {n} devices, {} senders x window {}",
+        a.senders, a.window
+    );
+    println!(
+        "  2.01 received      {ok} (rejected {rejected}, lost {}, retransmits {retransmits})",
+        n as u64 - ok - rejected
+    );
     println!("  MQTT events seen   {events}");
-    println!("  CoAP rate          {:.0} registrations/s over {:.3} s", ok as f64 / coap_done.as_secs_f64(), coap_done.as_secs_f64());
-    println!("  end-to-end rate    {:.0} registrations/s over {:.3} s (until the last MQTT event)", events as f64 / all_done.as_secs_f64(), all_done.as_secs_f64());
+    println!(
+        "  CoAP rate          {:.0} registrations/s over {:.3} s",
+        ok as f64 / coap_done.as_secs_f64(),
+        coap_done.as_secs_f64()
+    );
+    println!(
+        "  end-to-end rate    {:.0} registrations/s over {:.3} s (until the last MQTT event)",
+        events as f64 / all_done.as_secs_f64(),
+        all_done.as_secs_f64()
+    );
     println!("  latency (ms)       p50      p90      p99      p99.9    max");
-    println!("    2.01             {:<8.3} {:<8.3} {:<8.3} {:<8.3} {:.3}", l(&coap_hist, 0.5), l(&coap_hist, 0.9), l(&coap_hist, 0.99), l(&coap_hist, 0.999), coap_hist.max() as f64 / 1e6);
-    println!("    MQTT event       {:<8.3} {:<8.3} {:<8.3} {:<8.3} {:.3}", l(&ev_hist, 0.5), l(&ev_hist, 0.9), l(&ev_hist, 0.99), l(&ev_hist, 0.999), ev_hist.max() as f64 / 1e6);
+    println!(
+        "    2.01             {:<8.3} {:<8.3} {:<8.3} {:<8.3} {:.3}",
+        l(&coap_hist, 0.5),
+        l(&coap_hist, 0.9),
+        l(&coap_hist, 0.99),
+        l(&coap_hist, 0.999),
+        coap_hist.max() as f64 / 1e6
+    );
+    println!(
+        "    MQTT event       {:<8.3} {:<8.3} {:<8.3} {:<8.3} {:.3}",
+        l(&ev_hist, 0.5),
+        l(&ev_hist, 0.9),
+        l(&ev_hist, 0.99),
+        l(&ev_hist, 0.999),
+        ev_hist.max() as f64 / 1e6
+    );
     if let Some(c) = cpu_us_per_reg {
         println!("  gateway CPU        {c:.1} us per registration");
     }

@@ -23,14 +23,14 @@ pub struct CommandError {
     pub reason: String,
 }
 
-pub fn parse_command(payload: &[u8]) -> Result<Command, CommandError> {
+pub fn parse_command(payload: &[u8]) -> Result<Command, Box<CommandError>> {
     let fail = |echo, msg_type, data, reason: String| {
-        Err(CommandError {
+        Err(Box::new(CommandError {
             echo,
             msg_type,
             data,
             reason,
-        })
+        }))
     };
     let v: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
