@@ -426,3 +426,40 @@ fn hostile_datagrams_and_commands_do_not_disturb_other_devices() {
         1
     );
 }
+
+#[test]
+fn reconnects_to_a_restarted_broker_and_subscribes_again() {
+    let Some(m) = Mosquitto::start() else { return };
+    let port = m.addr.port();
+    let gw = TestGateway::start(Some(m.addr), |_| {});
+    let metrics = gw.metrics();
+    drop(m);
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    wait_for("the gateway notices the broker is gone", &|| {
+        !metrics.mqtt_connected.load(Relaxed)
+    });
+    let _m2 = Mosquitto::start_on(Some(port)).unwrap();
+    wait_for("the gateway reconnects and subscribes again", &|| {
+        metrics.mqtt_subscribed.load(Relaxed)
+    });
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    dev.send(&node_lib()[0]);
+    dev.recv();
+    obs.next_of("register");
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let req = dev.recv();
+    dev.send(&answer(&req, code::CONTENT, None, b"back"));
+    assert_eq!(obs.next_of("read").1["data"]["content"][0]["value"], "back");
+}

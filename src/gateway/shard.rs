@@ -72,6 +72,14 @@ pub struct Output {
 }
 
 impl Output {
+    fn publish(&mut self, t: &Template, ep: &str, peerhost: &str, payload: Vec<u8>) {
+        self.publishes.push(Publish {
+            topic: t.render(ep, peerhost),
+            qos: t.qos,
+            payload,
+        });
+    }
+
     pub fn clear(&mut self) {
         self.transmits.clear();
         self.publishes.clear();
@@ -214,14 +222,6 @@ impl Shard {
         }
     }
 
-    fn publish(&self, out: &mut Output, t: &Template, ep: &str, peerhost: &str, payload: Vec<u8>) {
-        out.publishes.push(Publish {
-            topic: t.render(ep, peerhost),
-            qos: t.qos,
-            payload,
-        });
-    }
-
     // ---------------------------------------------------------------- datagrams
 
     pub fn on_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Output) {
@@ -300,8 +300,7 @@ impl Shard {
                 self.by_mid.remove(&mid);
                 self.timers
                     .push(Reverse((deadline, Timer::Exchange { reg, token })));
-                let t = self.cfg.topics.response.clone();
-                self.publish(out, &t, &ep, &ph, payload);
+                out.publish(&self.cfg.topics.response, &ep, &ph, payload);
             }
             MessageType::Reset => {
                 let Some(reg) = self.by_mid.get(&mid).copied() else {
@@ -498,9 +497,8 @@ impl Shard {
         };
         let data = session.reg.event_data();
         let payload = envelope::message(&serde_json::Map::new(), "register", None, data);
-        self.publish(
-            out,
-            &self.cfg.topics.register.clone(),
+        out.publish(
+            &self.cfg.topics.register,
             &endpoint,
             &session.peerhost,
             payload,
@@ -563,7 +561,7 @@ impl Shard {
             let payload =
                 envelope::message(&serde_json::Map::new(), "update", None, s.reg.event_data());
             let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
-            self.publish(out, &self.cfg.topics.update.clone(), &ep, &ph, payload);
+            out.publish(&self.cfg.topics.update, &ep, &ph, payload);
         }
         self.timers
             .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
@@ -586,7 +584,7 @@ impl Shard {
             self.by_token.remove(&ex.token);
             self.by_mid.remove(&ex.mid);
         }
-        let resp = self.cfg.topics.response.clone();
+        let resp = &self.cfg.topics.response;
         let waiting = s
             .inflight
             .iter()
@@ -601,7 +599,7 @@ impl Shard {
                 Some(&why),
             );
             let payload = envelope::message(&cmd.echo, &cmd.msg_type, None, data);
-            self.publish(out, &resp, ep, ph, payload);
+            out.publish(resp, ep, ph, payload);
         }
         let mut d = serde_json::Map::new();
         d.insert("ep".into(), ep.into());
@@ -612,7 +610,7 @@ impl Shard {
             None,
             Value::Object(d),
         );
-        self.publish(out, &self.cfg.topics.deregister.clone(), ep, ph, payload);
+        out.publish(&self.cfg.topics.deregister, ep, ph, payload);
     }
 
     // ---------------------------------------------------------------- responses
@@ -699,7 +697,7 @@ impl Shard {
         let (msg_type, data) = describe(&ex);
         let payload = envelope::message(&ex.cmd.echo, msg_type, None, data);
         let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
-        self.publish(out, &self.cfg.topics.response.clone(), &ep, &ph, payload);
+        out.publish(&self.cfg.topics.response, &ep, &ph, payload);
         self.pump(now, reg, out);
     }
 
@@ -712,7 +710,9 @@ impl Shard {
             .and_then(|r| self.sessions.get(&r))
             .map(|s| s.peerhost.clone())
             .unwrap_or_default();
-        let resp = self.cfg.topics.response.clone();
+        // An Arc clone, so the closure can borrow the topic while the sessions are mutated.
+        let cfg = self.cfg.clone();
+        let resp = &cfg.topics.response;
         let fail = |out: &mut Output,
                     echo: &serde_json::Map<String, Value>,
                     msg_type: &str,
@@ -720,11 +720,12 @@ impl Shard {
                     c: u8,
                     why: &str| {
             let data = envelope::response_data(req_path, c, None, Some(why));
-            out.publishes.push(Publish {
-                topic: resp.render(ep, &peerhost),
-                qos: resp.qos,
-                payload: envelope::message(echo, msg_type, None, data),
-            });
+            out.publish(
+                resp,
+                ep,
+                &peerhost,
+                envelope::message(echo, msg_type, None, data),
+            );
         };
         let cmd = match envelope::parse_command(payload) {
             Ok(c) => c,

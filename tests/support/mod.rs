@@ -229,6 +229,11 @@ impl Mosquitto {
     /// Starts `mosquitto`. When it is not installed: `None` with a clear note, except under CI
     /// (`CI` set), where `.ci/run` installs it and its absence is a failure.
     pub fn start() -> Option<Mosquitto> {
+        Mosquitto::start_on(None)
+    }
+
+    /// Starts Mosquitto on `port` (a free one when `None`).
+    pub fn start_on(port: Option<u16>) -> Option<Mosquitto> {
         let bin = [
             "mosquitto",
             "/usr/sbin/mosquitto",
@@ -250,11 +255,13 @@ impl Mosquitto {
             eprintln!("NOTE: mosquitto not installed (apt-get install mosquitto): the Mosquitto variant of this test did not run");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
         let dir = std::env::temp_dir().join(format!("gw-mosq-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mosquitto.conf");
