@@ -307,7 +307,7 @@ pub fn hex(s: &str) -> Vec<u8> {
 /// Client->server datagrams of a capture in `shared/testdata/real-clients`, in order.
 pub fn captured_client_datagrams(file: &str) -> Vec<Vec<u8>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/real-clients")
+        .join("tests/data/real-clients")
         .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
