@@ -780,22 +780,13 @@ impl Shard {
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
-        let versions = s
-            .reg
-            .objects
-            .as_ref()
-            .map(|o| o.versions.clone())
-            .unwrap_or_default();
-        let announced = s
-            .reg
-            .objects
-            .as_ref()
-            .map(|o| o.content_formats.clone())
-            .unwrap_or_default();
-        let types = self.cfg.model.types_for(&versions);
+        let objects = s.reg.objects.as_ref();
+        let versions = objects.map_or(&[][..], |o| &o.versions[..]);
+        let announced = objects.map_or(&[][..], |o| &o.content_formats[..]);
+        let types = self.cfg.model.types_for(versions);
         let dev = DeviceContext {
             version: s.reg.version,
-            announced_formats: &announced,
+            announced_formats: announced,
             types: &types,
         };
         let request = match downlink::build(&cmd, op, &dev) {
