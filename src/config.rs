@@ -19,6 +19,52 @@ pub enum UpdatePublishCondition {
     ContainsObjectList,
 }
 
+/// EMQX `auto_observe`: observe objects of every new registration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AutoObserve {
+    #[default]
+    Off,
+    /// Every registered object/instance, except objects 0, 1, 2, 4, 5, 6, 7, 9, 15 and objects
+    /// without a definition (EMQX master).
+    All,
+    /// These paths, in this order, when the device registered exactly that entry.
+    Paths(Vec<String>),
+}
+
+impl AutoObserve {
+    /// `false`/`off`, `true`/`on`, or a comma/space separated path list.
+    pub fn parse(s: &str) -> Result<AutoObserve, String> {
+        match s.trim() {
+            "false" | "off" | "" => Ok(AutoObserve::Off),
+            "true" | "on" => Ok(AutoObserve::All),
+            list => AutoObserve::from_list(
+                list.split([',', ' '])
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        }
+    }
+
+    fn from_list(paths: Vec<String>) -> Result<AutoObserve, String> {
+        for p in &paths {
+            let path = crate::lwm2m::Path::parse(p).map_err(|e| format!("{p:?}: {e}"))?;
+            if path.is_root() || !p.starts_with('/') {
+                return Err(format!("{p:?} is not an absolute object path like /3/0"));
+            }
+        }
+        Ok(AutoObserve::Paths(paths))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileAutoObserve {
+    Flag(bool),
+    Text(String),
+    List(Vec<String>),
+}
+
 /// One MQTT topic template with its QoS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Translator {
@@ -72,6 +118,11 @@ pub struct Config {
     pub dedup_max_entries: usize,
     /// Downlink commands waiting per device while one is in flight (NSTART = 1).
     pub downlink_queue_max: usize,
+    /// How long a waiting command stays valid; `None` = forever.
+    pub downlink_queue_max_age: Option<Duration>,
+    /// A queue-mode device is reachable this long after its last uplink.
+    pub qmode_time_window: Duration,
+    pub auto_observe: AutoObserve,
     pub mqtt: MqttConfig,
     pub log_level: String,
     pub stats_interval: Duration,
@@ -107,6 +158,9 @@ impl Default for Config {
             separate_response_timeout: Duration::from_secs(247),
             dedup_max_entries: 1 << 20,
             downlink_queue_max: 100,
+            downlink_queue_max_age: Some(Duration::from_secs(7200)),
+            qmode_time_window: Duration::from_secs(22),
+            auto_observe: AutoObserve::Off,
             mqtt: MqttConfig {
                 url: None,
                 broker_listen: "127.0.0.1:1883".parse().expect("literal"),
@@ -218,6 +272,15 @@ pub struct Args {
     /// Commands waiting per device behind the one in flight [default: 100].
     #[arg(long)]
     pub downlink_queue_max: Option<usize>,
+    /// Seconds a waiting command stays valid before it is answered with coap_timeout; 0 = forever [default: 7200].
+    #[arg(long)]
+    pub downlink_queue_max_age: Option<u64>,
+    /// Seconds a queue-mode device stays reachable after its last message [default: 22].
+    #[arg(long)]
+    pub qmode_time_window: Option<f64>,
+    /// Observe new registrations: false, true, or a comma-separated path list like /3/0,/3303/0 [default: false].
+    #[arg(long)]
+    pub auto_observe: Option<String>,
     /// External broker, e.g. mqtt://host:1883; without it an embedded broker is started.
     #[arg(long)]
     pub mqtt_url: Option<String>,
@@ -261,6 +324,9 @@ struct FileConfig {
     mountpoint: Option<String>,
     update_msg_publish_condition: Option<UpdatePublishCondition>,
     downlink_queue_max: Option<usize>,
+    downlink_queue_max_age: Option<u64>,
+    qmode_time_window: Option<f64>,
+    auto_observe: Option<FileAutoObserve>,
     translators: Option<FileTranslators>,
     coap: Option<FileCoap>,
     mqtt: Option<FileMqtt>,
@@ -395,6 +461,24 @@ impl Config {
             f.update_msg_publish_condition,
         );
         set(&mut self.downlink_queue_max, f.downlink_queue_max);
+        if let Some(a) = f.downlink_queue_max_age {
+            self.downlink_queue_max_age = (a > 0).then(|| Duration::from_secs(a));
+        }
+        if let Some(w) = f.qmode_time_window {
+            self.qmode_time_window = secs_f64("qmode_time_window", w)?;
+        }
+        if let Some(a) = f.auto_observe {
+            self.auto_observe = match a {
+                FileAutoObserve::Flag(true) => AutoObserve::All,
+                FileAutoObserve::Flag(false) => AutoObserve::Off,
+                FileAutoObserve::Text(t) => {
+                    AutoObserve::parse(&t).map_err(|e| invalid("auto_observe", e))?
+                }
+                FileAutoObserve::List(l) => {
+                    AutoObserve::from_list(l).map_err(|e| invalid("auto_observe", e))?
+                }
+            };
+        }
         if let Some(t) = f.translators {
             let tr = &mut self.translators;
             for (slot, ft) in [
@@ -489,6 +573,15 @@ impl Config {
         }
         set(&mut self.dedup_max_entries, a.coap_dedup_max_entries);
         set(&mut self.downlink_queue_max, a.downlink_queue_max);
+        if let Some(age) = a.downlink_queue_max_age {
+            self.downlink_queue_max_age = (age > 0).then(|| Duration::from_secs(age));
+        }
+        if let Some(w) = a.qmode_time_window {
+            self.qmode_time_window = secs_f64("--qmode-time-window", w)?;
+        }
+        if let Some(ao) = &a.auto_observe {
+            self.auto_observe = AutoObserve::parse(ao).map_err(|e| invalid("--auto-observe", e))?;
+        }
         if a.mqtt_url.is_some() {
             self.mqtt.url = a.mqtt_url.clone();
         }
@@ -734,6 +827,48 @@ mod tests {
         assert_eq!(c.workers, 4);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+    }
+
+    #[test]
+    fn auto_observe_spellings() {
+        let file = |t: &str| {
+            Config::from_parts(Some((std::path::Path::new("a.toml"), t)), &args(&[]))
+                .map(|c| c.auto_observe)
+        };
+        assert_eq!(file("auto_observe = true").unwrap(), AutoObserve::All);
+        assert_eq!(file("auto_observe = \"off\"").unwrap(), AutoObserve::Off);
+        assert_eq!(
+            file("auto_observe = [\"/3/0\", \"/3303/0/5700\"]").unwrap(),
+            AutoObserve::Paths(vec!["/3/0".into(), "/3303/0/5700".into()])
+        );
+        assert_eq!(
+            file("auto_observe = \"/3/0, /4\"").unwrap(),
+            AutoObserve::Paths(vec!["/3/0".into(), "/4".into()])
+        );
+        assert!(file("auto_observe = [\"/3/x\"]")
+            .unwrap_err()
+            .to_string()
+            .contains("auto_observe"));
+        let c = Config::from_parts(
+            None,
+            &args(&[
+                "--auto-observe",
+                "on",
+                "--qmode-time-window",
+                "5",
+                "--downlink-queue-max-age",
+                "0",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.auto_observe,
+                c.qmode_time_window,
+                c.downlink_queue_max_age
+            ),
+            (AutoObserve::All, Duration::from_secs(5), None)
+        );
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub enum Op {
     Execute,
     Create,
     Delete,
+    Observe,
+    CancelObserve,
+    ReadComposite,
+    WriteComposite,
+    ObserveComposite,
+    CancelObserveComposite,
 }
 
 impl Op {
@@ -29,8 +35,46 @@ impl Op {
             "execute" => Op::Execute,
             "create" => Op::Create,
             "delete" => Op::Delete,
+            "observe" => Op::Observe,
+            "cancel-observe" => Op::CancelObserve,
+            "read-composite" => Op::ReadComposite,
+            "write-composite" => Op::WriteComposite,
+            "observe-composite" => Op::ObserveComposite,
+            "cancel-observe-composite" => Op::CancelObserveComposite,
             _ => return None,
         })
+    }
+
+    /// Operations whose response body is decoded into `content`.
+    pub fn reads_content(self) -> bool {
+        matches!(
+            self,
+            Op::Read
+                | Op::Observe
+                | Op::CancelObserve
+                | Op::ReadComposite
+                | Op::ObserveComposite
+                | Op::CancelObserveComposite
+        )
+    }
+
+    pub fn is_composite(self) -> bool {
+        matches!(
+            self,
+            Op::ReadComposite
+                | Op::WriteComposite
+                | Op::ObserveComposite
+                | Op::CancelObserveComposite
+        )
+    }
+
+    /// Operations that start an observation when the device answers with an Observe option.
+    pub fn starts_observation(self) -> bool {
+        matches!(self, Op::Observe | Op::ObserveComposite)
+    }
+
+    pub fn cancels_observation(self) -> bool {
+        matches!(self, Op::CancelObserve | Op::CancelObserveComposite)
     }
 }
 
@@ -44,6 +88,10 @@ pub struct Request {
     pub accept: Option<u16>,
     pub content_format: Option<u16>,
     pub payload: Vec<u8>,
+    /// Observe option: 0 registers, 1 deregisters (RFC 7641).
+    pub observe: Option<u32>,
+    /// Paths of a composite operation (its `path` is the root).
+    pub paths: Vec<Path>,
 }
 
 /// What the gateway knows about the target device.
@@ -108,6 +156,8 @@ pub fn build(cmd: &Command, op: Op, dev: &DeviceContext) -> Result<Request, Stri
         accept: None,
         content_format: None,
         payload: Vec::new(),
+        observe: None,
+        paths: Vec::new(),
     };
     match op {
         Op::Read => {
@@ -156,9 +206,91 @@ pub fn build(cmd: &Command, op: Op, dev: &DeviceContext) -> Result<Request, Stri
                 }
             }
         }
+        Op::Observe | Op::CancelObserve => {
+            (req.path, req.query) = path_and_query(str_field(d, "path")?, "path")?;
+            req.accept = fmt
+                .or_else(|| codec::preferred_format(dev.version, dev.announced_formats, false))
+                .map(|f| f.as_u16());
+            req.observe = Some(if op == Op::Observe { 0 } else { 1 });
+        }
+        Op::ReadComposite | Op::ObserveComposite | Op::CancelObserveComposite => {
+            req.paths = composite_paths(d)?;
+            let cf = senml_format(fmt, dev)?;
+            req.method = code::FETCH;
+            req.payload = codec::encode_paths(cf, &req.paths)
+                .map_err(|e| format!("cannot encode paths: {e}"))?;
+            req.content_format = Some(cf.as_u16());
+            req.accept = Some(cf.as_u16());
+            req.observe = match op {
+                Op::ObserveComposite => Some(0),
+                Op::CancelObserveComposite => Some(1),
+                _ => None,
+            };
+        }
+        Op::WriteComposite => {
+            let content = match d.get("content") {
+                Some(Value::Array(a)) if !a.is_empty() => a.as_slice(),
+                Some(Value::Array(_)) => return Err("data.content is empty".into()),
+                Some(_) => return Err("data.content is not an array".into()),
+                None => return Err("missing data.content".into()),
+            };
+            let records = json::records_from_write_content(
+                &Path::ROOT,
+                content,
+                dev.types,
+                hex_encoding(cmd)?,
+            )?;
+            if records.iter().any(|r| r.path.len() < 3) {
+                return Err("write-composite paths must name resources".into());
+            }
+            let cf = senml_format(fmt, dev)?;
+            req.method = code::IPATCH;
+            req.paths = records.iter().map(|r| r.path).collect();
+            req.payload = codec::encode(cf, &Path::ROOT, &records)
+                .map_err(|e| format!("cannot encode as {}: {e}", cf.name()))?;
+            req.content_format = Some(cf.as_u16());
+        }
         Op::Write | Op::Create => return build_write(cmd, op, dev, fmt, req),
     }
     Ok(req)
+}
+
+/// `data.paths` of a composite command: a non-empty array of path strings.
+fn composite_paths(d: &Map<String, Value>) -> Result<Vec<Path>, String> {
+    let Some(Value::Array(items)) = d.get("paths") else {
+        return Err("data.paths must be an array of paths".into());
+    };
+    if items.is_empty() {
+        return Err("data.paths is empty".into());
+    }
+    items
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Path::parse(s).map_err(|e| format!("data.paths {s:?}: {e}")),
+            _ => Err("data.paths holds a non-string".into()),
+        })
+        .collect()
+}
+
+/// Composite operations need SenML (or LwM2M CBOR on 1.2): the override if it is one, else the
+/// device's best announced one, else SenML JSON (what every 1.1 client we know speaks).
+fn senml_format(fmt: Option<ContentFormat>, dev: &DeviceContext) -> Result<ContentFormat, String> {
+    use ContentFormat::*;
+    if let Some(f) = fmt {
+        return match f {
+            SenmlJson | SenmlCbor | LwM2mCbor => Ok(f),
+            other => Err(format!(
+                "composite operations need senml-json, senml-cbor or lwm2m-cbor, not {}",
+                other.name()
+            )),
+        };
+    }
+    Ok(
+        match codec::preferred_format(dev.version, dev.announced_formats, false) {
+            Some(f @ (SenmlJson | SenmlCbor | LwM2mCbor)) => f,
+            _ => SenmlJson,
+        },
+    )
 }
 
 /// Single write (`path`/`type`/`value`), batch write (`basePath` + `content`) and create.
@@ -265,8 +397,11 @@ impl Request {
             self.method,
             mid,
             token,
-        )
-        .options(opt::URI_PATH, segs.iter().map(|s| s.as_bytes()));
+        );
+        if let Some(o) = self.observe {
+            b = b.uint_option(opt::OBSERVE, o);
+        }
+        b = b.options(opt::URI_PATH, segs.iter().map(|s| s.as_bytes()));
         if let Some(cf) = self.content_format {
             b = b.uint_option(opt::CONTENT_FORMAT, cf as u32);
         }

@@ -120,13 +120,17 @@ pub fn response_data(
 }
 
 /// The `reqPath` EMQX reports: `data.path`, else `data.basePath`, exactly as written, minus a
-/// `?query` suffix; null when neither is a string.
+/// `?query` suffix; the `paths` array of a composite operation; null otherwise.
 pub fn req_path_of(data: &Map<String, Value>) -> Value {
     for key in ["path", "basePath", "reqPath"] {
         if let Some(Value::String(p)) = data.get(key) {
             let p = p.split_once('?').map_or(p.as_str(), |(a, _)| a);
             return Value::String(p.to_string());
         }
+    }
+    // Composite operations name several paths.
+    if let Some(Value::Array(paths)) = data.get("paths") {
+        return Value::Array(paths.clone());
     }
     Value::Null
 }

@@ -1,15 +1,17 @@
 //! The per-worker LwM2M server state machine, sans-IO.
 //!
-//! A `Shard` owns the sessions of the endpoints routed to it (registration, the one confirmable
-//! request in flight, the downlink FIFO), the message-id dedup cache and a deadline heap. It is
-//! driven by three calls, each taking `now` from the caller: [`Shard::on_datagram`],
-//! [`Shard::on_command`] and [`Shard::on_timeout`]; everything it wants done (datagrams to send,
-//! MQTT publishes, routing-index changes) is appended to an [`Output`]. It never reads a clock,
-//! touches a socket, a channel or a lock, so tests drive it with a fake clock and a lossy wire.
+//! A `Shard` owns the sessions of the endpoints routed to it: registration, the one confirmable
+//! request in flight (NSTART = 1), the downlink FIFO (queue mode), the observations, plus the
+//! message-id dedup cache and a deadline heap. It is driven by three calls, each taking `now` from
+//! the caller: [`Shard::on_datagram`], [`Shard::on_command`] and [`Shard::on_timeout`]; everything
+//! it wants done (datagrams to send, MQTT publishes, routing-index changes) is appended to an
+//! [`Output`]. It never reads a clock, touches a socket, a channel or a lock, so tests drive it
+//! with a fake clock and a lossy wire.
 //!
 //! Identifiers the gateway chooses carry the shard number so the event loop can route replies
 //! without a lookup: registration ids are `seq * 256 + shard`, message ids `k * shards + shard`,
-//! and the first byte of every token is the shard.
+//! and the first byte of every token is the shard. Responses and notifications are matched by
+//! token alone (never by source address), so NAT rebinding does not break observations.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -20,13 +22,15 @@ use std::time::{Duration, Instant};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::coap::{code, opt, DedupCache, MessageBuilder, MsgType, TransmissionParams};
-use crate::config::{Config, UpdatePublishCondition};
+use crate::coap::{
+    code, decode_uint, opt, DedupCache, MessageBuilder, MsgType, TransmissionParams,
+};
+use crate::config::{AutoObserve, Config, UpdatePublishCondition};
 use crate::lwm2m::link_format::{self, RegisteredObjects};
 use crate::lwm2m::model::ObjectRegistry;
-use crate::lwm2m::{codec, json, ContentFormat};
+use crate::lwm2m::{codec, json, ContentFormat, Path};
 
 use super::downlink::{self, DeviceContext, Op, Request};
 use super::envelope::{self, Command};
@@ -97,7 +101,10 @@ pub struct ShardConfig {
     pub separate_response_timeout: Duration,
     pub dedup_max_entries: usize,
     pub downlink_queue_max: usize,
+    pub downlink_queue_max_age: Option<Duration>,
+    pub qmode_time_window: Duration,
     pub update_condition: UpdatePublishCondition,
+    pub auto_observe: AutoObserve,
     pub topics: Topics,
     pub model: Arc<ObjectRegistry>,
 }
@@ -111,7 +118,10 @@ impl ShardConfig {
             separate_response_timeout: c.separate_response_timeout,
             dedup_max_entries: c.dedup_max_entries,
             downlink_queue_max: c.downlink_queue_max,
+            downlink_queue_max_age: c.downlink_queue_max_age,
+            qmode_time_window: c.qmode_time_window,
             update_condition: c.update_msg_publish_condition,
+            auto_observe: c.auto_observe.clone(),
             topics: Topics::new(c)?,
             model,
         })
@@ -121,7 +131,12 @@ impl ShardConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Lifetime(u64),
-    Exchange { reg: u64, token: u64 },
+    Exchange {
+        reg: u64,
+        token: u64,
+    },
+    /// The oldest command waiting for a sleeping device may have expired.
+    Queue(u64),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -145,14 +160,49 @@ struct Exchange {
     state: ExchangeState,
 }
 
+/// A command waiting for its turn (or for a sleeping device to wake up).
+#[derive(Debug)]
+struct Queued {
+    cmd: Command,
+    op: Op,
+    request: Request,
+    expires_at: Option<Instant>,
+}
+
+/// An established observation, keyed by its token. Notifications echo `cmd`.
+#[derive(Debug)]
+struct Observation {
+    cmd: Command,
+    op: Op,
+    request: Request,
+    last_seq: Option<u32>,
+    last_at: Instant,
+}
+
 #[derive(Debug)]
 struct Session {
     reg: Registration,
     peer: Peer,
     peerhost: String,
     expires_at: Instant,
+    /// Last datagram from the device: a queue-mode device is reachable for a while after it.
+    last_uplink: Instant,
     inflight: Option<Exchange>,
-    queue: VecDeque<(Command, Op, Request)>,
+    queue: VecDeque<Queued>,
+    observations: HashMap<u64, Observation>,
+}
+
+impl Session {
+    fn reachable(&self, now: Instant, window: Duration) -> bool {
+        !self.reg.queue_mode || now < self.last_uplink + window
+    }
+
+    fn versions(&self) -> &[(u16, String)] {
+        self.reg
+            .objects
+            .as_ref()
+            .map_or(&[][..], |o| &o.versions[..])
+    }
 }
 
 pub struct Shard {
@@ -160,6 +210,8 @@ pub struct Shard {
     cfg: Arc<ShardConfig>,
     sessions: HashMap<u64, Session>,
     by_endpoint: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    /// Tokens of requests in flight and of observations.
     by_token: HashMap<u64, u64>,
     by_mid: HashMap<u16, u64>,
     dedup: DedupCache<Peer>,
@@ -175,6 +227,15 @@ fn reason_bytes(r: &str) -> &[u8] {
     &r.as_bytes()[..r.len().min(128)]
 }
 
+/// RFC 7641 §3.4: is notification (v2 at t2) newer than the last one (v1 at t1)?
+fn is_fresh(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
+    const HALF: u32 = 1 << 23;
+    (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
+}
+
+/// Objects EMQX never auto-observes with `auto_observe = true` (security, server, ACL, ...).
+const AUTO_OBSERVE_SKIP: [u16; 9] = [0, 1, 2, 4, 5, 6, 7, 9, 15];
+
 impl Shard {
     /// `seed` feeds the token / retransmission-jitter RNG (fixed in tests, random in production).
     pub fn new(id: u8, cfg: Arc<ShardConfig>, seed: u64) -> Shard {
@@ -185,6 +246,7 @@ impl Shard {
             cfg,
             sessions: HashMap::new(),
             by_endpoint: HashMap::new(),
+            by_addr: HashMap::new(),
             by_token: HashMap::new(),
             by_mid: HashMap::new(),
             dedup: DedupCache::new(lifetime, max),
@@ -198,6 +260,11 @@ impl Shard {
 
     pub fn registrations(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Observations currently established on this shard.
+    pub fn observations(&self) -> usize {
+        self.sessions.values().map(|s| s.observations.len()).sum()
     }
 
     /// The earliest instant at which [`Shard::on_timeout`] has work to do.
@@ -220,6 +287,14 @@ impl Shard {
                 return t;
             }
         }
+    }
+
+    /// Any datagram from the device: it is awake (queue mode), so waiting commands may go.
+    fn touch(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        if let Some(s) = self.sessions.get_mut(&reg) {
+            s.last_uplink = now;
+        }
+        self.pump(now, reg, out);
     }
 
     // ---------------------------------------------------------------- datagrams
@@ -264,60 +339,68 @@ impl Shard {
         out.transmits.push(Transmit { peer, bytes: b });
     }
 
+    fn ack(&mut self, now: Instant, peer: Peer, mid: u16, out: &mut Output) {
+        let mut b = Vec::with_capacity(4);
+        MessageBuilder::new(&mut b, MsgType::Ack, code::EMPTY, mid, &[]).finish();
+        self.dedup.insert(now, peer, mid, b.clone());
+        out.transmits.push(Transmit { peer, bytes: b });
+    }
+
     fn on_empty(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
         let mid = pkt.header.message_id;
-        match pkt.header.get_type() {
+        let mtype = pkt.header.get_type();
+        if matches!(
+            mtype,
+            MessageType::Confirmable | MessageType::NonConfirmable
+        ) {
             // CoAP ping (or any empty CON/NON): answered with RST.
-            MessageType::Confirmable | MessageType::NonConfirmable => {
-                self.reply_rst(peer, mid, out)
-            }
-            MessageType::Acknowledgement => {
-                let Some(reg) = self.by_mid.get(&mid).copied() else {
-                    return out.dropped += 1;
-                };
-                let sep_timeout = self.cfg.separate_response_timeout;
-                let Some(s) = self.sessions.get_mut(&reg) else {
-                    return;
-                };
-                let Some(ex) = s
-                    .inflight
-                    .as_mut()
-                    .filter(|e| e.mid == mid && e.state == ExchangeState::AwaitAck)
-                else {
-                    return;
-                };
-                // Separate response coming (RFC 7252 §5.2.2): stop retransmitting, keep waiting.
-                ex.state = ExchangeState::AwaitSeparate;
-                ex.deadline = now + sep_timeout;
-                let (token, deadline) = (ex.token, ex.deadline);
-                let payload = envelope::message(
-                    &ex.cmd.echo,
-                    "ack",
-                    None,
-                    Value::Object(ex.cmd.data.clone()),
-                );
-                let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
-                self.by_mid.remove(&mid);
-                self.timers
-                    .push(Reverse((deadline, Timer::Exchange { reg, token })));
-                out.publish(&self.cfg.topics.response, &ep, &ph, payload);
-            }
-            MessageType::Reset => {
-                let Some(reg) = self.by_mid.get(&mid).copied() else {
-                    return out.dropped += 1;
-                };
-                let matches = self
-                    .sessions
-                    .get(&reg)
-                    .and_then(|s| s.inflight.as_ref())
-                    .is_some_and(|e| e.mid == mid);
-                if matches {
-                    self.finish_exchange(now, reg, out, |ex| {
-                        ("coap_reset", Value::Object(ex.cmd.data.clone()))
-                    });
-                }
-            }
+            return self.reply_rst(peer, mid, out);
         }
+        let Some(reg) = self.by_mid.get(&mid).copied() else {
+            out.dropped += 1;
+            return;
+        };
+        let awaiting_ack = self
+            .sessions
+            .get(&reg)
+            .and_then(|s| s.inflight.as_ref())
+            .is_some_and(|e| e.mid == mid && e.state == ExchangeState::AwaitAck);
+        if !awaiting_ack {
+            return;
+        }
+        if mtype == MessageType::Reset {
+            self.finish_exchange(now, reg, out, |ex| {
+                ("coap_reset", Value::Object(ex.cmd.data.clone()))
+            });
+            return self.touch(now, reg, out);
+        }
+        // Empty ACK: a separate response is coming (RFC 7252 §5.2.2). Stop retransmitting, wait.
+        let deadline = now + self.cfg.separate_response_timeout;
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        s.last_uplink = now;
+        let Some(ex) = s.inflight.as_mut() else {
+            return;
+        };
+        ex.state = ExchangeState::AwaitSeparate;
+        ex.deadline = deadline;
+        let payload = envelope::message(
+            &ex.cmd.echo,
+            "ack",
+            None,
+            Value::Object(ex.cmd.data.clone()),
+        );
+        let token = ex.token;
+        out.publish(
+            &self.cfg.topics.response,
+            &s.reg.endpoint,
+            &s.peerhost,
+            payload,
+        );
+        self.by_mid.remove(&mid);
+        self.timers
+            .push(Reverse((deadline, Timer::Exchange { reg, token })));
     }
 
     fn on_request(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
@@ -342,6 +425,10 @@ impl Shard {
                 .insert(now, peer, pkt.header.message_id, b.clone());
         }
         out.transmits.push(Transmit { peer, bytes: b });
+        // Commands queued for a device that just spoke may go now (after our answer).
+        if let Some(reg) = self.by_addr.get(&peer.addr).copied() {
+            self.pump(now, reg, out);
+        }
     }
 
     /// Returns the response code and, for a Register, the registration id for Location-Path.
@@ -361,9 +448,12 @@ impl Shard {
             }
         }
         let method: u8 = pkt.header.code.into();
-        let empty = std::collections::LinkedList::new();
-        let path = pkt.get_option(CoapOption::UriPath).unwrap_or(&empty);
-        let segs: Vec<&[u8]> = path.iter().map(|v| v.as_slice()).collect();
+        let segs: Vec<&[u8]> = pkt
+            .get_option(CoapOption::UriPath)
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_slice())
+            .collect();
         let not_found = || Rejection {
             code: code::NOT_FOUND,
             reason: "no such resource".into(),
@@ -390,12 +480,16 @@ impl Shard {
                         .update(now, peer, reg, pkt, out)
                         .map(|()| (code::CHANGED, None)),
                     code::DELETE => {
-                        self.remove_session(reg, "deregistered", out);
+                        self.remove_session(now, reg, "deregistered", out);
                         Ok((code::DELETED, None))
                     }
                     _ => Err(not_allowed()),
                 }
             }
+            [b"dp"] if method == code::POST => self
+                .send(now, peer, pkt, out)
+                .map(|()| (code::CHANGED, None)),
+            [b"dp"] => Err(not_allowed()),
             _ => Err(not_found()),
         }
     }
@@ -407,10 +501,15 @@ impl Shard {
             .map(|v| v.as_slice())
     }
 
+    fn content_format(pkt: &Packet) -> Option<u16> {
+        pkt.get_first_option(CoapOption::ContentFormat)
+            .and_then(|v| decode_uint(v))
+            .and_then(|v| u16::try_from(v).ok())
+    }
+
     fn parse_objects(pkt: &Packet) -> Result<Option<RegisteredObjects>, Rejection> {
-        if let Some(cf) = pkt.get_first_option(CoapOption::ContentFormat) {
-            let cf = crate::coap::decode_uint(cf);
-            if cf != Some(ContentFormat::LinkFormat.as_u16() as u32) {
+        if let Some(cf) = Self::content_format(pkt) {
+            if cf != ContentFormat::LinkFormat.as_u16() {
                 return Err(Rejection {
                     code: code::UNSUPPORTED_CONTENT_FORMAT,
                     reason: "object list must be link-format (40)".into(),
@@ -440,6 +539,18 @@ impl Shard {
         }
     }
 
+    fn bind_addr(&mut self, addr: SocketAddr, reg: u64, out: &mut Output) {
+        self.by_addr.insert(addr, reg);
+        out.index.push(IndexUpdate::Bind(addr));
+    }
+
+    fn unbind_addr(&mut self, addr: SocketAddr, reg: u64, out: &mut Output) {
+        if self.by_addr.get(&addr) == Some(&reg) {
+            self.by_addr.remove(&addr);
+            out.index.push(IndexUpdate::Unbind(addr));
+        }
+    }
+
     fn register(
         &mut self,
         now: Instant,
@@ -456,23 +567,31 @@ impl Shard {
             });
         };
         let objects = Self::parse_objects(pkt)?;
-        let lifetime = match params.lifetime {
-            Some(lt) => lt,
-            None => registration::DEFAULT_LIFETIME
-                .clamp(self.cfg.lifetime_range.0, self.cfg.lifetime_range.1),
-        };
+        let lifetime = params.lifetime.unwrap_or_else(|| {
+            registration::DEFAULT_LIFETIME
+                .clamp(self.cfg.lifetime_range.0, self.cfg.lifetime_range.1)
+        });
         let binding = params.binding.clone().unwrap_or_else(|| "U".to_string());
         let queue_mode = binding.contains('Q') || params.queue_flag;
-        // The same endpoint registering again replaces its old registration; commands waiting for
-        // the endpoint carry over (they address the device, not one registration of it).
+        // The same endpoint registering again replaces its old registration. Commands waiting for
+        // the endpoint carry over (they address the device, not one registration of it), the one
+        // in flight is sent again; observations end (the device forgot them, TS §6.4).
         let mut carried = VecDeque::new();
-        let mut carried_inflight = None;
         if let Some(old) = self.by_endpoint.get(&endpoint).copied() {
             if let Some(s) = self.sessions.get_mut(&old) {
                 carried = std::mem::take(&mut s.queue);
-                carried_inflight = s.inflight.take();
+                if let Some(ex) = s.inflight.take() {
+                    self.by_token.remove(&ex.token);
+                    self.by_mid.remove(&ex.mid);
+                    carried.push_front(Queued {
+                        cmd: ex.cmd,
+                        op: ex.op,
+                        request: ex.request,
+                        expires_at: None,
+                    });
+                }
             }
-            self.remove_session(old, "replaced", out);
+            self.remove_session(now, old, "replaced", out);
         }
         let reg_id = (self.next_reg_seq << 8) | self.id as u64;
         self.next_reg_seq += 1;
@@ -492,31 +611,68 @@ impl Shard {
             reg,
             peer,
             expires_at,
+            last_uplink: now,
             inflight: None,
             queue: carried,
+            observations: HashMap::new(),
         };
-        let data = session.reg.event_data();
-        let payload = envelope::message(&serde_json::Map::new(), "register", None, data);
+        let payload = envelope::message(&Map::new(), "register", None, session.reg.event_data());
         out.publish(
             &self.cfg.topics.register,
             &endpoint,
             &session.peerhost,
             payload,
         );
+        let auto = self.auto_observe_paths(&session.reg);
         self.sessions.insert(reg_id, session);
-        self.by_endpoint.insert(endpoint, reg_id);
+        self.by_endpoint.insert(endpoint.clone(), reg_id);
+        self.bind_addr(peer.addr, reg_id, out);
         self.timers
             .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
-        out.index.push(IndexUpdate::Bind(peer.addr));
-        if let Some(ex) = carried_inflight {
-            // Re-send the interrupted request to the new registration's address.
-            let (cmd, op, req) = (ex.cmd, ex.op, ex.request);
-            if let Some(s) = self.sessions.get_mut(&reg_id) {
-                s.queue.push_front((cmd, op, req));
-            }
+        for path in auto {
+            let mut echo = Map::new();
+            echo.insert("is_auto_observe".into(), Value::Bool(true));
+            let mut data = Map::new();
+            data.insert("path".into(), Value::String(path));
+            let cmd = Command {
+                echo,
+                msg_type: "observe".into(),
+                data,
+            };
+            self.submit(now, reg_id, cmd, out);
         }
-        self.pump(now, reg_id, out);
+        // The 2.01 goes out first (on_request pushes it); queued work starts right after.
         Ok(reg_id.to_string())
+    }
+
+    /// Paths to observe for a new registration under `auto_observe` (EMQX master semantics).
+    fn auto_observe_paths(&self, reg: &Registration) -> Vec<String> {
+        let Some(objects) = &reg.objects else {
+            return Vec::new();
+        };
+        let defined = |p: &str| {
+            Path::parse(p)
+                .ok()
+                .and_then(|p| p.object())
+                .is_some_and(|o| self.cfg.model.has_object(o))
+        };
+        match &self.cfg.auto_observe {
+            AutoObserve::Off => Vec::new(),
+            AutoObserve::All => objects
+                .object_list
+                .iter()
+                .filter(|p| {
+                    let obj = Path::parse(p).ok().and_then(|p| p.object());
+                    obj.is_some_and(|o| !AUTO_OBSERVE_SKIP.contains(&o)) && defined(p)
+                })
+                .cloned()
+                .collect(),
+            AutoObserve::Paths(list) => list
+                .iter()
+                .filter(|p| objects.object_list.contains(p) && defined(p))
+                .cloned()
+                .collect(),
+        }
     }
 
     fn update(
@@ -527,7 +683,7 @@ impl Shard {
         pkt: &Packet,
         out: &mut Output,
     ) -> Result<(), Rejection> {
-        let params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
+        let mut params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
         let objects = Self::parse_objects(pkt)?;
         let peerhost = self.peerhost(peer);
         let Some(s) = self.sessions.get_mut(&reg_id) else {
@@ -536,60 +692,115 @@ impl Shard {
                 reason: "no such registration".into(),
             });
         };
-        let mut p = params.clone();
         // Endpoint and version are fixed at Register (TS §6.2.2); ignore them here.
-        p.all.retain(|(k, _)| k != "ep" && k != "lwm2m");
-        s.reg.apply_update(&p);
+        params.all.retain(|(k, _)| k != "ep" && k != "lwm2m");
+        s.reg.apply_update(&params);
         let had_objects = objects.is_some();
         if objects.is_some() {
             s.reg.objects = objects;
         }
-        // NAT rebinding: the device's address is wherever its Update came from.
-        if s.peer.addr != peer.addr {
-            out.index.push(IndexUpdate::Unbind(s.peer.addr));
-            out.index.push(IndexUpdate::Bind(peer.addr));
-        }
+        let old_addr = s.peer.addr;
         s.peer = peer;
         s.peerhost = peerhost;
         s.expires_at = now + s.reg.lifetime_duration();
+        s.last_uplink = now;
         let expires_at = s.expires_at;
         let publish = match self.cfg.update_condition {
             UpdatePublishCondition::Always => true,
             UpdatePublishCondition::ContainsObjectList => had_objects,
         };
         if publish {
-            let payload =
-                envelope::message(&serde_json::Map::new(), "update", None, s.reg.event_data());
-            let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
-            out.publish(&self.cfg.topics.update, &ep, &ph, payload);
+            let payload = envelope::message(&Map::new(), "update", None, s.reg.event_data());
+            out.publish(
+                &self.cfg.topics.update,
+                &s.reg.endpoint,
+                &s.peerhost,
+                payload,
+            );
+        }
+        // NAT rebinding: the device's address is wherever its Update came from.
+        if old_addr != peer.addr {
+            self.unbind_addr(old_addr, reg_id, out);
+            self.bind_addr(peer.addr, reg_id, out);
         }
         self.timers
             .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
-        self.pump(now, reg_id, out);
         Ok(())
     }
 
-    /// Ends a registration: publishes `deregister` with `reason`, answers every command still
-    /// waiting for this device so none vanishes silently.
-    fn remove_session(&mut self, reg_id: u64, reason: &str, out: &mut Output) {
+    /// LwM2M 1.1 Send (`POST /dp`): published on the notify topic as `send`.
+    fn send(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        pkt: &Packet,
+        out: &mut Output,
+    ) -> Result<(), Rejection> {
+        let Some(reg) = self.by_addr.get(&peer.addr).copied() else {
+            return Err(Rejection {
+                code: code::NOT_FOUND,
+                reason: "Send from an unregistered address".into(),
+            });
+        };
+        let cf = Self::content_format(pkt).and_then(ContentFormat::from_u16);
+        let Some(
+            cf @ (ContentFormat::SenmlJson | ContentFormat::SenmlCbor | ContentFormat::LwM2mCbor),
+        ) = cf
+        else {
+            return Err(Rejection {
+                code: code::UNSUPPORTED_CONTENT_FORMAT,
+                reason: "Send needs SenML JSON/CBOR or LwM2M CBOR".into(),
+            });
+        };
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return Err(Rejection {
+                code: code::NOT_FOUND,
+                reason: "gone".into(),
+            });
+        };
+        s.last_uplink = now;
+        let types = self.cfg.model.types_for(s.versions());
+        let records =
+            codec::decode(cf, &Path::ROOT, &pkt.payload, &types).map_err(|e| Rejection {
+                code: code::BAD_REQUEST,
+                reason: format!("cannot decode {}: {e}", cf.name()),
+            })?;
+        let mut data = Map::new();
+        data.insert("content".into(), json::content_json(&records));
+        let payload = envelope::message(&Map::new(), "send", None, Value::Object(data));
+        out.publish(
+            &self.cfg.topics.notify,
+            &s.reg.endpoint,
+            &s.peerhost,
+            payload,
+        );
+        Ok(())
+    }
+
+    /// Ends a registration: publishes `deregister` with `reason` and answers every command still
+    /// waiting for this device, so none vanishes silently. Its observations end with it.
+    fn remove_session(&mut self, _now: Instant, reg_id: u64, reason: &str, out: &mut Output) {
         let Some(s) = self.sessions.remove(&reg_id) else {
             return;
         };
         if self.by_endpoint.get(&s.reg.endpoint) == Some(&reg_id) {
             self.by_endpoint.remove(&s.reg.endpoint);
         }
-        out.index.push(IndexUpdate::Unbind(s.peer.addr));
-        let (ep, ph) = (s.reg.endpoint.as_str(), s.peerhost.as_str());
+        self.unbind_addr(s.peer.addr, reg_id, out);
         if let Some(ex) = &s.inflight {
             self.by_token.remove(&ex.token);
             self.by_mid.remove(&ex.mid);
         }
+        for token in s.observations.keys() {
+            self.by_token.remove(token);
+        }
+        let (ep, ph) = (s.reg.endpoint.as_str(), s.peerhost.as_str());
         let resp = &self.cfg.topics.response;
         let waiting = s
             .inflight
             .iter()
             .map(|e| &e.cmd)
-            .chain(s.queue.iter().map(|(c, _, _)| c));
+            .chain(s.queue.iter().map(|q| &q.cmd));
         for cmd in waiting {
             let why = format!("endpoint {reason}");
             let data = envelope::response_data(
@@ -598,18 +809,17 @@ impl Shard {
                 None,
                 Some(&why),
             );
-            let payload = envelope::message(&cmd.echo, &cmd.msg_type, None, data);
-            out.publish(resp, ep, ph, payload);
+            out.publish(
+                resp,
+                ep,
+                ph,
+                envelope::message(&cmd.echo, &cmd.msg_type, None, data),
+            );
         }
-        let mut d = serde_json::Map::new();
+        let mut d = Map::new();
         d.insert("ep".into(), ep.into());
         d.insert("reason".into(), reason.into());
-        let payload = envelope::message(
-            &serde_json::Map::new(),
-            "deregister",
-            None,
-            Value::Object(d),
-        );
+        let payload = envelope::message(&Map::new(), "deregister", None, Value::Object(d));
         out.publish(&self.cfg.topics.deregister, ep, ph, payload);
     }
 
@@ -621,15 +831,8 @@ impl Shard {
         let token = <[u8; 8]>::try_from(pkt.get_token())
             .ok()
             .map(u64::from_be_bytes);
-        let reg = token.and_then(|t| self.by_token.get(&t).copied());
-        let matched = reg.and_then(|r| {
-            let ex = self.sessions.get(&r)?.inflight.as_ref()?;
-            // Matched by our 56-bit random token alone: lwm2m-node-lib sometimes answers with a
-            // piggybacked ACK carrying its own message id instead of ours (RFC 7252 §4.4 says it
-            // must echo ours), and the token leaves no doubt about which request it answers.
-            (Some(ex.token) == token).then_some(r)
-        });
-        let Some(reg) = matched else {
+        let found = token.and_then(|t| Some((t, self.by_token.get(&t).copied()?)));
+        let Some((token, reg)) = found else {
             match mtype {
                 // Unknown CON/NON response (a stale notification, a late separate response):
                 // RST tells the device to stop (RFC 7252 §4.2, RFC 7641 §3.6).
@@ -641,49 +844,138 @@ impl Shard {
             return;
         };
         if mtype == MessageType::Confirmable {
-            let mut b = Vec::with_capacity(4);
-            MessageBuilder::new(&mut b, MsgType::Ack, code::EMPTY, mid, &[]).finish();
-            self.dedup.insert(now, peer, mid, b.clone());
-            out.transmits.push(Transmit { peer, bytes: b });
+            self.ack(now, peer, mid, out);
         }
-        let resp_code: u8 = pkt.header.code.into();
-        let cf = pkt
-            .get_first_option(CoapOption::ContentFormat)
-            .and_then(|v| crate::coap::decode_uint(v))
-            .and_then(|v| u16::try_from(v).ok());
-        let model = self.cfg.model.clone();
-        let versions = self
-            .sessions
-            .get(&reg)
-            .and_then(|s| s.reg.objects.as_ref())
-            .map(|o| o.versions.clone())
-            .unwrap_or_default();
-        let payload = &pkt.payload;
-        self.finish_exchange(now, reg, out, |ex| {
-            let (c, content, reason) = response_content(
-                ex.op,
-                &ex.request,
-                resp_code,
-                cf,
-                payload,
-                &model,
-                &versions,
-            );
-            let data = envelope::response_data(
-                &envelope::req_path_of(&ex.cmd.data),
-                c,
-                content,
-                reason.as_deref(),
-            );
-            (ex.cmd.msg_type.as_str(), data)
-        });
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        s.last_uplink = now;
+        // Matched by our 56-bit random token alone: lwm2m-node-lib sometimes answers with a
+        // piggybacked ACK carrying its own message id instead of ours (RFC 7252 §4.4 says it must
+        // echo ours), and the token leaves no doubt about which request it answers.
+        if s.inflight.as_ref().is_some_and(|e| e.token == token) {
+            self.exchange_response(now, reg, pkt, out);
+        } else if s.observations.contains_key(&token) {
+            self.notification(now, reg, token, pkt, out);
+        }
+        self.pump(now, reg, out);
     }
 
-    /// Ends the exchange in flight for `reg`, publishes what `describe` makes of it on the response
-    /// topic, and starts the next queued command.
+    fn exchange_response(&mut self, now: Instant, reg: u64, pkt: &Packet, out: &mut Output) {
+        let resp_code: u8 = pkt.header.code.into();
+        let cf = Self::content_format(pkt);
+        let observe = pkt
+            .get_first_option(CoapOption::Observe)
+            .and_then(|v| decode_uint(v));
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        let Some(ex) = s.inflight.as_ref() else {
+            return;
+        };
+        let types = self.cfg.model.types_for(s.versions());
+        let (c, content, reason) =
+            response_content(ex.op, &ex.request, resp_code, cf, &pkt.payload, &types);
+        let data = envelope::response_data(
+            &envelope::req_path_of(&ex.cmd.data),
+            c,
+            content,
+            reason.as_deref(),
+        );
+        // EMQX 5.x adds seqNum to the first observe response when the device gave a non-zero
+        // Observe value.
+        let seq = observe.filter(|v| *v != 0 && ex.op.starts_observation());
+        let payload = envelope::message(&ex.cmd.echo, &ex.cmd.msg_type, seq, data);
+        out.publish(
+            &self.cfg.topics.response,
+            &s.reg.endpoint,
+            &s.peerhost,
+            payload,
+        );
+        let Some(ex) = s.inflight.take() else { return };
+        self.by_mid.remove(&ex.mid);
+        if ex.op.starts_observation() && code::is_success(resp_code) && observe.is_some() {
+            // RFC 7641 §3.1: an Observe option in the answer means the observation is on.
+            // An older observation of the same target is replaced.
+            let same: Vec<u64> = s
+                .observations
+                .iter()
+                .filter(|(_, o)| {
+                    o.request.path == ex.request.path && o.request.paths == ex.request.paths
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            for t in same {
+                s.observations.remove(&t);
+                self.by_token.remove(&t);
+            }
+            s.observations.insert(
+                ex.token,
+                Observation {
+                    cmd: ex.cmd,
+                    op: ex.op,
+                    request: ex.request,
+                    last_seq: observe,
+                    last_at: now,
+                },
+            );
+        } else {
+            self.by_token.remove(&ex.token);
+            if ex.op.cancels_observation() && s.observations.remove(&ex.token).is_some() {
+                // The cancel reused the observation's token; both are done now.
+            }
+        }
+    }
+
+    /// A notification for an established observation (RFC 7641).
+    fn notification(&mut self, now: Instant, reg: u64, token: u64, pkt: &Packet, out: &mut Output) {
+        let resp_code: u8 = pkt.header.code.into();
+        let seq = pkt
+            .get_first_option(CoapOption::Observe)
+            .and_then(|v| decode_uint(v));
+        let cf = Self::content_format(pkt);
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        let Some(obs) = s.observations.get_mut(&token) else {
+            return;
+        };
+        if let (Some(v1), Some(v2)) = (obs.last_seq, seq) {
+            if !is_fresh(v1, obs.last_at, v2, now) {
+                return; // reordered: an older state than the one already published
+            }
+        }
+        obs.last_seq = seq.or(obs.last_seq);
+        obs.last_at = now;
+        let versions = s.reg.objects.as_ref().map_or(&[][..], |o| &o.versions[..]);
+        let types = self.cfg.model.types_for(versions);
+        let (c, content, reason) =
+            response_content(obs.op, &obs.request, resp_code, cf, &pkt.payload, &types);
+        let data = envelope::response_data(
+            &envelope::req_path_of(&obs.cmd.data),
+            c,
+            content,
+            reason.as_deref(),
+        );
+        let payload = envelope::message(&obs.cmd.echo, "notify", seq, data);
+        out.publish(
+            &self.cfg.topics.notify,
+            &s.reg.endpoint,
+            &s.peerhost,
+            payload,
+        );
+        // An error, or a response without Observe, ends the observation (RFC 7641 §3.2, §4.2).
+        if !code::is_success(resp_code) || seq.is_none() {
+            s.observations.remove(&token);
+            self.by_token.remove(&token);
+        }
+    }
+
+    /// Ends the exchange in flight for `reg` and publishes what `describe` makes of it on the
+    /// response topic.
     fn finish_exchange(
         &mut self,
-        now: Instant,
+        _now: Instant,
         reg: u64,
         out: &mut Output,
         describe: impl FnOnce(&Exchange) -> (&str, Value),
@@ -692,13 +984,18 @@ impl Shard {
             return;
         };
         let Some(ex) = s.inflight.take() else { return };
-        self.by_token.remove(&ex.token);
         self.by_mid.remove(&ex.mid);
+        if !s.observations.contains_key(&ex.token) {
+            self.by_token.remove(&ex.token);
+        }
         let (msg_type, data) = describe(&ex);
         let payload = envelope::message(&ex.cmd.echo, msg_type, None, data);
-        let (ep, ph) = (s.reg.endpoint.clone(), s.peerhost.clone());
-        out.publish(&self.cfg.topics.response, &ep, &ph, payload);
-        self.pump(now, reg, out);
+        out.publish(
+            &self.cfg.topics.response,
+            &s.reg.endpoint,
+            &s.peerhost,
+            payload,
+        );
     }
 
     // ---------------------------------------------------------------- commands
@@ -710,23 +1007,17 @@ impl Shard {
             .and_then(|r| self.sessions.get(&r))
             .map(|s| s.peerhost.clone())
             .unwrap_or_default();
-        // An Arc clone, so the closure can borrow the topic while the sessions are mutated.
-        let cfg = self.cfg.clone();
-        let resp = &cfg.topics.response;
-        let fail = |out: &mut Output,
-                    echo: &serde_json::Map<String, Value>,
-                    msg_type: &str,
-                    req_path: &Value,
-                    c: u8,
-                    why: &str| {
-            let data = envelope::response_data(req_path, c, None, Some(why));
-            out.publish(
-                resp,
-                ep,
-                &peerhost,
-                envelope::message(echo, msg_type, None, data),
-            );
-        };
+        let resp = &self.cfg.topics.response;
+        let mut fail =
+            |echo: &Map<String, Value>, msg_type: &str, req_path: &Value, c: u8, why: &str| {
+                let data = envelope::response_data(req_path, c, None, Some(why));
+                out.publish(
+                    resp,
+                    ep,
+                    &peerhost,
+                    envelope::message(echo, msg_type, None, data),
+                );
+            };
         let cmd = match envelope::parse_command(payload) {
             Ok(c) => c,
             Err(e) => {
@@ -735,7 +1026,6 @@ impl Shard {
                     _ => Value::Null,
                 };
                 return fail(
-                    out,
                     &e.echo,
                     e.msg_type.as_deref().unwrap_or("error"),
                     &rp,
@@ -745,31 +1035,12 @@ impl Shard {
             }
         };
         let req_path = envelope::req_path_of(&cmd.data);
-        let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
-            let why = match cmd.msg_type.as_str() {
-                "observe"
-                | "cancel-observe"
-                | "read-composite"
-                | "write-composite"
-                | "observe-composite"
-                | "cancel-observe-composite" => {
-                    let why = format!("msgType {:?} is not implemented yet", cmd.msg_type);
-                    return fail(out, &cmd.echo, &cmd.msg_type, &req_path, 0xA1, &why);
-                }
-                other => format!("unknown msgType {other:?}"),
-            };
-            return fail(
-                out,
-                &cmd.echo,
-                &cmd.msg_type,
-                &req_path,
-                code::BAD_REQUEST,
-                &why,
-            );
-        };
+        if Op::from_msg_type(&cmd.msg_type).is_none() {
+            let why = format!("unknown msgType {:?}", cmd.msg_type);
+            return fail(&cmd.echo, &cmd.msg_type, &req_path, code::BAD_REQUEST, &why);
+        }
         let Some(reg) = reg else {
             return fail(
-                out,
                 &cmd.echo,
                 &cmd.msg_type,
                 &req_path,
@@ -777,72 +1048,103 @@ impl Shard {
                 "endpoint not registered",
             );
         };
+        self.submit(now, reg, cmd, out);
+    }
+
+    /// Validates a command for a registered device and queues it; answers it on MQTT when it
+    /// cannot be carried out.
+    fn submit(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
+        let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
+            return;
+        };
         let objects = s.reg.objects.as_ref();
-        let versions = objects.map_or(&[][..], |o| &o.versions[..]);
         let announced = objects.map_or(&[][..], |o| &o.content_formats[..]);
-        let types = self.cfg.model.types_for(versions);
+        let types = self.cfg.model.types_for(s.versions());
         let dev = DeviceContext {
             version: s.reg.version,
             announced_formats: announced,
             types: &types,
         };
-        let request = match downlink::build(&cmd, op, &dev) {
-            Ok(r) => r,
-            Err(why) => {
-                return fail(
-                    out,
-                    &cmd.echo,
-                    &cmd.msg_type,
-                    &req_path,
-                    code::BAD_REQUEST,
-                    &why,
-                )
-            }
-        };
-        let max = self.cfg.downlink_queue_max;
-        let Some(s) = self.sessions.get_mut(&reg) else {
-            return;
-        };
-        if s.queue.len() >= max {
-            return fail(
-                out,
-                &cmd.echo,
-                &cmd.msg_type,
-                &req_path,
-                code::SERVICE_UNAVAILABLE,
-                "downlink queue full",
+        let built = downlink::build(&cmd, op, &dev);
+        let (ep, ph) = (s.reg.endpoint.as_str(), s.peerhost.as_str());
+        let refuse = |out: &mut Output, c: u8, why: &str| {
+            let data =
+                envelope::response_data(&envelope::req_path_of(&cmd.data), c, None, Some(why));
+            out.publish(
+                &self.cfg.topics.response,
+                ep,
+                ph,
+                envelope::message(&cmd.echo, &cmd.msg_type, None, data),
             );
+        };
+        let request = match built {
+            Ok(r) => r,
+            Err(why) => return refuse(out, code::BAD_REQUEST, &why),
+        };
+        if s.queue.len() >= self.cfg.downlink_queue_max {
+            return refuse(out, code::SERVICE_UNAVAILABLE, "downlink queue full");
         }
-        s.queue.push_back((cmd, op, request));
+        let expires_at = self.cfg.downlink_queue_max_age.map(|a| now + a);
+        if let Some(s) = self.sessions.get_mut(&reg) {
+            s.queue.push_back(Queued {
+                cmd,
+                op,
+                request,
+                expires_at,
+            });
+        }
         self.pump(now, reg, out);
     }
 
-    /// Sends the next queued request if none is in flight (NSTART = 1).
+    /// Sends the next queued request if none is in flight (NSTART = 1) and the device is
+    /// reachable; answers commands that expired while waiting.
     fn pump(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        self.expire_queue(now, reg, out);
+        let window = self.cfg.qmode_time_window;
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
         if s.inflight.is_some() || s.queue.is_empty() {
             return;
         }
-        let token = self.alloc_token();
+        if !s.reachable(now, window) {
+            if let Some(t) = s.queue.iter().filter_map(|q| q.expires_at).min() {
+                self.timers.push(Reverse((t, Timer::Queue(reg))));
+            }
+            return;
+        }
+        // Cancelling an observation reuses its token (RFC 7641 §3.6).
+        let reuse = s.queue.front().and_then(|q| {
+            if !q.op.cancels_observation() {
+                return None;
+            }
+            s.observations
+                .iter()
+                .find(|(_, o)| {
+                    o.request.path == q.request.path && o.request.paths == q.request.paths
+                })
+                .map(|(t, _)| *t)
+        });
+        let token = match reuse {
+            Some(t) => t,
+            None => self.alloc_token(),
+        };
         let mid = self.alloc_mid();
         let timeout = self.cfg.transmission.initial_timeout(self.rng.gen::<f64>());
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some((cmd, op, request)) = s.queue.pop_front() else {
-            return;
-        };
+        let Some(q) = s.queue.pop_front() else { return };
         let alt = s
             .reg
             .objects
             .as_ref()
             .map_or("/", |o| o.alternate_path.as_str());
-        request.encode(&mut self.buf, mid, &token.to_be_bytes(), alt);
+        q.request
+            .encode(&mut self.buf, mid, &token.to_be_bytes(), alt);
         let bytes = self.buf.clone();
         out.transmits.push(Transmit {
             peer: s.peer,
@@ -850,9 +1152,9 @@ impl Shard {
         });
         let deadline = now + timeout;
         s.inflight = Some(Exchange {
-            cmd,
-            op,
-            request,
+            cmd: q.cmd,
+            op: q.op,
+            request: q.request,
             token,
             mid,
             bytes,
@@ -867,6 +1169,35 @@ impl Shard {
             .push(Reverse((deadline, Timer::Exchange { reg, token })));
     }
 
+    /// Answers and drops the waiting commands whose max age has passed.
+    fn expire_queue(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        if !s
+            .queue
+            .iter()
+            .any(|q| q.expires_at.is_some_and(|t| t <= now))
+        {
+            return;
+        }
+        let (expired, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut s.queue)
+            .into_iter()
+            .partition(|q| q.expires_at.is_some_and(|t| t <= now));
+        s.queue = kept;
+        for q in expired {
+            let mut d = q.cmd.data.clone();
+            d.insert("reason".into(), "expired in queue".into());
+            let payload = envelope::message(&q.cmd.echo, "coap_timeout", None, Value::Object(d));
+            out.publish(
+                &self.cfg.topics.response,
+                &s.reg.endpoint,
+                &s.peerhost,
+                payload,
+            );
+        }
+    }
+
     // ---------------------------------------------------------------- timers
 
     pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
@@ -879,10 +1210,11 @@ impl Shard {
             match timer {
                 Timer::Lifetime(reg) => {
                     if self.sessions.get(&reg).is_some_and(|s| s.expires_at <= now) {
-                        self.remove_session(reg, "expired", out);
+                        self.remove_session(now, reg, "expired", out);
                     }
                 }
                 Timer::Exchange { reg, token } => self.exchange_timer(now, reg, token, out),
+                Timer::Queue(reg) => self.pump(now, reg, out),
             }
         }
     }
@@ -922,55 +1254,51 @@ impl Shard {
             }
             ("coap_timeout", Value::Object(d))
         });
+        self.pump(now, reg, out);
     }
 }
 
-/// Maps a device response to (code, content, reason) for the MQTT response.
+/// Maps a device response to (code, content, reason) for the MQTT message.
 fn response_content(
     op: Op,
     req: &Request,
     resp_code: u8,
     cf: Option<u16>,
     payload: &[u8],
-    model: &ObjectRegistry,
-    versions: &[(u16, String)],
+    types: &dyn crate::lwm2m::ResourceTypes,
 ) -> (u8, Option<Value>, Option<String>) {
     if !code::is_success(resp_code) {
         return (resp_code, None, None);
     }
-    match op {
-        Op::Read => {
-            if payload.is_empty() {
-                return (resp_code, Some(Value::Array(Vec::new())), None);
-            }
-            // No Content-Format means text/plain (RFC 7252 §5.10.3 default is unspecified; LwM2M
-            // 1.0 clients such as lwm2m-node-lib omit it for text).
-            let n = cf.unwrap_or(0);
-            let Some(f) = ContentFormat::from_u16(n) else {
-                return (
-                    code::BAD_REQUEST,
-                    None,
-                    Some(format!("unsupported content format {n}")),
-                );
-            };
-            let types = model.types_for(versions);
-            match codec::decode(f, &req.path, payload, &types) {
-                Ok(records) => (resp_code, Some(json::content_json(&records)), None),
-                Err(e) => (
-                    code::BAD_REQUEST,
-                    None,
-                    Some(format!("cannot decode {} payload: {e}", f.name())),
-                ),
-            }
-        }
-        Op::Discover => {
-            let text = String::from_utf8_lossy(payload);
-            let links = link_format::discover_links(&text)
-                .into_iter()
-                .map(Value::String)
-                .collect();
-            (resp_code, Some(Value::Array(links)), None)
-        }
-        _ => (resp_code, None, None),
+    if op == Op::Discover {
+        let text = String::from_utf8_lossy(payload);
+        let links = link_format::discover_links(&text)
+            .into_iter()
+            .map(Value::String)
+            .collect();
+        return (resp_code, Some(Value::Array(links)), None);
+    }
+    if !op.reads_content() {
+        return (resp_code, None, None);
+    }
+    if payload.is_empty() {
+        return (resp_code, Some(Value::Array(Vec::new())), None);
+    }
+    // No Content-Format means text/plain: LwM2M 1.0 clients such as lwm2m-node-lib omit it.
+    let n = cf.unwrap_or(0);
+    let Some(f) = ContentFormat::from_u16(n) else {
+        return (
+            code::BAD_REQUEST,
+            None,
+            Some(format!("unsupported content format {n}")),
+        );
+    };
+    match codec::decode(f, &req.path, payload, types) {
+        Ok(records) => (resp_code, Some(json::content_json(&records)), None),
+        Err(e) => (
+            code::BAD_REQUEST,
+            None,
+            Some(format!("cannot decode {} payload: {e}", f.name())),
+        ),
     }
 }
