@@ -37,7 +37,7 @@ pub const PATHS: [&str; 16] = [
     "/31024/10",
     "/13/26/1",
     "/3303/0/5700",
-    "/65535/65534/65533/65532",
+    "/65534/65533/65532/65531",
 ];
 
 /// Reads a structured input front to back; runs out as zeros / empty slices, never panics.
