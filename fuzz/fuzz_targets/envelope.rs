@@ -1,0 +1,40 @@
+//! `gateway::envelope::parse_command`: the JSON of an MQTT downlink command. A parsed command is
+//! also built into a CoAP request (`downlink::build`, which runs the encoders on MQTT-supplied
+//! values) for three kinds of device, as the shard does, and the request must encode to a
+//! well-formed datagram.
+#![no_main]
+
+use fuzz_common::{check_datagram, registry};
+use libfuzzer_sys::fuzz_target;
+use lwm2m_gateway::gateway::downlink::{self, DeviceContext, Op};
+use lwm2m_gateway::gateway::envelope::parse_command;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(cmd) = parse_command(data) else {
+        return;
+    };
+    let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
+        return;
+    };
+    let versions = [(3u16, "1.1".to_string())];
+    let types = registry().types_for(&versions);
+    let devices: [(&str, &[u16]); 3] = [
+        ("1.0", &[]),
+        ("1.1", &[110, 112, 11542]),
+        ("1.2", &[0, 42, 60, 11542, 11543, 11544]),
+    ];
+    for (version, announced) in devices {
+        let dev = DeviceContext {
+            version,
+            announced_formats: announced,
+            types: &types,
+        };
+        if let Ok(req) = downlink::build(&cmd, op, &dev) {
+            let mut buf = Vec::new();
+            req.encode(&mut buf, 0x1234, &[1, 2, 3, 4, 5, 6, 7, 8], "/");
+            check_datagram(&buf);
+            req.encode(&mut buf, 7, &[], "/lwm2m");
+            check_datagram(&buf);
+        }
+    }
+});
