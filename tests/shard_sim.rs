@@ -996,3 +996,593 @@ fn custom_topics_and_placeholders() {
         "no payload: no objectList"
     );
 }
+
+/// Device-side notification/response with an Observe option.
+fn observe_msg(
+    t: MsgType,
+    c: u8,
+    mid: u16,
+    token: &[u8],
+    seq: Option<u32>,
+    cf: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut m = MessageBuilder::new(&mut b, t, c, mid, token);
+    if let Some(s) = seq {
+        m = m.uint_option(opt::OBSERVE, s);
+    }
+    if let Some(cf) = cf {
+        m = m.uint_option(opt::CONTENT_FORMAT, cf);
+    }
+    m.payload(payload);
+    b
+}
+
+fn senml(bn: &str, v: i64) -> Vec<u8> {
+    format!(r#"[{{"bn":"{bn}","v":{v}}}]"#).into_bytes()
+}
+
+#[test]
+fn observe_notify_and_cancel() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "obs", 1);
+    s.take();
+    s.command(
+        "obs",
+        json!({"reqID": 9, "msgType": "observe", "data": {"path": "/3/0/9"}}),
+    );
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(
+        (
+            v.code(),
+            v.uint_option(opt::OBSERVE),
+            v.uint_option(opt::ACCEPT)
+        ),
+        (code::GET, Some(0), Some(110))
+    );
+    let (mid, token) = (v.message_id(), v.token().to_vec());
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Ack,
+            code::CONTENT,
+            mid,
+            &token,
+            Some(5),
+            Some(110),
+            &senml("/3/0/9", 80),
+        ),
+    );
+    assert_eq!(
+        s.publishes(),
+        vec![(
+            "lwm2m/obs/up/resp".into(),
+            json!({"reqID":9,"msgType":"observe","seqNum":5,"data":{"reqPath":"/3/0/9","code":"2.05","codeMsg":"content","content":[{"path":"/3/0/9","value":80}]}})
+        )]
+    );
+    assert_eq!(s.shard.observations(), 1);
+    // NON notification, from a new source port (NAT rebinding): matched by token.
+    s.send(
+        peer(5999),
+        &observe_msg(
+            MsgType::Non,
+            code::CONTENT,
+            100,
+            &token,
+            Some(6),
+            Some(110),
+            &senml("/3/0/9", 79),
+        ),
+    );
+    assert_eq!(
+        s.publishes(),
+        vec![(
+            "lwm2m/obs/up/notify".into(),
+            json!({"reqID":9,"msgType":"notify","seqNum":6,"data":{"reqPath":"/3/0/9","code":"2.05","codeMsg":"content","content":[{"path":"/3/0/9","value":79}]}})
+        )]
+    );
+    // Reordered older notification: stale, not published (RFC 7641 §3.4).
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Non,
+            code::CONTENT,
+            101,
+            &token,
+            Some(4),
+            Some(110),
+            &senml("/3/0/9", 81),
+        ),
+    );
+    assert!(s.publishes().is_empty());
+    // CON notification: ACKed; its duplicate is ACKed again but not published twice.
+    let con = observe_msg(
+        MsgType::Con,
+        code::CONTENT,
+        102,
+        &token,
+        Some(7),
+        Some(110),
+        &senml("/3/0/9", 78),
+    );
+    s.send(peer(5000), &con);
+    let (t, p, _) = s.take();
+    assert_eq!(t[0].1, vec![0x60, 0, 0, 102]);
+    assert_eq!(p.len(), 1);
+    s.send(peer(5000), &con);
+    let (t, p, _) = s.take();
+    assert_eq!(t[0].1, vec![0x60, 0, 0, 102]);
+    assert!(p.is_empty());
+    // Much later, a wrapped-around low sequence number is fresh again (128 s rule).
+    s.advance(Duration::from_secs(200));
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Non,
+            code::CONTENT,
+            103,
+            &token,
+            Some(1),
+            Some(110),
+            &senml("/3/0/9", 77),
+        ),
+    );
+    assert_eq!(s.publishes()[0].1["seqNum"], 1);
+    // cancel-observe: GET Observe=1 with the observation's token.
+    s.command(
+        "obs",
+        json!({"reqID": 10, "msgType": "cancel-observe", "data": {"path": "/3/0/9"}}),
+    );
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(
+        (v.uint_option(opt::OBSERVE), v.token()),
+        (Some(1), &token[..])
+    );
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            &token,
+            None,
+            Some(110),
+            &senml("/3/0/9", 77),
+        ),
+    );
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].1["msgType"], "cancel-observe");
+    assert_eq!(pubs[0].1["data"]["content"][0]["value"], 77);
+    assert_eq!(s.shard.observations(), 0);
+    // A notification after the cancel gets RST.
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Con,
+            code::CONTENT,
+            104,
+            &token,
+            Some(9),
+            Some(110),
+            &senml("/3/0/9", 1),
+        ),
+    );
+    assert_eq!(s.take().0[0].1, vec![0x70, 0, 0, 104]);
+}
+
+#[test]
+fn error_notification_and_deregistration_end_observations() {
+    let mut s = Sim::new();
+    let id = s.register(peer(5000), "obs2", 1);
+    s.take();
+    let mut tokens = Vec::new();
+    for path in ["/3/0/9", "/3/0/13"] {
+        s.command(
+            "obs2",
+            json!({"reqID": path, "msgType": "observe", "data": {"path": path}}),
+        );
+        let (t, _, _) = s.take();
+        let v = MessageView::parse(&t[0].1).unwrap();
+        tokens.push(v.token().to_vec());
+        s.send(
+            peer(5000),
+            &observe_msg(
+                MsgType::Ack,
+                code::CONTENT,
+                v.message_id(),
+                v.token(),
+                Some(1),
+                Some(0),
+                b"1",
+            ),
+        );
+        s.take();
+    }
+    assert_eq!(s.shard.observations(), 2);
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Non,
+            code::NOT_FOUND,
+            1,
+            &tokens[0],
+            Some(2),
+            None,
+            b"",
+        ),
+    );
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].0, "lwm2m/obs2/up/notify");
+    assert_eq!(
+        pubs[0].1,
+        json!({"reqID":"/3/0/9","msgType":"notify","seqNum":2,"data":{"reqPath":"/3/0/9","code":"4.04","codeMsg":"not_found"}})
+    );
+    assert_eq!(s.shard.observations(), 1);
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::DELETE,
+            2,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
+    s.take();
+    assert_eq!(s.shard.observations(), 0);
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Con,
+            code::CONTENT,
+            3,
+            &tokens[1],
+            Some(3),
+            Some(0),
+            b"2",
+        ),
+    );
+    assert_eq!(
+        s.take().0[0].1,
+        vec![0x70, 0, 0, 3],
+        "observations end with the registration"
+    );
+}
+
+#[test]
+fn composite_read_and_write() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "comp", 1);
+    s.take();
+    s.command(
+        "comp",
+        json!({"reqID": 1, "msgType": "read-composite", "data": {"paths": ["/3/0/0", "/3/0/9"]}}),
+    );
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(
+        (v.code(), v.content_format(), v.uint_option(opt::ACCEPT)),
+        (code::FETCH, Some(110), Some(110))
+    );
+    let body: Value = serde_json::from_slice(v.payload()).unwrap();
+    let names: Vec<String> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{}",
+                r["bn"].as_str().unwrap_or(""),
+                r["n"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(names, ["/3/0/0", "/3/0/9"]);
+    let answer = br#"[{"bn":"/3/0/","n":"0","vs":"ACME"},{"n":"9","v":50}]"#;
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(110),
+            answer,
+        ),
+    );
+    assert_eq!(
+        s.publishes()[0].1,
+        json!({"reqID":1,"msgType":"read-composite","data":{"reqPath":["/3/0/0","/3/0/9"],"code":"2.05","codeMsg":"content",
+               "content":[{"path":"/3/0/0","value":"ACME"},{"path":"/3/0/9","value":50}]}})
+    );
+    s.command("comp", json!({"reqID": 2, "msgType": "write-composite", "data": {"content": [
+        {"path": "/3/0/14", "type": "String", "value": "+02:00"}, {"path": "/1/0/1", "type": "Integer", "value": 300}]}}));
+    let (t, _, _) = s.take();
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!((v.code(), v.content_format()), (code::IPATCH, Some(110)));
+    let body: Value = serde_json::from_slice(v.payload()).unwrap();
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    s.send(
+        peer(5000),
+        &response(
+            MsgType::Ack,
+            code::CHANGED,
+            v.message_id(),
+            v.token(),
+            None,
+            b"",
+        ),
+    );
+    assert_eq!(s.publishes()[0].1["data"]["code"], "2.04");
+    // composite commands need SenML: a TLV override is refused
+    s.command("comp", json!({"reqID": 3, "msgType": "read-composite", "data": {"paths": ["/3/0/0"], "format": "tlv"}}));
+    assert_eq!(s.publishes()[0].1["data"]["code"], "4.00");
+}
+
+#[test]
+fn send_is_published_on_the_notify_topic() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "sender", 1);
+    s.take();
+    let body = br#"[{"bn":"/3/0/","n":"9","v":42}]"#;
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            7,
+            &[],
+            &["dp"],
+            &[],
+            body,
+            Some(110),
+        ),
+    );
+    let (t, pubs, _) = s.take();
+    assert_eq!(reply_of(&t[0].1), (MsgType::Ack, code::CHANGED, 7, vec![]));
+    assert_eq!(pubs[0].topic, "lwm2m/sender/up/notify");
+    let v: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(
+        v,
+        json!({"msgType":"send","data":{"content":[{"path":"/3/0/9","value":42}]}})
+    );
+    s.send(
+        peer(6000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            8,
+            &[],
+            &["dp"],
+            &[],
+            body,
+            Some(110),
+        ),
+    );
+    assert_eq!(
+        reply_of(&s.take().0[0].1).1,
+        code::NOT_FOUND,
+        "unregistered address"
+    );
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            9,
+            &[],
+            &["dp"],
+            &[],
+            b"1",
+            Some(0),
+        ),
+    );
+    assert_eq!(
+        reply_of(&s.take().0[0].1).1,
+        code::UNSUPPORTED_CONTENT_FORMAT
+    );
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            10,
+            &[],
+            &["dp"],
+            &[],
+            b"[{",
+            Some(110),
+        ),
+    );
+    assert_eq!(reply_of(&s.take().0[0].1).1, code::BAD_REQUEST);
+}
+
+#[test]
+fn queue_mode_device_gets_queued_commands_in_order_after_update() {
+    let mut s = Sim::with(|c| c.qmode_time_window = Duration::from_secs(22));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            1,
+            &[],
+            &["rd"],
+            &["ep=sleepy", "lt=600", "b=UQ"],
+            b"</3/0>",
+            None,
+        ),
+    );
+    let (t, _, _) = s.take();
+    let id = MessageView::parse(&t[0].1)
+        .unwrap()
+        .option_values(opt::LOCATION_PATH)
+        .nth(1)
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+        .unwrap();
+    // Reachable right after registering.
+    s.command(
+        "sleepy",
+        json!({"reqID": 0, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let (t, _, _) = s.take();
+    s.send(peer(5000), &answer_to(&t[0].1, code::CONTENT, b"a"));
+    assert_eq!(s.publishes()[0].1["reqID"], 0);
+    // Asleep after the window: commands wait, nothing is sent.
+    s.advance(Duration::from_secs(25));
+    for i in 1..=3 {
+        s.command(
+            "sleepy",
+            json!({"reqID": i, "msgType": "read", "data": {"path": format!("/3/0/{i}")}}),
+        );
+    }
+    let (t, p, _) = s.take();
+    assert!(t.is_empty() && p.is_empty());
+    // The device wakes up with an Update (from a new port): queued commands go out one by one, in order.
+    s.send(
+        peer(5001),
+        &request(
+            MsgType::Con,
+            code::POST,
+            2,
+            &[],
+            &["rd", &id],
+            &[],
+            b"",
+            None,
+        ),
+    );
+    let (t, _, _) = s.take();
+    assert_eq!(reply_of(&t[0].1).1, code::CHANGED);
+    assert_eq!(t.len(), 2, "the 2.04 and then the first queued request");
+    assert_eq!(t[1].0, peer(5001));
+    let mut next = t[1].1.clone();
+    for i in 1..=3 {
+        let v = MessageView::parse(&next).unwrap();
+        let path: Vec<_> = v
+            .option_values(opt::URI_PATH)
+            .map(|s| String::from_utf8(s.to_vec()).unwrap())
+            .collect();
+        assert_eq!(path, ["3", "0", &i.to_string()]);
+        s.send(peer(5001), &answer_to(&next, code::CONTENT, b"x"));
+        let (t, p, _) = s.take();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&p[0].payload).unwrap()["reqID"],
+            i
+        );
+        if i < 3 {
+            next = t[0].1.clone();
+        } else {
+            assert!(t.is_empty());
+        }
+    }
+}
+
+#[test]
+fn queued_commands_expire() {
+    let mut s = Sim::with(|c| {
+        c.qmode_time_window = Duration::from_secs(10);
+        c.downlink_queue_max_age = Some(Duration::from_secs(60));
+    });
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            1,
+            &[],
+            &["rd"],
+            &["ep=nap", "lt=600", "lwm2m=1.1", "Q"],
+            b"</3/0>",
+            None,
+        ),
+    );
+    s.take();
+    s.advance(Duration::from_secs(11));
+    s.command(
+        "nap",
+        json!({"reqID": "late", "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    assert!(s.take().0.is_empty());
+    s.advance(Duration::from_secs(59));
+    assert!(s.publishes().is_empty());
+    s.advance(Duration::from_secs(1));
+    assert_eq!(
+        s.publishes()[0].1,
+        json!({"reqID":"late","msgType":"coap_timeout","data":{"path":"/3/0/0","reason":"expired in queue"}})
+    );
+}
+
+#[test]
+fn auto_observe_follows_emqx_master() {
+    let mut s = Sim::with(|c| c.auto_observe = lwm2m_gateway::config::AutoObserve::All);
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            1,
+            &[],
+            &["rd"],
+            &["ep=auto", "lt=600"],
+            b"</1/0>,</3/0>,</3303/0>,</31024/0>",
+            None,
+        ),
+    );
+    let (t, _, _) = s.take();
+    assert_eq!(t.len(), 2, "2.01, then the first observe");
+    assert_eq!(reply_of(&t[0].1).1, code::CREATED);
+    let v = MessageView::parse(&t[1].1).unwrap();
+    assert_eq!(v.uint_option(opt::OBSERVE), Some(0));
+    let path: Vec<_> = v.option_values(opt::URI_PATH).collect();
+    assert_eq!(path, [b"3".as_slice(), b"0"], "object 1 is skipped");
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(1),
+            Some(11542),
+            &[0xC1, 0x09, 0x50],
+        ),
+    );
+    let (t, pubs, _) = s.take();
+    let ev: Value = serde_json::from_slice(&pubs[0].payload).unwrap();
+    assert_eq!(ev["is_auto_observe"], true);
+    assert_eq!(ev["msgType"], "observe");
+    let v = MessageView::parse(&t[0].1).unwrap();
+    let path: Vec<_> = v.option_values(opt::URI_PATH).collect();
+    assert_eq!(
+        path,
+        [b"3303".as_slice(), b"0"],
+        "then 3303; 31024 has no definition"
+    );
+    s.send(
+        peer(5000),
+        &observe_msg(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(1),
+            Some(11542),
+            &[0xC1, 0x09, 0x50],
+        ),
+    );
+    let (t, _, _) = s.take();
+    assert!(t.is_empty());
+    assert_eq!(s.shard.observations(), 2);
+}
+
+fn answer_to(req: &[u8], c: u8, payload: &[u8]) -> Vec<u8> {
+    let v = MessageView::parse(req).unwrap();
+    response(MsgType::Ack, c, v.message_id(), v.token(), None, payload)
+}

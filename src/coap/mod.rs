@@ -6,6 +6,7 @@
 //! Full parsing of requests and responses in the workers uses coap-lite's `Packet`; the view is what
 //! the event loop uses to route a datagram without allocating.
 
+pub mod block;
 pub mod code;
 mod dedup;
 mod encode;

@@ -639,9 +639,9 @@ impl Shard {
                 msg_type: "observe".into(),
                 data,
             };
-            self.submit(now, reg_id, cmd, out);
+            self.enqueue(now, reg_id, cmd, out);
         }
-        // The 2.01 goes out first (on_request pushes it); queued work starts right after.
+        // Queued work starts in on_request, after the 2.01 went out.
         Ok(reg_id.to_string())
     }
 
@@ -1051,9 +1051,15 @@ impl Shard {
         self.submit(now, reg, cmd, out);
     }
 
+    /// Queues a command and sends it if the device can take it now.
+    fn submit(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
+        self.enqueue(now, reg, cmd, out);
+        self.pump(now, reg, out);
+    }
+
     /// Validates a command for a registered device and queues it; answers it on MQTT when it
     /// cannot be carried out.
-    fn submit(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
+    fn enqueue(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
@@ -1096,7 +1102,6 @@ impl Shard {
                 expires_at,
             });
         }
-        self.pump(now, reg, out);
     }
 
     /// Sends the next queued request if none is in flight (NSTART = 1) and the device is
