@@ -123,6 +123,12 @@ pub struct Config {
     /// A queue-mode device is reachable this long after its last uplink.
     pub qmode_time_window: Duration,
     pub auto_observe: AutoObserve,
+    /// Block size for block-wise transfers (RFC 7959): 16..=1024, a power of two.
+    pub block_size: usize,
+    /// Largest block-wise body reassembled for one device.
+    pub block_max_body: usize,
+    /// Bytes of block-wise reassembly buffers per worker, all devices together.
+    pub block_total_max: usize,
     pub mqtt: MqttConfig,
     pub log_level: String,
     pub stats_interval: Duration,
@@ -161,6 +167,9 @@ impl Default for Config {
             downlink_queue_max_age: Some(Duration::from_secs(7200)),
             qmode_time_window: Duration::from_secs(22),
             auto_observe: AutoObserve::Off,
+            block_size: 1024,
+            block_max_body: 4 << 20,
+            block_total_max: 256 << 20,
             mqtt: MqttConfig {
                 url: None,
                 broker_listen: "127.0.0.1:1883".parse().expect("literal"),
@@ -281,6 +290,15 @@ pub struct Args {
     /// Observe new registrations: false, true, or a comma-separated path list like /3/0,/3303/0 [default: false].
     #[arg(long)]
     pub auto_observe: Option<String>,
+    /// Block-wise transfer block size, a power of two in 16..=1024 [default: 1024].
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Largest block-wise body reassembled per device, bytes [default: 4194304].
+    #[arg(long)]
+    pub block_max_body: Option<usize>,
+    /// Block-wise reassembly memory per worker, bytes [default: 268435456].
+    #[arg(long)]
+    pub block_total_max: Option<usize>,
     /// External broker, e.g. mqtt://host:1883; without it an embedded broker is started.
     #[arg(long)]
     pub mqtt_url: Option<String>,
@@ -327,6 +345,7 @@ struct FileConfig {
     downlink_queue_max_age: Option<u64>,
     qmode_time_window: Option<f64>,
     auto_observe: Option<FileAutoObserve>,
+    blockwise: Option<FileBlockwise>,
     translators: Option<FileTranslators>,
     coap: Option<FileCoap>,
     mqtt: Option<FileMqtt>,
@@ -349,6 +368,14 @@ struct FileTranslators {
 struct FileTranslator {
     topic: Option<String>,
     qos: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBlockwise {
+    block_size: Option<usize>,
+    max_body: Option<usize>,
+    total_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -479,6 +506,11 @@ impl Config {
                 }
             };
         }
+        if let Some(b) = f.blockwise {
+            set(&mut self.block_size, b.block_size);
+            set(&mut self.block_max_body, b.max_body);
+            set(&mut self.block_total_max, b.total_max);
+        }
         if let Some(t) = f.translators {
             let tr = &mut self.translators;
             for (slot, ft) in [
@@ -582,6 +614,9 @@ impl Config {
         if let Some(ao) = &a.auto_observe {
             self.auto_observe = AutoObserve::parse(ao).map_err(|e| invalid("--auto-observe", e))?;
         }
+        set(&mut self.block_size, a.block_size);
+        set(&mut self.block_max_body, a.block_max_body);
+        set(&mut self.block_total_max, a.block_total_max);
         if a.mqtt_url.is_some() {
             self.mqtt.url = a.mqtt_url.clone();
         }
@@ -655,6 +690,18 @@ impl Config {
         }
         if self.coap.max_retransmit > 20 {
             return Err(invalid("coap.max_retransmit", "above 20"));
+        }
+        if !(16..=1024).contains(&self.block_size) || !self.block_size.is_power_of_two() {
+            return Err(invalid(
+                "blockwise.block_size",
+                format!("{} is not a power of two in 16..=1024", self.block_size),
+            ));
+        }
+        if self.block_max_body < self.block_size || self.block_total_max < self.block_max_body {
+            return Err(invalid(
+                "blockwise.max_body",
+                "need block_size <= max_body <= total_max",
+            ));
         }
         if self.downlink_queue_max == 0 {
             return Err(invalid("downlink_queue_max", "must be at least 1"));

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::coap::block::BlockOpt;
 use crate::coap::{code, opt};
 use crate::lwm2m::{codec, json, ContentFormat, Path, Record, ResourceTypes};
 
@@ -385,6 +386,20 @@ impl Request {
     /// Writes the request as a CON message into `buf`, with `alt_path` (the device's alternate
     /// path, `"/"` for none) before the object path.
     pub fn encode(&self, buf: &mut Vec<u8>, mid: u16, token: &[u8], alt_path: &str) {
+        self.encode_blocks(buf, mid, token, alt_path, &Blocks::default());
+    }
+
+    /// Writes the request with block-wise options: `block1` replaces the payload by one block of
+    /// it (plus Size1 on the first block); `block2` asks for a further block of the answer, which
+    /// is a plain request again (no Observe: RFC 7959 §2.6 / RFC 7641 block follow-ups).
+    pub fn encode_blocks(
+        &self,
+        buf: &mut Vec<u8>,
+        mid: u16,
+        token: &[u8],
+        alt_path: &str,
+        blocks: &Blocks,
+    ) {
         let mut segs: Vec<String> = alt_path
             .split('/')
             .filter(|s| !s.is_empty())
@@ -398,7 +413,7 @@ impl Request {
             mid,
             token,
         );
-        if let Some(o) = self.observe {
+        if let (Some(o), None) = (self.observe, blocks.block2) {
             b = b.uint_option(opt::OBSERVE, o);
         }
         b = b.options(opt::URI_PATH, segs.iter().map(|s| s.as_bytes()));
@@ -409,6 +424,27 @@ impl Request {
         if let Some(a) = self.accept {
             b = b.uint_option(opt::ACCEPT, a as u32);
         }
-        b.payload(&self.payload);
+        let mut tmp = [0u8; 3];
+        if let Some(b2) = blocks.block2 {
+            b = b.option(opt::BLOCK2, b2.encode(&mut tmp));
+        }
+        let payload = match &blocks.block1 {
+            Some((b1, slice, size1)) => {
+                b = b.option(opt::BLOCK1, b1.encode(&mut tmp));
+                if b1.num == 0 {
+                    b = b.uint_option(opt::SIZE1, *size1);
+                }
+                slice
+            }
+            None => &self.payload[..],
+        };
+        b.payload(payload);
     }
+}
+
+/// Block-wise options for one transmission of a request.
+#[derive(Debug, Default)]
+pub struct Blocks<'a> {
+    pub block1: Option<(BlockOpt, &'a [u8], u32)>,
+    pub block2: Option<BlockOpt>,
 }

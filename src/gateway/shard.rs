@@ -24,6 +24,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 
+use crate::coap::block::{
+    Block1Sender, Block1Step, Block2Assembly, Block2Step, BlockBudget, BlockOpt, Reassembly,
+};
 use crate::coap::{
     code, decode_uint, opt, DedupCache, MessageBuilder, MsgType, TransmissionParams,
 };
@@ -32,7 +35,7 @@ use crate::lwm2m::link_format::{self, RegisteredObjects};
 use crate::lwm2m::model::ObjectRegistry;
 use crate::lwm2m::{codec, json, ContentFormat, Path};
 
-use super::downlink::{self, DeviceContext, Op, Request};
+use super::downlink::{self, Blocks, DeviceContext, Op, Request};
 use super::envelope::{self, Command};
 use super::registration::{self, Registration, Rejection};
 use super::topics::{Template, Topics};
@@ -105,6 +108,9 @@ pub struct ShardConfig {
     pub qmode_time_window: Duration,
     pub update_condition: UpdatePublishCondition,
     pub auto_observe: AutoObserve,
+    pub block_szx: u8,
+    pub block_max_body: usize,
+    pub block_total_max: usize,
     pub topics: Topics,
     pub model: Arc<ObjectRegistry>,
 }
@@ -122,6 +128,9 @@ impl ShardConfig {
             qmode_time_window: c.qmode_time_window,
             update_condition: c.update_msg_publish_condition,
             auto_observe: c.auto_observe.clone(),
+            block_szx: BlockOpt::from_size(c.block_size),
+            block_max_body: c.block_max_body,
+            block_total_max: c.block_total_max,
             topics: Topics::new(c)?,
             model,
         })
@@ -158,6 +167,11 @@ struct Exchange {
     timeout: Duration,
     deadline: Instant,
     state: ExchangeState,
+    /// A request body too large for one datagram, sent block by block (RFC 7959 Block1).
+    block1: Option<Block1Sender>,
+    /// A response arriving block by block (Block2), and the block to ask for next.
+    block2: Option<Block2Assembly>,
+    next_block2: Option<BlockOpt>,
 }
 
 /// A command waiting for its turn (or for a sleeping device to wake up).
@@ -215,6 +229,8 @@ pub struct Shard {
     by_token: HashMap<u64, u64>,
     by_mid: HashMap<u16, u64>,
     dedup: DedupCache<Peer>,
+    /// Memory held by Block2 reassembly, per registration and in total.
+    reassembly: Reassembly<u64>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     next_reg_seq: u64,
     next_mid_seq: u32,
@@ -241,6 +257,10 @@ impl Shard {
     pub fn new(id: u8, cfg: Arc<ShardConfig>, seed: u64) -> Shard {
         let lifetime = cfg.transmission.exchange_lifetime();
         let max = cfg.dedup_max_entries;
+        let budget = BlockBudget {
+            per_peer_max: cfg.block_max_body,
+            total_max: cfg.block_total_max,
+        };
         Shard {
             id,
             cfg,
@@ -250,6 +270,7 @@ impl Shard {
             by_token: HashMap::new(),
             by_mid: HashMap::new(),
             dedup: DedupCache::new(lifetime, max),
+            reassembly: Reassembly::new(budget),
             timers: BinaryHeap::new(),
             next_reg_seq: 1,
             next_mid_seq: 0,
@@ -783,6 +804,7 @@ impl Shard {
         let Some(s) = self.sessions.remove(&reg_id) else {
             return;
         };
+        self.reassembly.release(reg_id);
         if self.by_endpoint.get(&s.reg.endpoint) == Some(&reg_id) {
             self.by_endpoint.remove(&s.reg.endpoint);
         }
@@ -867,6 +889,25 @@ impl Shard {
         let observe = pkt
             .get_first_option(CoapOption::Observe)
             .and_then(|v| decode_uint(v));
+        let body = match self.block_step(now, reg, pkt, resp_code, out) {
+            BlockProgress::Continue => return,
+            BlockProgress::Failed(c, why) => {
+                self.reassembly.release(reg);
+                self.finish_exchange(now, reg, out, |ex| {
+                    let data = envelope::response_data(
+                        &envelope::req_path_of(&ex.cmd.data),
+                        c,
+                        None,
+                        Some(&why),
+                    );
+                    (ex.cmd.msg_type.as_str(), data)
+                });
+                return;
+            }
+            BlockProgress::Whole(b) => Some(b),
+            BlockProgress::Single => None,
+        };
+        let payload = body.as_deref().unwrap_or(&pkt.payload);
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
@@ -875,7 +916,8 @@ impl Shard {
         };
         let types = self.cfg.model.types_for(s.versions());
         let (c, content, reason) =
-            response_content(ex.op, &ex.request, resp_code, cf, &pkt.payload, &types);
+            response_content(ex.op, &ex.request, resp_code, cf, payload, &types);
+
         let data = envelope::response_data(
             &envelope::req_path_of(&ex.cmd.data),
             c,
@@ -923,6 +965,104 @@ impl Shard {
             self.by_token.remove(&ex.token);
             if ex.op.cancels_observation() && s.observations.remove(&ex.token).is_some() {
                 // The cancel reused the observation's token; both are done now.
+            }
+        }
+    }
+
+    /// Block-wise bookkeeping of a response to the exchange in flight: asks for the next Block2 or
+    /// sends the next Block1 and says `Continue`, or hands over the whole reassembled body.
+    fn block_step(
+        &mut self,
+        now: Instant,
+        reg: u64,
+        pkt: &Packet,
+        resp_code: u8,
+        out: &mut Output,
+    ) -> BlockProgress {
+        let block1 = pkt
+            .get_first_option(CoapOption::Block1)
+            .and_then(|v| BlockOpt::decode(v));
+        let block2_raw = pkt.get_first_option(CoapOption::Block2);
+        let block2 = block2_raw.and_then(|v| BlockOpt::decode(v));
+        let etag = pkt.get_first_option(CoapOption::ETag).map(|v| v.as_slice());
+        let max_body = self.cfg.block_max_body;
+        let Some(ex) = self
+            .sessions
+            .get_mut(&reg)
+            .and_then(|s| s.inflight.as_mut())
+        else {
+            return BlockProgress::Single;
+        };
+        // Block1: the device acknowledges one block of our request body.
+        if let Some(b1) = ex.block1.as_mut() {
+            let step = match resp_code {
+                code::CONTINUE => Some(b1.on_continue(block1)),
+                code::REQUEST_ENTITY_TOO_LARGE => Some(b1.on_too_large(block1)),
+                _ => None,
+            };
+            match step {
+                Some(Ok(Block1Step::Send(_))) => {
+                    self.transmit_exchange(now, reg, out);
+                    return BlockProgress::Continue;
+                }
+                Some(Err(e)) => {
+                    return BlockProgress::Failed(
+                        code::REQUEST_ENTITY_INCOMPLETE,
+                        format!("block-wise write: {e}"),
+                    )
+                }
+                Some(Ok(Block1Step::Done)) | None => {}
+            }
+        }
+        if !code::is_success(resp_code) {
+            return BlockProgress::Single;
+        }
+        // Block2: the answer comes in blocks; fetch them all before publishing.
+        if block2_raw.is_some() && block2.is_none() {
+            return BlockProgress::Failed(code::BAD_OPTION, "invalid Block2 option".into());
+        }
+        let Some(b2) = block2 else {
+            return BlockProgress::Single;
+        };
+        if ex.block2.is_none() {
+            if b2.num == 0 && !b2.more {
+                return BlockProgress::Single;
+            }
+            ex.block2 = Some(Block2Assembly::new(max_body));
+            self.reassembly.insert(now, reg);
+        }
+        if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
+            return BlockProgress::Failed(
+                code::REQUEST_ENTITY_TOO_LARGE,
+                "block-wise body over the reassembly budget".into(),
+            );
+        }
+        let Some(ex) = self
+            .sessions
+            .get_mut(&reg)
+            .and_then(|s| s.inflight.as_mut())
+        else {
+            return BlockProgress::Single;
+        };
+        let Some(asm) = ex.block2.as_mut() else {
+            return BlockProgress::Single;
+        };
+        match asm.push_with_etag(b2, &pkt.payload, etag) {
+            Ok(Block2Step::Next(next)) => {
+                ex.next_block2 = Some(next);
+                self.transmit_exchange(now, reg, out);
+                BlockProgress::Continue
+            }
+            Ok(Block2Step::Done(body)) => {
+                self.reassembly.release(reg);
+                BlockProgress::Whole(body)
+            }
+            Err(e) => {
+                let c = match e {
+                    crate::coap::block::BlockError::TooLarge => code::REQUEST_ENTITY_TOO_LARGE,
+                    _ => code::REQUEST_ENTITY_INCOMPLETE,
+                };
+                BlockProgress::Failed(c, format!("block-wise read: {e}"))
             }
         }
     }
@@ -983,7 +1123,10 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(ex) = s.inflight.take() else { return };
+        let Some(ex) = s.inflight.take() else {
+            return;
+        };
+        self.reassembly.release(reg);
         self.by_mid.remove(&ex.mid);
         if !s.observations.contains_key(&ex.token) {
             self.by_token.remove(&ex.token);
@@ -1137,38 +1280,72 @@ impl Shard {
             Some(t) => t,
             None => self.alloc_token(),
         };
-        let mid = self.alloc_mid();
-        let timeout = self.cfg.transmission.initial_timeout(self.rng.gen::<f64>());
+        let block_size = 16usize << self.cfg.block_szx;
+        let szx = self.cfg.block_szx;
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(q) = s.queue.pop_front() else { return };
-        let alt = s
-            .reg
-            .objects
-            .as_ref()
-            .map_or("/", |o| o.alternate_path.as_str());
-        q.request
-            .encode(&mut self.buf, mid, &token.to_be_bytes(), alt);
-        let bytes = self.buf.clone();
-        out.transmits.push(Transmit {
-            peer: s.peer,
-            bytes: bytes.clone(),
-        });
-        let deadline = now + timeout;
+        let Some(mut q) = s.queue.pop_front() else {
+            return;
+        };
+        let block1 = (q.request.payload.len() > block_size)
+            .then(|| Block1Sender::new(std::mem::take(&mut q.request.payload), szx));
         s.inflight = Some(Exchange {
             cmd: q.cmd,
             op: q.op,
             request: q.request,
             token,
-            mid,
-            bytes,
+            mid: 0,
+            bytes: Vec::new(),
             retransmits: 0,
-            timeout,
-            deadline,
+            timeout: Duration::ZERO,
+            deadline: now,
             state: ExchangeState::AwaitAck,
+            block1,
+            block2: None,
+            next_block2: None,
         });
         self.by_token.insert(token, reg);
+        self.transmit_exchange(now, reg, out);
+    }
+
+    /// Sends the exchange in flight (again, for its next block) as a fresh CON: new message id,
+    /// fresh retransmission timer, same token.
+    fn transmit_exchange(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        let mid = self.alloc_mid();
+        let timeout = self.cfg.transmission.initial_timeout(self.rng.gen::<f64>());
+        let Some(s) = self.sessions.get_mut(&reg) else {
+            return;
+        };
+        let Some(ex) = s.inflight.as_mut() else {
+            return;
+        };
+        let alt = s
+            .reg
+            .objects
+            .as_ref()
+            .map_or("/", |o| o.alternate_path.as_str());
+        let blocks = Blocks {
+            block1: ex.block1.as_ref().map(|b| {
+                let (opt, slice) = b.block(b.current());
+                (opt, slice, b.size1())
+            }),
+            block2: ex.next_block2,
+        };
+        ex.request
+            .encode_blocks(&mut self.buf, mid, &ex.token.to_be_bytes(), alt, &blocks);
+        self.by_mid.remove(&ex.mid);
+        ex.mid = mid;
+        ex.bytes = self.buf.clone();
+        ex.retransmits = 0;
+        ex.timeout = timeout;
+        ex.deadline = now + timeout;
+        ex.state = ExchangeState::AwaitAck;
+        out.transmits.push(Transmit {
+            peer: s.peer,
+            bytes: ex.bytes.clone(),
+        });
+        let (token, deadline) = (ex.token, ex.deadline);
         self.by_mid.insert(mid, reg);
         self.timers
             .push(Reverse((deadline, Timer::Exchange { reg, token })));
@@ -1261,6 +1438,18 @@ impl Shard {
         });
         self.pump(now, reg, out);
     }
+}
+
+/// What a response means for a block-wise exchange.
+enum BlockProgress {
+    /// Not block-wise (or a single block): use the datagram's payload.
+    Single,
+    /// More blocks are on their way; nothing to publish yet.
+    Continue,
+    /// The reassembled body of a Block2 transfer.
+    Whole(Vec<u8>),
+    /// The transfer failed: publish this code and reason.
+    Failed(u8, String),
 }
 
 /// Maps a device response to (code, content, reason) for the MQTT message.
