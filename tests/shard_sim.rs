@@ -1586,3 +1586,190 @@ fn answer_to(req: &[u8], c: u8, payload: &[u8]) -> Vec<u8> {
     let v = MessageView::parse(req).unwrap();
     response(MsgType::Ack, c, v.message_id(), v.token(), None, payload)
 }
+
+fn block_opt(v: &MessageView, n: u16) -> Option<(u32, bool, u8)> {
+    let raw = v.first_option(n)?;
+    let b = lwm2m_gateway::coap::block::BlockOpt::decode(raw)?;
+    Some((b.num, b.more, b.szx))
+}
+
+fn with_block(
+    t: MsgType,
+    c: u8,
+    mid: u16,
+    token: &[u8],
+    cf: Option<u32>,
+    block: (u16, u32, bool, u8),
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut m = MessageBuilder::new(&mut b, t, c, mid, token);
+    if let Some(cf) = cf {
+        m = m.uint_option(opt::CONTENT_FORMAT, cf);
+    }
+    let (n, num, more, szx) = block;
+    let opt = lwm2m_gateway::coap::block::BlockOpt { num, more, szx };
+    let mut tmp = [0u8; 3];
+    m.option(n, opt.encode(&mut tmp)).payload(payload);
+    b
+}
+
+#[test]
+fn block2_read_is_reassembled_before_publishing() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "big", 1);
+    s.take();
+    let body: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+    s.command(
+        "big",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/19/0/0", "format": "opaque"}}),
+    );
+    let mut req = s.take().0.remove(0).1;
+    let mut offset = 0;
+    for num in 0..3u32 {
+        let v = MessageView::parse(&req).unwrap();
+        if num > 0 {
+            assert_eq!(
+                block_opt(&v, opt::BLOCK2),
+                Some((num, false, 6)),
+                "asks for the next block"
+            );
+        }
+        let end = (offset + 1024).min(body.len());
+        let more = end < body.len();
+        let resp = with_block(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(42),
+            (opt::BLOCK2, num, more, 6),
+            &body[offset..end],
+        );
+        offset = end;
+        s.send(peer(5000), &resp);
+        let (t, p, _) = s.take();
+        if more {
+            assert!(p.is_empty(), "nothing published before the last block");
+            req = t[0].1.clone();
+        } else {
+            let v: Value = serde_json::from_slice(&p[0].payload).unwrap();
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
+            assert_eq!(
+                v["data"]["content"],
+                json!([{"path": "/19/0/0", "value": b64}])
+            );
+        }
+    }
+}
+
+#[test]
+fn block2_over_the_size_limit_is_refused() {
+    let mut s = Sim::with(|c| {
+        c.block_max_body = 2048;
+        c.block_total_max = 2048;
+    });
+    s.register(peer(5000), "huge", 1);
+    s.take();
+    s.command(
+        "huge",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/19/0/0"}}),
+    );
+    let mut req = s.take().0.remove(0).1;
+    for num in 0..3u32 {
+        let v = MessageView::parse(&req).unwrap();
+        s.send(
+            peer(5000),
+            &with_block(
+                MsgType::Ack,
+                code::CONTENT,
+                v.message_id(),
+                v.token(),
+                Some(42),
+                (opt::BLOCK2, num, true, 6),
+                &[7u8; 1024],
+            ),
+        );
+        let (t, p, _) = s.take();
+        if num < 2 {
+            req = t[0].1.clone();
+        } else {
+            let v: Value = serde_json::from_slice(&p[0].payload).unwrap();
+            assert_eq!(v["data"]["code"], "4.13");
+            assert!(t.is_empty());
+        }
+    }
+    // The device is free for the next command.
+    s.command(
+        "huge",
+        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    assert_eq!(s.take().0.len(), 1);
+}
+
+#[test]
+fn block1_write_sends_blocks_and_follows_a_smaller_size() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "fw", 1);
+    s.take();
+    let image: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
+    s.command("fw", json!({"reqID": "fw", "msgType": "write", "data": {"path": "/5/0/0", "type": "Opaque", "value": b64, "format": "opaque"}}));
+    let mut got = Vec::new();
+    let mut req = s.take().0.remove(0).1;
+    let mut first = true;
+    loop {
+        let v = MessageView::parse(&req).unwrap();
+        assert_eq!(v.code(), code::PUT);
+        let (num, more, szx) = block_opt(&v, opt::BLOCK1).expect("Block1 option");
+        if num == 0 {
+            assert_eq!(v.uint_option(opt::SIZE1), Some(3000));
+        }
+        got.extend_from_slice(v.payload());
+        if !more {
+            s.send(
+                peer(5000),
+                &response(
+                    MsgType::Ack,
+                    code::CHANGED,
+                    v.message_id(),
+                    v.token(),
+                    None,
+                    b"",
+                ),
+            );
+            break;
+        }
+        // After the first block the device asks for 512-byte blocks.
+        let (ack_num, ack_szx) = if first { (0, 5) } else { (num, szx) };
+        first = false;
+        s.send(
+            peer(5000),
+            &with_block(
+                MsgType::Ack,
+                code::CONTINUE,
+                v.message_id(),
+                v.token(),
+                None,
+                (opt::BLOCK1, ack_num, true, ack_szx),
+                b"",
+            ),
+        );
+        let (t, p, _) = s.take();
+        assert!(p.is_empty());
+        req = t[0].1.clone();
+    }
+    assert_eq!(
+        got.len(),
+        1024 + (3000 - 1024),
+        "the first 1024-byte block, then the rest in 512-byte blocks"
+    );
+    assert_eq!(got, image);
+    let p = s.publishes();
+    assert_eq!(
+        p[0].1,
+        json!({"reqID":"fw","msgType":"write","data":{"reqPath":"/5/0/0","code":"2.04","codeMsg":"changed"}})
+    );
+}
