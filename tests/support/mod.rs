@@ -389,3 +389,77 @@ pub fn answer(req: &[u8], code: u8, cf: Option<u32>, payload: &[u8]) -> Vec<u8> 
     b.payload(payload);
     out
 }
+
+/// A real LwM2M client process from `tests/interop` speaking the line protocol documented in
+/// `node-client.js` / `aiocoap-client.py`: events on stdout, commands on stdin.
+pub struct ClientProcess {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl ClientProcess {
+    pub fn spawn(program: &str, script: &str, args: &[&str]) -> ClientProcess {
+        use std::io::BufRead;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+        let mut child = std::process::Command::new(program)
+            .arg(dir.join(script))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program} {script}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        ClientProcess {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// The next line, which must start with `prefix`.
+    pub fn expect(&self, prefix: &str) -> String {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("client never printed {prefix}"));
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix}, client said {line:?}"
+        );
+        line
+    }
+
+    /// Asserts the client prints nothing within `d`.
+    pub fn silent(&self, d: Duration) {
+        if let Ok(l) = self.lines.recv_timeout(d) {
+            panic!("client unexpectedly said {l:?}");
+        }
+    }
+
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
