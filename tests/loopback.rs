@@ -463,3 +463,279 @@ fn reconnects_to_a_restarted_broker_and_subscribes_again() {
     dev.send(&answer(&req, code::CONTENT, None, b"back"));
     assert_eq!(obs.next_of("read").1["data"]["content"][0]["value"], "back");
 }
+
+/// Device side of a block-wise exchange: answers one request of the gateway.
+fn block_answer(
+    req: &[u8],
+    c: u8,
+    cf: Option<u32>,
+    block: Option<(u16, u32, bool, u8)>,
+    observe: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let v = MessageView::parse(req).unwrap();
+    let mut out = Vec::new();
+    let mut b = MessageBuilder::new(&mut out, MsgType::Ack, c, v.message_id(), v.token());
+    if let Some(o) = observe {
+        b = b.uint_option(6, o);
+    }
+    if let Some(cf) = cf {
+        b = b.uint_option(12, cf);
+    }
+    let mut tmp = [0u8; 3];
+    if let Some((n, num, more, szx)) = block {
+        b = b.option(
+            n,
+            lwm2m_gateway::coap::block::BlockOpt { num, more, szx }.encode(&mut tmp),
+        );
+    }
+    b.payload(payload);
+    out
+}
+
+#[test]
+fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
+    use base64::Engine;
+    use lwm2m_gateway::coap::block::BlockOpt;
+    let gw = TestGateway::start(None, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    let mut reg = Vec::new();
+    MessageBuilder::new(&mut reg, MsgType::Con, code::POST, 1, &[1])
+        .option(11, b"rd")
+        .options(15, [b"ep=fw-dev".as_slice(), b"lt=300", b"lwm2m=1.0"])
+        .payload(b"</3/0>,</5/0>,</19/0>");
+    dev.send(&reg);
+    assert_eq!(parse_reply(&dev.recv()).1, code::CREATED);
+    obs.next_of("register");
+
+    // 1. Write the 100 KiB package to /5/0/0: Block1, 1024-byte blocks.
+    let image: Vec<u8> = (0..100 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
+    command(
+        &obs,
+        "fw-dev",
+        json!({"reqID": "pkg", "msgType": "write", "data": {"path": "/5/0/0", "type": "Opaque", "value": b64}}),
+    );
+    let mut received = Vec::new();
+    loop {
+        let req = dev.recv();
+        let v = MessageView::parse(&req).unwrap();
+        assert_eq!(
+            (v.code(), uri_path(&req).as_str(), v.content_format()),
+            (code::PUT, "/5/0/0", Some(42))
+        );
+        let b1 = BlockOpt::decode(v.first_option(27).expect("Block1")).unwrap();
+        assert_eq!(b1.offset(), received.len());
+        received.extend_from_slice(v.payload());
+        if b1.more {
+            dev.send(&block_answer(
+                &req,
+                code::CONTINUE,
+                None,
+                Some((27, b1.num, true, b1.szx)),
+                None,
+                b"",
+            ));
+        } else {
+            dev.send(&block_answer(
+                &req,
+                code::CHANGED,
+                None,
+                Some((27, b1.num, false, b1.szx)),
+                None,
+                b"",
+            ));
+            break;
+        }
+    }
+    assert_eq!(received.len(), image.len());
+    assert!(
+        received == image,
+        "the device got the package byte for byte"
+    );
+    assert_eq!(
+        obs.next_of("write").1["data"],
+        json!({"reqPath":"/5/0/0","code":"2.04","codeMsg":"changed"})
+    );
+
+    // 2. Observe the update state /5/0/3, 3. execute Update /5/0/2, states come as notifications.
+    command(
+        &obs,
+        "fw-dev",
+        json!({"reqID": "state", "msgType": "observe", "data": {"path": "/5/0/3"}}),
+    );
+    let req = dev.recv();
+    let token = MessageView::parse(&req).unwrap().token().to_vec();
+    dev.send(&block_answer(
+        &req,
+        code::CONTENT,
+        Some(0),
+        None,
+        Some(1),
+        b"2",
+    ));
+    assert_eq!(
+        obs.next_of("observe").1["data"]["content"],
+        json!([{"path":"/5/0/3","value":2}])
+    );
+    command(
+        &obs,
+        "fw-dev",
+        json!({"reqID": "go", "msgType": "execute", "data": {"path": "/5/0/2"}}),
+    );
+    let req = dev.recv();
+    assert_eq!(
+        (MessageView::parse(&req).unwrap().code(), uri_path(&req)),
+        (code::POST, "/5/0/2".to_string())
+    );
+    dev.send(&block_answer(&req, code::CHANGED, None, None, None, b""));
+    assert_eq!(obs.next_of("execute").1["data"]["code"], "2.04");
+    for (seq, state) in [(2u32, b"3"), (3, b"0")] {
+        let mut n = Vec::new();
+        MessageBuilder::new(
+            &mut n,
+            MsgType::Non,
+            code::CONTENT,
+            100 + seq as u16,
+            &token,
+        )
+        .uint_option(6, seq)
+        .uint_option(12, 0)
+        .payload(state);
+        dev.send(&n);
+        let (topic, v) = obs.next_of("notify");
+        assert_eq!(topic, "lwm2m/fw-dev/up/notify");
+        assert_eq!(v["reqID"], "state");
+        assert_eq!(
+            v["data"]["content"][0]["value"],
+            std::str::from_utf8(state).unwrap().parse::<i64>().unwrap()
+        );
+    }
+    command(
+        &obs,
+        "fw-dev",
+        json!({"reqID": "result", "msgType": "read", "data": {"path": "/5/0/5"}}),
+    );
+    let req = dev.recv();
+    dev.send(&block_answer(
+        &req,
+        code::CONTENT,
+        Some(0),
+        None,
+        None,
+        b"1",
+    ));
+    assert_eq!(
+        obs.next_of("read").1["data"]["content"],
+        json!([{"path":"/5/0/5","value":1}])
+    );
+
+    // 4. A 100 KiB read, answered with Block2 (the device picks 512-byte blocks).
+    command(
+        &obs,
+        "fw-dev",
+        json!({"reqID": "blob", "msgType": "read", "data": {"path": "/19/0/0"}}),
+    );
+    loop {
+        let req = dev.recv();
+        let v = MessageView::parse(&req).unwrap();
+        let num = v
+            .first_option(23)
+            .and_then(BlockOpt::decode)
+            .map_or(0, |b| b.num) as usize;
+        let start = num * 512;
+        let end = (start + 512).min(image.len());
+        let more = end < image.len();
+        dev.send(&block_answer(
+            &req,
+            code::CONTENT,
+            Some(42),
+            Some((23, num as u32, more, 5)),
+            None,
+            &image[start..end],
+        ));
+        if !more {
+            break;
+        }
+    }
+    let (_, r) = obs.next_of("read");
+    let got = r["data"]["content"][0]["value"].as_str().unwrap();
+    assert!(
+        base64::engine::general_purpose::STANDARD
+            .decode(got)
+            .unwrap()
+            == image,
+        "read back byte for byte"
+    );
+}
+
+#[test]
+fn write_attr_create_and_batch_write_over_mqtt() {
+    let gw = TestGateway::start(None, |_| {});
+    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let dev = Device::new(gw.udp);
+    dev.send(&node_lib()[0]);
+    dev.recv();
+    obs.next_of("register");
+    let queries = |req: &[u8]| -> Vec<String> {
+        MessageView::parse(req)
+            .unwrap()
+            .option_values(15)
+            .map(|q| String::from_utf8(q.to_vec()).unwrap())
+            .collect()
+    };
+    // write-attr: PUT with one Uri-Query per attribute, no payload (strings or numbers accepted)
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 1, "msgType": "write-attr", "data": {"path": "/3/0/9", "pmin": "1", "pmax": 5, "lt": "5", "gt": null}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!((v.code(), v.payload().len()), (code::PUT, 0));
+    assert_eq!(queries(&req), ["pmin=1", "pmax=5", "lt=5"]);
+    dev.send(&answer(&req, code::CHANGED, None, b""));
+    assert_eq!(obs.next_of("write-attr").1["data"]["code"], "2.04");
+    // batch write on an instance: POST (partial update), TLV, EMQX's exact bytes
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 2, "msgType": "write", "data": {"basePath": "/3/0/", "content": [
+        {"path": "13", "type": "Integer", "value": "12345"}, {"path": "14", "type": "String", "value": "87x"},
+        {"path": "6/0", "type": "Integer", "value": "1"}]}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.code(), uri_path(&req).as_str(), v.content_format()),
+        (code::POST, "/3/0", Some(11542))
+    );
+    assert_eq!(
+        v.payload(),
+        [0xC2, 0x0D, 0x30, 0x39, 0xC3, 0x0E, 0x38, 0x37, 0x78, 0x83, 0x06, 0x41, 0x00, 0x01]
+    );
+    dev.send(&answer(&req, code::CHANGED, None, b""));
+    assert_eq!(obs.next_of("write").1["data"]["reqPath"], "/3/0/");
+    // create: POST on the object with the new instance as TLV
+    command(
+        &obs,
+        "node-ep1",
+        json!({"reqID": 3, "msgType": "create", "data": {"basePath": "/6", "content": [
+        {"path": "0/0", "type": "Float", "value": "1.5"}, {"path": "0/1", "type": "Float", "value": "2.5"}]}}),
+    );
+    let req = dev.recv();
+    let v = MessageView::parse(&req).unwrap();
+    assert_eq!(
+        (v.code(), uri_path(&req).as_str(), v.content_format()),
+        (code::POST, "/6", Some(11542))
+    );
+    assert_eq!(v.payload()[0] & 0xC0, 0x00, "an object-instance TLV");
+    dev.send(&answer(&req, code::CREATED, None, b""));
+    assert_eq!(
+        obs.next_of("create").1["data"],
+        json!({"reqPath":"/6","code":"2.01","codeMsg":"created"})
+    );
+}
