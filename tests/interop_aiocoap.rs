@@ -236,11 +236,14 @@ fn aiocoap_queue_mode_client_gets_commands_in_order_after_waking() {
     }
     // Asleep: nothing reaches the device, nothing comes back.
     obs.quiet(Duration::from_millis(800));
-        c.say("wake");
+    c.say("wake");
     // The queued reads may be served before the client prints UPDATED.
     let mut lines: Vec<String> = (0..4).map(|_| c.expect("")).collect();
     lines.sort();
-    assert_eq!(lines, ["READ /3/0/9", "READ /3/0/9", "READ /3/0/9", "UPDATED"]);
+    assert_eq!(
+        lines,
+        ["READ /3/0/9", "READ /3/0/9", "READ /3/0/9", "UPDATED"]
+    );
     obs.next_of("update");
     for i in 0..3 {
         let (_, r) = obs.next_of("read");

@@ -1773,3 +1773,116 @@ fn block1_write_sends_blocks_and_follows_a_smaller_size() {
         json!({"reqID":"fw","msgType":"write","data":{"reqPath":"/5/0/0","code":"2.04","codeMsg":"changed"}})
     );
 }
+
+#[test]
+fn blockwise_observe_response_and_notification_are_reassembled() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "bigobs", 1);
+    s.take();
+    let body_a: Vec<u8> = vec![b'a'; 1500];
+    let body_b: Vec<u8> = vec![b'b'; 1100];
+    s.command(
+        "bigobs",
+        json!({"reqID": 1, "msgType": "observe", "data": {"path": "/19/0/0", "format": "opaque"}}),
+    );
+    let req = s.take().0.remove(0).1;
+    let v = MessageView::parse(&req).unwrap();
+    let token = v.token().to_vec();
+    // First block carries the Observe option; the follow-up GET must not.
+    let mut first = Vec::new();
+    let mut tmp = [0u8; 3];
+    MessageBuilder::new(
+        &mut first,
+        MsgType::Ack,
+        code::CONTENT,
+        v.message_id(),
+        &token,
+    )
+    .uint_option(opt::OBSERVE, 3)
+    .uint_option(opt::CONTENT_FORMAT, 42)
+    .option(
+        opt::BLOCK2,
+        lwm2m_gateway::coap::block::BlockOpt {
+            num: 0,
+            more: true,
+            szx: 6,
+        }
+        .encode(&mut tmp),
+    )
+    .payload(&body_a[..1024]);
+    s.send(peer(5000), &first);
+    let (t, p, _) = s.take();
+    assert!(p.is_empty());
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(
+        (v.uint_option(opt::OBSERVE), block_opt(&v, opt::BLOCK2)),
+        (None, Some((1, false, 6)))
+    );
+    s.send(
+        peer(5000),
+        &with_block(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(42),
+            (opt::BLOCK2, 1, false, 6),
+            &body_a[1024..],
+        ),
+    );
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].1["msgType"], "observe");
+    assert_eq!(pubs[0].1["seqNum"], 3);
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    assert_eq!(pubs[0].1["data"]["content"][0]["value"], b64(&body_a));
+    assert_eq!(
+        s.shard.observations(),
+        1,
+        "the observation is on despite the block-wise answer"
+    );
+    // A block-wise NON notification: block 0 with the observation's token, the rest fetched.
+    let mut n = Vec::new();
+    MessageBuilder::new(&mut n, MsgType::Non, code::CONTENT, 500, &token)
+        .uint_option(opt::OBSERVE, 4)
+        .uint_option(opt::CONTENT_FORMAT, 42)
+        .option(
+            opt::BLOCK2,
+            lwm2m_gateway::coap::block::BlockOpt {
+                num: 0,
+                more: true,
+                szx: 6,
+            }
+            .encode(&mut tmp),
+        )
+        .payload(&body_b[..1024]);
+    s.send(peer(5000), &n);
+    let (t, p, _) = s.take();
+    assert!(p.is_empty());
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_ne!(
+        v.token(),
+        &token[..],
+        "the rest is fetched with a fresh token"
+    );
+    assert_eq!(block_opt(&v, opt::BLOCK2), Some((1, false, 6)));
+    s.send(
+        peer(5000),
+        &with_block(
+            MsgType::Ack,
+            code::CONTENT,
+            v.message_id(),
+            v.token(),
+            Some(42),
+            (opt::BLOCK2, 1, false, 6),
+            &body_b[1024..],
+        ),
+    );
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].0, "lwm2m/bigobs/up/notify");
+    assert_eq!(pubs[0].1["msgType"], "notify");
+    assert_eq!(pubs[0].1["seqNum"], 4);
+    assert_eq!(pubs[0].1["reqID"], 1);
+    assert_eq!(pubs[0].1["data"]["content"][0]["value"], b64(&body_b));
+    assert_eq!(s.shard.observations(), 1);
+}

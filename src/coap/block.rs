@@ -270,6 +270,11 @@ impl Block1Sender {
         }
     }
 
+    /// The whole body back, e.g. to send the request again from the start.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
     /// Current SZX (lowered if the device asked for smaller blocks).
     pub fn szx(&self) -> u8 {
         self.szx

@@ -172,6 +172,11 @@ struct Exchange {
     /// A response arriving block by block (Block2), and the block to ask for next.
     block2: Option<Block2Assembly>,
     next_block2: Option<BlockOpt>,
+    /// For the fetch of a block-wise notification's remaining blocks: publish the result as a
+    /// notification with this Observe sequence number.
+    notify_seq: Option<Option<u32>>,
+    /// The Observe value of the first block of a block-wise answer to an observe.
+    first_observe: Option<u32>,
 }
 
 /// A command waiting for its turn (or for a sleeping device to wake up).
@@ -181,6 +186,17 @@ struct Queued {
     op: Op,
     request: Request,
     expires_at: Option<Instant>,
+    /// Set when this is the fetch of the remaining blocks of a block-wise notification.
+    continuation: Option<Continuation>,
+}
+
+/// The rest of a notification that came with Block2 (RFC 7959 §3.4 with RFC 7641): the gateway
+/// fetches the remaining blocks with plain requests and publishes the whole as one notification.
+#[derive(Debug)]
+struct Continuation {
+    assembly: Block2Assembly,
+    next: BlockOpt,
+    seq: Option<u32>,
 }
 
 /// An established observation, keyed by its token. Notifications echo `cmd`.
@@ -604,12 +620,20 @@ impl Shard {
                 if let Some(ex) = s.inflight.take() {
                     self.by_token.remove(&ex.token);
                     self.by_mid.remove(&ex.mid);
-                    carried.push_front(Queued {
-                        cmd: ex.cmd,
-                        op: ex.op,
-                        request: ex.request,
-                        expires_at: None,
-                    });
+                    // The rest of a notification is moot: observations end with the registration.
+                    if ex.notify_seq.is_none() {
+                        let mut request = ex.request;
+                        if let Some(b1) = ex.block1 {
+                            request.payload = b1.into_body();
+                        }
+                        carried.push_front(Queued {
+                            cmd: ex.cmd,
+                            op: ex.op,
+                            request,
+                            expires_at: None,
+                            continuation: None,
+                        });
+                    }
                 }
             }
             self.remove_session(now, old, "replaced", out);
@@ -914,16 +938,31 @@ impl Shard {
         let Some(ex) = s.inflight.as_ref() else {
             return;
         };
+        let observe = observe.or(ex.first_observe);
         let types = self.cfg.model.types_for(s.versions());
         let (c, content, reason) =
             response_content(ex.op, &ex.request, resp_code, cf, payload, &types);
-
         let data = envelope::response_data(
             &envelope::req_path_of(&ex.cmd.data),
             c,
             content,
             reason.as_deref(),
         );
+        if let Some(seq) = ex.notify_seq {
+            // The remaining blocks of a notification: publish the whole as that notification.
+            let payload = envelope::message(&ex.cmd.echo, "notify", seq, data);
+            out.publish(
+                &self.cfg.topics.notify,
+                &s.reg.endpoint,
+                &s.peerhost,
+                payload,
+            );
+            if let Some(ex) = s.inflight.take() {
+                self.by_mid.remove(&ex.mid);
+                self.by_token.remove(&ex.token);
+            }
+            return;
+        }
         // EMQX 5.x adds seqNum to the first observe response when the device gave a non-zero
         // Observe value.
         let seq = observe.filter(|v| *v != 0 && ex.op.starts_observation());
@@ -1029,6 +1068,9 @@ impl Shard {
                 return BlockProgress::Single;
             }
             ex.block2 = Some(Block2Assembly::new(max_body));
+            ex.first_observe = pkt
+                .get_first_option(CoapOption::Observe)
+                .and_then(|v| decode_uint(v));
             self.reassembly.insert(now, reg);
         }
         if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
@@ -1087,6 +1129,37 @@ impl Shard {
         }
         obs.last_seq = seq.or(obs.last_seq);
         obs.last_at = now;
+        // A notification too large for one datagram carries its first block; fetch the rest
+        // before publishing (RFC 7959 §3.4).
+        let block2 = pkt
+            .get_first_option(CoapOption::Block2)
+            .and_then(|v| BlockOpt::decode(v));
+        if let Some(b2) = block2.filter(|b| b.more && code::is_success(resp_code)) {
+            let mut assembly = Block2Assembly::new(self.cfg.block_max_body);
+            if let Ok(Block2Step::Next(next)) = assembly.push(b2, &pkt.payload) {
+                let mut request = obs.request.clone();
+                request.observe = None;
+                let q = Queued {
+                    cmd: obs.cmd.clone(),
+                    op: obs.op,
+                    request,
+                    expires_at: None,
+                    continuation: Some(Continuation {
+                        assembly,
+                        next,
+                        seq,
+                    }),
+                };
+                s.queue.push_front(q);
+                self.reassembly.insert(now, reg);
+                if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
+                    if let Some(s) = self.sessions.get_mut(&reg) {
+                        s.queue.pop_front();
+                    }
+                }
+                return;
+            }
+        }
         let versions = s.reg.objects.as_ref().map_or(&[][..], |o| &o.versions[..]);
         let types = self.cfg.model.types_for(versions);
         let (c, content, reason) =
@@ -1243,6 +1316,7 @@ impl Shard {
                 op,
                 request,
                 expires_at,
+                continuation: None,
             });
         }
     }
@@ -1285,15 +1359,26 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(mut q) = s.queue.pop_front() else {
+        let Some(q) = s.queue.pop_front() else {
             return;
         };
-        let block1 = (q.request.payload.len() > block_size)
-            .then(|| Block1Sender::new(std::mem::take(&mut q.request.payload), szx));
+        let Queued {
+            cmd,
+            op,
+            mut request,
+            continuation,
+            ..
+        } = q;
+        let block1 = (request.payload.len() > block_size)
+            .then(|| Block1Sender::new(std::mem::take(&mut request.payload), szx));
+        let (block2, next_block2, notify_seq) = match continuation {
+            Some(c) => (Some(c.assembly), Some(c.next), Some(c.seq)),
+            None => (None, None, None),
+        };
         s.inflight = Some(Exchange {
-            cmd: q.cmd,
-            op: q.op,
-            request: q.request,
+            cmd,
+            op,
+            request,
             token,
             mid: 0,
             bytes: Vec::new(),
@@ -1302,8 +1387,10 @@ impl Shard {
             deadline: now,
             state: ExchangeState::AwaitAck,
             block1,
-            block2: None,
-            next_block2: None,
+            block2,
+            next_block2,
+            notify_seq,
+            first_observe: None,
         });
         self.by_token.insert(token, reg);
         self.transmit_exchange(now, reg, out);
