@@ -65,6 +65,20 @@ enum FileAutoObserve {
     List(Vec<String>),
 }
 
+/// MQTT protocol version of the gateway's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1 (protocol level 4)
+    #[default]
+    #[serde(rename = "3.1.1")]
+    #[value(name = "3.1.1")]
+    V311,
+    /// MQTT 5: commands' Message-Expiry-Interval is honoured
+    #[serde(rename = "5")]
+    #[value(name = "5")]
+    V5,
+}
+
 /// One MQTT topic template with its QoS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Translator {
@@ -86,6 +100,7 @@ pub struct Translators {
 pub struct MqttConfig {
     /// `None`: start the embedded broker on `broker_listen` and connect to it.
     pub url: Option<String>,
+    pub version: MqttVersion,
     pub broker_listen: SocketAddr,
     pub client_id: String,
     pub username: Option<String>,
@@ -172,6 +187,7 @@ impl Default for Config {
             block_total_max: 256 << 20,
             mqtt: MqttConfig {
                 url: None,
+                version: MqttVersion::V311,
                 broker_listen: "127.0.0.1:1883".parse().expect("literal"),
                 client_id: "lwm2m-gateway".to_string(),
                 username: None,
@@ -302,6 +318,9 @@ pub struct Args {
     /// External broker, e.g. mqtt://host:1883; without it an embedded broker is started.
     #[arg(long)]
     pub mqtt_url: Option<String>,
+    /// MQTT protocol version: 3.1.1 or 5 (5 honours commands' message expiry) [default: 3.1.1].
+    #[arg(long, value_enum)]
+    pub mqtt_version: Option<MqttVersion>,
     /// Listen address of the embedded broker [default: 127.0.0.1:1883].
     #[arg(long)]
     pub broker_listen: Option<SocketAddr>,
@@ -392,6 +411,7 @@ struct FileCoap {
 #[serde(deny_unknown_fields)]
 struct FileMqtt {
     url: Option<String>,
+    version: Option<MqttVersion>,
     broker_listen: Option<SocketAddr>,
     client_id: Option<String>,
     username: Option<String>,
@@ -542,6 +562,7 @@ impl Config {
             if m.url.is_some() {
                 self.mqtt.url = m.url;
             }
+            set(&mut self.mqtt.version, m.version);
             set(&mut self.mqtt.broker_listen, m.broker_listen);
             set(&mut self.mqtt.client_id, m.client_id);
             if m.username.is_some() {
@@ -620,6 +641,7 @@ impl Config {
         if a.mqtt_url.is_some() {
             self.mqtt.url = a.mqtt_url.clone();
         }
+        set(&mut self.mqtt.version, a.mqtt_version);
         set(&mut self.mqtt.broker_listen, a.broker_listen);
         set(&mut self.mqtt.client_id, a.mqtt_client_id.clone());
         if a.mqtt_username.is_some() {

@@ -739,3 +739,159 @@ fn write_attr_create_and_batch_write_over_mqtt() {
         json!({"reqPath":"/6","code":"2.01","codeMsg":"created"})
     );
 }
+
+/// A minimal MQTT 5 client for the tests: subscribes, records, publishes with properties.
+struct Observer5 {
+    client: rumqttc::v5::Client,
+    rx: crossbeam_channel::Receiver<(String, Value)>,
+}
+
+impl Observer5 {
+    fn connect(broker: SocketAddr, filter: &str) -> Observer5 {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::mqttbytes::QoS;
+        use rumqttc::v5::{Client, Event, MqttOptions};
+        let mut o = MqttOptions::new(
+            format!("obs5-{}", rand_u16()),
+            broker.ip().to_string(),
+            broker.port(),
+        );
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut conn) = Client::new(o, 100);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (sub_tx, sub_rx) = crossbeam_channel::bounded(1);
+        let (c2, f) = (client.clone(), filter.to_string());
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = c2.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = sub_tx.try_send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                        if tx
+                            .send((String::from_utf8_lossy(&p.topic).into_owned(), v))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        sub_rx
+            .recv_timeout(WAIT)
+            .expect("MQTT 5 subscription acknowledged");
+        Observer5 { client, rx }
+    }
+
+    fn next_of(&self, kind: &str) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (_, v) = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {kind} message"));
+            if v["msgType"] == kind {
+                return v;
+            }
+        }
+    }
+
+    fn command(&self, ep: &str, cmd: Value, expiry: Option<u32>) {
+        use rumqttc::v5::mqttbytes::v5::PublishProperties;
+        use rumqttc::v5::mqttbytes::QoS;
+        let props = PublishProperties {
+            message_expiry_interval: expiry,
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(
+                format!("lwm2m/{ep}/dn"),
+                QoS::AtLeastOnce,
+                false,
+                cmd.to_string().into_bytes(),
+                props,
+            )
+            .unwrap();
+    }
+}
+
+fn mqtt5_session(broker: Option<SocketAddr>) {
+    let gw = TestGateway::start(broker, |c| {
+        c.mqtt.version = lwm2m_gateway::config::MqttVersion::V5;
+        c.qmode_time_window = Duration::from_millis(300);
+    });
+    let obs = Observer5::connect(gw.broker, "lwm2m/+/up/#");
+    let dev = Device::new(gw.udp);
+    let mut reg = Vec::new();
+    MessageBuilder::new(&mut reg, MsgType::Con, code::POST, 1, &[1])
+        .option(11, b"rd")
+        .options(15, [b"ep=q5".as_slice(), b"lt=300", b"b=UQ"])
+        .payload(b"</3/0>");
+    dev.send(&reg);
+    let loc = parse_reply(&dev.recv()).4.unwrap();
+    assert_eq!(obs.next_of("register")["data"]["b"], "UQ");
+    // Awake: a command goes straight out.
+    obs.command(
+        "q5",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+        Some(60),
+    );
+    let req = dev.recv();
+    dev.send(&answer(&req, code::CONTENT, None, b"now"));
+    assert_eq!(obs.next_of("read")["data"]["content"][0]["value"], "now");
+    // Asleep: one command expires (MQTT 5 expiry 1 s), the other waits for the Update.
+    std::thread::sleep(Duration::from_millis(500));
+    obs.command(
+        "q5",
+        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}),
+        Some(1),
+    );
+    obs.command(
+        "q5",
+        json!({"reqID": 3, "msgType": "read", "data": {"path": "/3/0/2"}}),
+        None,
+    );
+    let t = obs.next_of("coap_timeout");
+    assert_eq!(
+        (t["reqID"].clone(), t["data"]["reason"].clone()),
+        (json!(2), json!("expired in queue"))
+    );
+    assert!(
+        dev.try_recv(Duration::from_millis(200)).is_none(),
+        "nothing reached the sleeping device"
+    );
+    let mut upd = Vec::new();
+    MessageBuilder::new(&mut upd, MsgType::Con, code::POST, 2, &[2])
+        .options(11, [b"rd".as_slice(), loc.as_bytes()])
+        .finish();
+    dev.send(&upd);
+    assert_eq!(parse_reply(&dev.recv()).1, code::CHANGED);
+    let req = dev.recv();
+    assert_eq!(uri_path(&req), "/3/0/2");
+    dev.send(&answer(&req, code::CONTENT, None, b"later"));
+    let r = obs.next_of("read");
+    assert_eq!(
+        (r["reqID"].clone(), r["data"]["content"][0]["value"].clone()),
+        (json!(3), json!("later"))
+    );
+}
+
+#[test]
+fn mqtt5_expiry_with_the_embedded_broker() {
+    mqtt5_session(None);
+}
+
+#[test]
+fn mqtt5_expiry_with_mosquitto() {
+    if let Some(m) = Mosquitto::start() {
+        mqtt5_session(Some(m.addr));
+    }
+}

@@ -1886,3 +1886,63 @@ fn blockwise_observe_response_and_notification_are_reassembled() {
     assert_eq!(pubs[0].1["data"]["content"][0]["value"], b64(&body_b));
     assert_eq!(s.shard.observations(), 1);
 }
+
+#[test]
+fn mqtt5_message_expiry_bounds_the_wait_for_a_sleeping_device() {
+    let mut s = Sim::with(|c| c.qmode_time_window = Duration::from_secs(10));
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            1,
+            &[],
+            &["rd"],
+            &["ep=exp5", "lt=600", "b=UQ"],
+            b"</3/0>",
+            None,
+        ),
+    );
+    s.take();
+    s.advance(Duration::from_secs(11));
+    let cmd = json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}).to_string();
+    s.shard.on_command_with_expiry(
+        s.now,
+        "exp5",
+        cmd.as_bytes(),
+        Some(Duration::from_secs(5)),
+        &mut s.out,
+    );
+    let cmd2 = json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}).to_string();
+    s.shard
+        .on_command_with_expiry(s.now, "exp5", cmd2.as_bytes(), None, &mut s.out);
+    assert!(s.take().0.is_empty());
+    s.advance(Duration::from_secs(5));
+    let pubs = s.publishes();
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(
+        pubs[0].1,
+        json!({"reqID":1,"msgType":"coap_timeout","data":{"path":"/3/0/0","reason":"expired in queue"}})
+    );
+    // The command without expiry still waits and goes out when the device speaks.
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::POST,
+            2,
+            &[],
+            &["dp"],
+            &[],
+            br#"[{"bn":"/3/0/","n":"9","v":1}]"#,
+            Some(110),
+        ),
+    );
+    let (t, _, _) = s.take();
+    assert_eq!(t.len(), 2, "2.04 to the Send, then the queued read");
+    let v = MessageView::parse(&t[1].1).unwrap();
+    assert_eq!(
+        v.option_values(opt::URI_PATH).collect::<Vec<_>>(),
+        [b"3".as_slice(), b"0", b"1"]
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod downlink;
 pub mod envelope;
+pub mod mqtt;
 pub mod registration;
 pub mod router;
 pub mod runtime;

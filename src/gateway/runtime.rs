@@ -18,14 +18,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use dashmap::DashMap;
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-use crate::config::{parse_mqtt_url, Config};
+use crate::config::{Config, MqttVersion};
 use crate::lwm2m::model::ObjectRegistry;
 
+use super::mqtt::{self, MqttClient};
 use super::router::{self, Route};
 use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
-use super::topics::Topics;
 
 /// Counters shared by every thread, read by the stats line and by tests.
 #[derive(Debug, Default)]
@@ -70,8 +69,16 @@ impl Metrics {
 }
 
 pub enum WorkerMsg {
-    Datagram { peer: Peer, bytes: Vec<u8> },
-    Command { endpoint: String, payload: Vec<u8> },
+    Datagram {
+        peer: Peer,
+        bytes: Vec<u8>,
+    },
+    Command {
+        endpoint: String,
+        payload: Vec<u8>,
+        /// MQTT 5 Message-Expiry-Interval left when the command arrived.
+        expiry: Option<Duration>,
+    },
     Stop,
 }
 
@@ -83,7 +90,7 @@ pub struct Gateway {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     workers: Vec<Sender<WorkerMsg>>,
-    mqtt: Client,
+    mqtt: MqttClient,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -111,7 +118,11 @@ fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
 }
 
 /// Starts the embedded broker (rumqttd) on `addr`; port 0 picks a free port. Returns the address.
-fn start_embedded_broker(addr: SocketAddr, max_packet: usize) -> anyhow::Result<SocketAddr> {
+fn start_embedded_broker(
+    addr: SocketAddr,
+    max_packet: usize,
+    version: MqttVersion,
+) -> anyhow::Result<SocketAddr> {
     // rumqttd reports a busy port only in its own log: probe first so the error is clear.
     let probe = TcpListener::bind(addr)
         .with_context(|| format!("embedded MQTT broker cannot listen on {addr}"))?;
@@ -141,12 +152,18 @@ fn start_embedded_broker(addr: SocketAddr, max_packet: usize) -> anyhow::Result<
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
     };
-    let mut v4 = std::collections::HashMap::new();
-    v4.insert("1".to_string(), server);
+    let mut servers = std::collections::HashMap::new();
+    servers.insert("1".to_string(), server);
+    // One listener, speaking the protocol version the gateway was configured with.
+    let (v4, v5) = match version {
+        MqttVersion::V311 => (Some(servers), None),
+        MqttVersion::V5 => (None, Some(servers)),
+    };
     let config = rumqttd::Config {
         id: 0,
         router,
-        v4: Some(v4),
+        v4,
+        v5,
         ..Default::default()
     };
     std::thread::Builder::new()
@@ -186,26 +203,19 @@ impl Gateway {
         let mut threads = Vec::new();
 
         // MQTT first: workers publish through clones of its client.
-        let (host, port, broker_addr) = match &config.mqtt.url {
-            Some(url) => {
-                let (h, p) = parse_mqtt_url(url).map_err(anyhow::Error::msg)?;
-                (h, p, None)
-            }
-            None => {
-                let a =
-                    start_embedded_broker(config.mqtt.broker_listen, config.mqtt.max_packet_size)?;
-                (a.ip().to_string(), a.port(), Some(a))
-            }
-        };
-        let mut opts = MqttOptions::new(config.mqtt.client_id.clone(), host, port);
-        opts.set_keep_alive(config.mqtt.keep_alive);
-        opts.set_inflight(config.mqtt.inflight);
-        opts.set_max_packet_size(config.mqtt.max_packet_size, config.mqtt.max_packet_size);
-        opts.set_clean_session(true);
-        if let Some(u) = &config.mqtt.username {
-            opts.set_credentials(u.clone(), config.mqtt.password.clone().unwrap_or_default());
-        }
-        let (client, connection) = Client::new(opts, config.mqtt.channel_capacity);
+        let (host, port, broker_addr) =
+            match mqtt::broker_of(&config).map_err(anyhow::Error::msg)? {
+                Some((h, p)) => (h, p, None),
+                None => {
+                    let a = start_embedded_broker(
+                        config.mqtt.broker_listen,
+                        config.mqtt.max_packet_size,
+                        config.mqtt.version,
+                    )?;
+                    (a.ip().to_string(), a.port(), Some(a))
+                }
+            };
+        let (client, connection) = MqttClient::new(&config, host, port);
 
         // UDP listeners.
         let mut sockets = Vec::new();
@@ -256,7 +266,7 @@ impl Gateway {
                 std::thread::Builder::new()
                     .name("mqtt".into())
                     .spawn(move || {
-                        mqtt_loop(connection, client, topics, workers, metrics, stop, backoff)
+                        mqtt::run(connection, client, topics, workers, metrics, stop, backoff)
                     })?,
             );
         }
@@ -348,7 +358,7 @@ impl Gateway {
         for w in &self.workers {
             let _ = w.send(WorkerMsg::Stop);
         }
-        let _ = self.mqtt.try_disconnect();
+        self.mqtt.try_disconnect();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -452,7 +462,7 @@ struct Worker {
     shard: Shard,
     rx: Receiver<WorkerMsg>,
     sockets: Arc<Vec<UdpSocket>>,
-    mqtt: Client,
+    mqtt: MqttClient,
     index: Arc<DashMap<SocketAddr, u16>>,
     metrics: Arc<Metrics>,
     registrations: usize,
@@ -498,9 +508,13 @@ impl Worker {
     fn handle(&mut self, now: Instant, m: WorkerMsg, out: &mut Output) -> bool {
         match m {
             WorkerMsg::Datagram { peer, bytes } => self.shard.on_datagram(now, peer, &bytes, out),
-            WorkerMsg::Command { endpoint, payload } => {
-                self.shard.on_command(now, &endpoint, &payload, out)
-            }
+            WorkerMsg::Command {
+                endpoint,
+                payload,
+                expiry,
+            } => self
+                .shard
+                .on_command_with_expiry(now, &endpoint, &payload, expiry, out),
             WorkerMsg::Stop => return false,
         }
         true
@@ -533,12 +547,7 @@ impl Worker {
             c.fetch_add(1, Ordering::Relaxed);
         }
         for p in out.publishes.drain(..) {
-            let qos = match p.qos {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => QoS::ExactlyOnce,
-            };
-            match self.mqtt.try_publish(p.topic, qos, false, p.payload) {
+            match self.mqtt.try_publish(p.topic, p.qos, p.payload) {
                 Ok(()) => self.metrics.publishes.fetch_add(1, Ordering::Relaxed),
                 Err(e) => {
                     debug!("publish dropped: {e}");
@@ -576,99 +585,4 @@ impl Worker {
             self.registrations = n;
         }
     }
-}
-
-fn mqtt_loop(
-    mut connection: rumqttc::Connection,
-    client: Client,
-    topics: Topics,
-    workers: Vec<Sender<WorkerMsg>>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-    (backoff_min, backoff_max): (Duration, Duration),
-) {
-    let sub_qos = match topics.command_qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
-    let mut backoff = backoff_min;
-    for event in connection.iter() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                info!(
-                    "connected to MQTT broker; subscribing to {}",
-                    topics.command_filter
-                );
-                metrics.mqtt_connected.store(true, Ordering::Relaxed);
-                backoff = backoff_min;
-                // Clean session: subscribe again after every (re)connect.
-                if let Err(e) = client.try_subscribe(topics.command_filter.clone(), sub_qos) {
-                    error!("cannot subscribe to {}: {e}", topics.command_filter);
-                }
-            }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
-                metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                metrics.commands_in.fetch_add(1, Ordering::Relaxed);
-                let Some(ep) = topics.endpoint_of_command(&p.topic) else {
-                    warn!("command on {} does not name an endpoint; ignored", p.topic);
-                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let w = router::shard_of_endpoint(ep.as_bytes(), workers.len());
-                let msg = WorkerMsg::Command {
-                    endpoint: ep.to_string(),
-                    payload: p.payload.to_vec(),
-                };
-                if let Err(e) = workers[w].try_send(msg) {
-                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                    if let TrySendError::Full(WorkerMsg::Command { endpoint, payload }) = e {
-                        overloaded(&client, &topics, &endpoint, &payload);
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                metrics.mqtt_connected.store(false, Ordering::Relaxed);
-                metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
-                warn!("MQTT connection error: {e}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(backoff_max);
-            }
-        }
-    }
-    metrics.mqtt_connected.store(false, Ordering::Relaxed);
-}
-
-/// Answers a command that could not be queued to its worker.
-fn overloaded(client: &Client, topics: &Topics, endpoint: &str, payload: &[u8]) {
-    use super::envelope;
-    let (echo, msg_type, req_path) = match envelope::parse_command(payload) {
-        Ok(c) => {
-            let rp = envelope::req_path_of(&c.data);
-            (c.echo, c.msg_type, rp)
-        }
-        Err(e) => (
-            e.echo,
-            e.msg_type.unwrap_or_else(|| "error".into()),
-            serde_json::Value::Null,
-        ),
-    };
-    let data = envelope::response_data(
-        &req_path,
-        crate::coap::code::SERVICE_UNAVAILABLE,
-        None,
-        Some("gateway overloaded"),
-    );
-    let msg = envelope::message(&echo, &msg_type, None, data);
-    let t = &topics.response;
-    let _ = client.try_publish(t.render(endpoint, ""), QoS::AtLeastOnce, false, msg);
 }

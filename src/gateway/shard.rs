@@ -684,7 +684,7 @@ impl Shard {
                 msg_type: "observe".into(),
                 data,
             };
-            self.enqueue(now, reg_id, cmd, out);
+            self.enqueue(now, reg_id, cmd, None, out);
         }
         // Queued work starts in on_request, after the 2.01 went out.
         Ok(reg_id.to_string())
@@ -1218,6 +1218,19 @@ impl Shard {
 
     /// A command from MQTT for endpoint `ep` (already extracted from the topic).
     pub fn on_command(&mut self, now: Instant, ep: &str, payload: &[u8], out: &mut Output) {
+        self.on_command_with_expiry(now, ep, payload, None, out)
+    }
+
+    /// A command with the MQTT 5 Message-Expiry-Interval it had left on arrival: if it has to
+    /// wait for a sleeping device longer than that, it is answered `coap_timeout` instead.
+    pub fn on_command_with_expiry(
+        &mut self,
+        now: Instant,
+        ep: &str,
+        payload: &[u8],
+        expiry: Option<Duration>,
+        out: &mut Output,
+    ) {
         let reg = self.by_endpoint.get(ep).copied();
         let peerhost = reg
             .and_then(|r| self.sessions.get(&r))
@@ -1264,18 +1277,32 @@ impl Shard {
                 "endpoint not registered",
             );
         };
-        self.submit(now, reg, cmd, out);
+        self.submit(now, reg, cmd, expiry, out);
     }
 
     /// Queues a command and sends it if the device can take it now.
-    fn submit(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
-        self.enqueue(now, reg, cmd, out);
+    fn submit(
+        &mut self,
+        now: Instant,
+        reg: u64,
+        cmd: Command,
+        expiry: Option<Duration>,
+        out: &mut Output,
+    ) {
+        self.enqueue(now, reg, cmd, expiry, out);
         self.pump(now, reg, out);
     }
 
     /// Validates a command for a registered device and queues it; answers it on MQTT when it
     /// cannot be carried out.
-    fn enqueue(&mut self, now: Instant, reg: u64, cmd: Command, out: &mut Output) {
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        reg: u64,
+        cmd: Command,
+        expiry: Option<Duration>,
+        out: &mut Output,
+    ) {
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
@@ -1309,7 +1336,11 @@ impl Shard {
         if s.queue.len() >= self.cfg.downlink_queue_max {
             return refuse(out, code::SERVICE_UNAVAILABLE, "downlink queue full");
         }
-        let expires_at = self.cfg.downlink_queue_max_age.map(|a| now + a);
+        let expires_at = [self.cfg.downlink_queue_max_age, expiry]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|a| now + a);
         if let Some(s) = self.sessions.get_mut(&reg) {
             s.queue.push_back(Queued {
                 cmd,
