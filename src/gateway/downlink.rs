@@ -59,16 +59,6 @@ impl Op {
         )
     }
 
-    pub fn is_composite(self) -> bool {
-        matches!(
-            self,
-            Op::ReadComposite
-                | Op::WriteComposite
-                | Op::ObserveComposite
-                | Op::CancelObserveComposite
-        )
-    }
-
     /// Operations that start an observation when the device answers with an Observe option.
     pub fn starts_observation(self) -> bool {
         matches!(self, Op::Observe | Op::ObserveComposite)

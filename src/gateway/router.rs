@@ -85,6 +85,10 @@ pub fn route(
         if matches!(t, MsgType::Ack | MsgType::Rst) {
             return Route::Drop;
         }
+        // RFC 7252 §5.4.1: a request with a critical option we do not understand gets 4.02.
+        if v.unknown_critical_option().is_some() {
+            return answer(code::BAD_OPTION);
+        }
         let mut path = v.option_values(opt::URI_PATH);
         let first = path.next();
         let second = path.next();
@@ -219,6 +223,19 @@ mod tests {
             Route::Drop
         );
         assert_eq!(route(&[1, 2], peer(), 2, |_| None, 0), Route::Drop);
+    }
+
+    #[test]
+    fn unknown_critical_option_is_answered_here() {
+        let mut b = Vec::new();
+        MessageBuilder::new(&mut b, MsgType::Con, code::POST, 9, &[1])
+            .option(9, b"")
+            .option(opt::URI_PATH, b"rd")
+            .finish();
+        let Route::Reply(r) = route(&b, peer(), 2, |_| None, 0) else {
+            panic!()
+        };
+        assert_eq!((r[0] >> 4 & 3, r[1]), (2, code::BAD_OPTION));
     }
 
     #[test]

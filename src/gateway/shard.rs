@@ -406,7 +406,7 @@ impl Shard {
             return;
         }
         if mtype == MessageType::Reset {
-            self.finish_exchange(now, reg, out, |ex| {
+            self.finish_exchange(reg, out, |ex| {
                 ("coap_reset", Value::Object(ex.cmd.data.clone()))
             });
             return self.touch(now, reg, out);
@@ -517,7 +517,7 @@ impl Shard {
                         .update(now, peer, reg, pkt, out)
                         .map(|()| (code::CHANGED, None)),
                     code::DELETE => {
-                        self.remove_session(now, reg, "deregistered", out);
+                        self.remove_session(reg, "deregistered", out);
                         Ok((code::DELETED, None))
                     }
                     _ => Err(not_allowed()),
@@ -636,7 +636,7 @@ impl Shard {
                     }
                 }
             }
-            self.remove_session(now, old, "replaced", out);
+            self.remove_session(old, "replaced", out);
         }
         let reg_id = (self.next_reg_seq << 8) | self.id as u64;
         self.next_reg_seq += 1;
@@ -824,7 +824,7 @@ impl Shard {
 
     /// Ends a registration: publishes `deregister` with `reason` and answers every command still
     /// waiting for this device, so none vanishes silently. Its observations end with it.
-    fn remove_session(&mut self, _now: Instant, reg_id: u64, reason: &str, out: &mut Output) {
+    fn remove_session(&mut self, reg_id: u64, reason: &str, out: &mut Output) {
         let Some(s) = self.sessions.remove(&reg_id) else {
             return;
         };
@@ -917,7 +917,7 @@ impl Shard {
             BlockProgress::Continue => return,
             BlockProgress::Failed(c, why) => {
                 self.reassembly.release(reg);
-                self.finish_exchange(now, reg, out, |ex| {
+                self.finish_exchange(reg, out, |ex| {
                     let data = envelope::response_data(
                         &envelope::req_path_of(&ex.cmd.data),
                         c,
@@ -1188,7 +1188,6 @@ impl Shard {
     /// response topic.
     fn finish_exchange(
         &mut self,
-        _now: Instant,
         reg: u64,
         out: &mut Output,
         describe: impl FnOnce(&Exchange) -> (&str, Value),
@@ -1510,7 +1509,7 @@ impl Shard {
             match timer {
                 Timer::Lifetime(reg) => {
                     if self.sessions.get(&reg).is_some_and(|s| s.expires_at <= now) {
-                        self.remove_session(now, reg, "expired", out);
+                        self.remove_session(reg, "expired", out);
                     }
                 }
                 Timer::Exchange { reg, token } => self.exchange_timer(now, reg, token, out),
@@ -1544,7 +1543,7 @@ impl Shard {
                 .push(Reverse((d, Timer::Exchange { reg, token })));
             return;
         }
-        self.finish_exchange(now, reg, out, |ex| {
+        self.finish_exchange(reg, out, |ex| {
             let mut d = ex.cmd.data.clone();
             if ex.state == ExchangeState::AwaitSeparate {
                 d.insert(
