@@ -156,6 +156,36 @@ fn lwm2m_node_lib_client_end_to_end() {
         );
         expect_line(&rx, "READ /3/0/1");
 
+        // Observe: text answers, CON notifications (ACKed by the gateway), cancel.
+        cmd(json!({"reqID": 8, "msgType": "observe", "data": {"path": "/3/0/9"}}));
+        let (_, o) = obs.next_of("observe");
+        assert_eq!(o["data"]["content"], json!([{"path":"/3/0/9","value":87}]));
+        expect_line(&rx, "READ /3/0/9");
+        for level in [50, 20] {
+            writeln!(stdin, "set /3/0/9 {level}").unwrap();
+            expect_line(&rx, "SET /3/0/9");
+            let (topic, n) = obs.next_of("notify");
+            assert_eq!(topic, format!("lwm2m/{ep}/up/notify"));
+            assert_eq!(n["reqID"], 8);
+            assert_eq!(
+                n["data"]["content"],
+                json!([{"path":"/3/0/9","value":level}])
+            );
+        }
+        // lwm2m-node-lib answers GET Observe=1 with an empty ACK only (seen on the wire): the
+        // gateway reports `ack`, and the device's next notification, which carries the cancel's
+        // token, completes the cancel; after that the observation is gone for good.
+        cmd(json!({"reqID": 9, "msgType": "cancel-observe", "data": {"path": "/3/0/9"}}));
+        assert_eq!(obs.next_of("ack").1["reqID"], 9);
+        expect_line(&rx, "READ /3/0/9");
+        writeln!(stdin, "set /3/0/9 30").unwrap();
+        expect_line(&rx, "SET /3/0/9");
+        let (_, c) = obs.next_of("cancel-observe");
+        assert_eq!(c["data"]["content"], json!([{"path":"/3/0/9","value":30}]));
+        writeln!(stdin, "set /3/0/9 31").unwrap();
+        expect_line(&rx, "SET /3/0/9");
+        obs.quiet(Duration::from_millis(500));
+
         // Deregister from yet another port: matched by location.
         writeln!(stdin, "deregister").unwrap();
         expect_line(&rx, "DEREGISTERED");

@@ -2060,3 +2060,47 @@ fn every_command_is_answered_exactly_once_on_a_bad_wire() {
         );
     }
 }
+
+#[test]
+fn slow_blockwise_transfer_expires_after_exchange_lifetime() {
+    let mut s = Sim::new();
+    s.register(peer(5000), "slow", 1);
+    s.take();
+    s.command(
+        "slow",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/19/0/0"}}),
+    );
+    let mut req = s.take().0.remove(0).1;
+    let mut num = 0u32;
+    loop {
+        // The device takes 20 s per block (the gateway retransmits meanwhile; those are ignored).
+        s.advance(Duration::from_secs(20));
+        let (t, p, _) = s.take();
+        if let Some(last) = t.last() {
+            req = last.1.clone();
+        }
+        if let Some(pb) = p.first() {
+            let v: Value = serde_json::from_slice(&pb.payload).unwrap();
+            assert_eq!(v["data"]["code"], "4.08");
+            assert_eq!(v["data"]["reason"], "block-wise transfer expired");
+            assert!(num >= 11, "expired only after about 247 s ({num} blocks)");
+            break;
+        }
+        let v = MessageView::parse(&req).unwrap();
+        s.send(
+            peer(5000),
+            &with_block(
+                MsgType::Ack,
+                code::CONTENT,
+                v.message_id(),
+                v.token(),
+                Some(42),
+                (opt::BLOCK2, num, true, 6),
+                &[1u8; 1024],
+            ),
+        );
+        num += 1;
+        assert!(num < 40, "the transfer never expired");
+        req = s.take().0.remove(0).1;
+    }
+}

@@ -146,6 +146,8 @@ enum Timer {
     },
     /// The oldest command waiting for a sleeping device may have expired.
     Queue(u64),
+    /// Block-wise transfers may have outlived EXCHANGE_LIFETIME.
+    Transfers,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1071,7 +1073,7 @@ impl Shard {
             ex.first_observe = pkt
                 .get_first_option(CoapOption::Observe)
                 .and_then(|v| decode_uint(v));
-            self.reassembly.insert(now, reg);
+            self.start_transfer(now, reg);
         }
         if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
             return BlockProgress::Failed(
@@ -1151,7 +1153,7 @@ impl Shard {
                     }),
                 };
                 s.queue.push_front(q);
-                self.reassembly.insert(now, reg);
+                self.start_transfer(now, reg);
                 if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
                     if let Some(s) = self.sessions.get_mut(&reg) {
                         s.queue.pop_front();
@@ -1514,7 +1516,40 @@ impl Shard {
                 }
                 Timer::Exchange { reg, token } => self.exchange_timer(now, reg, token, out),
                 Timer::Queue(reg) => self.pump(now, reg, out),
+                Timer::Transfers => self.expire_transfers(now, out),
             }
+        }
+    }
+
+    /// Accounts a new block-wise reassembly and makes sure the expiry sweep runs.
+    fn start_transfer(&mut self, now: Instant, reg: u64) {
+        if self.reassembly.is_empty() {
+            self.timers
+                .push(Reverse((now + Duration::from_secs(1), Timer::Transfers)));
+        }
+        self.reassembly.insert(now, reg);
+    }
+
+    /// Partial block-wise transfers expire after EXCHANGE_LIFETIME even if the device keeps
+    /// answering slowly: the exchange is answered `4.08` and its memory released.
+    fn expire_transfers(&mut self, now: Instant, out: &mut Output) {
+        let lifetime = self.cfg.transmission.exchange_lifetime();
+        for reg in self.reassembly.expired(now, lifetime) {
+            self.finish_exchange(reg, out, |ex| {
+                let why = "block-wise transfer expired";
+                let data = envelope::response_data(
+                    &envelope::req_path_of(&ex.cmd.data),
+                    code::REQUEST_ENTITY_INCOMPLETE,
+                    None,
+                    Some(why),
+                );
+                (ex.cmd.msg_type.as_str(), data)
+            });
+            self.pump(now, reg, out);
+        }
+        if !self.reassembly.is_empty() {
+            self.timers
+                .push(Reverse((now + Duration::from_secs(1), Timer::Transfers)));
         }
     }
 
