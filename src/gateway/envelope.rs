@@ -93,6 +93,75 @@ pub fn message(
     serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
 }
 
+/// What goes into `data.content` of a response or notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    None,
+    /// Decoded values: `[{"path":..,"value":..}]`.
+    Records(Vec<crate::lwm2m::Record>),
+    /// Anything else, e.g. Discover links.
+    Json(Value),
+}
+
+/// A command response or notification, written straight into bytes (the hot path of every
+/// read answer and notification): the same JSON as [`message`] of [`response_data`], without
+/// cloning the echo or building a tree.
+pub fn response(
+    echo: &Map<String, Value>,
+    msg_type: &str,
+    seq_num: Option<u32>,
+    req_path: &Value,
+    code: u8,
+    content: &Content,
+    reason: Option<&str>,
+) -> Vec<u8> {
+    // Writing into a Vec cannot fail.
+    fn json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    let mut out = Vec::with_capacity(128);
+    out.push(b'{');
+    for (k, v) in echo {
+        if k == "seqNum" && seq_num.is_some() {
+            continue;
+        }
+        json(&mut out, k);
+        out.push(b':');
+        json(&mut out, v);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"msgType\":");
+    json(&mut out, msg_type);
+    if let Some(s) = seq_num {
+        out.extend_from_slice(b",\"seqNum\":");
+        out.extend_from_slice(s.to_string().as_bytes());
+    }
+    out.extend_from_slice(b",\"data\":{\"reqPath\":");
+    json(&mut out, req_path);
+    out.extend_from_slice(b",\"code\":\"");
+    out.extend_from_slice(crate::coap::code::to_string(code).as_bytes());
+    out.extend_from_slice(b"\",\"codeMsg\":\"");
+    out.extend_from_slice(crate::coap::code::name(code).as_bytes());
+    out.push(b'"');
+    match content {
+        Content::None => {}
+        Content::Records(r) => {
+            out.extend_from_slice(b",\"content\":");
+            crate::lwm2m::json::write_content_json(&mut out, r);
+        }
+        Content::Json(v) => {
+            out.extend_from_slice(b",\"content\":");
+            json(&mut out, v);
+        }
+    }
+    if let Some(r) = reason {
+        out.extend_from_slice(b",\"reason\":");
+        json(&mut out, r);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
 /// `data` of a command response: `{reqPath, code, codeMsg[, content][, reason]}`.
 pub fn response_data(
     req_path: &Value,
@@ -159,6 +228,39 @@ mod tests {
             json!({"reqID":"a","cacheID":[1],"msgType":"read",
                    "data":{"reqPath":"/3/0/1","code":"2.05","codeMsg":"content","content":[]}})
         );
+    }
+
+    #[test]
+    fn direct_response_writer_matches_the_tree() {
+        use crate::lwm2m::{Path, Record, Value as V};
+        let c = parse_command(br#"{"reqID":{"a":[1,"x"]},"cacheID":"q\"","msgType":"observe","data":{"path":"/3/0/9"}}"#).unwrap();
+        let recs = vec![
+            Record::new(Path::parse("/3/0/9").unwrap(), V::Integer(87)),
+            Record::new(Path::parse("/3/0/1").unwrap(), V::String("é\"".into())),
+        ];
+        let rp = req_path_of(&c.data);
+        for (content, tree) in [
+            (Content::None, None),
+            (
+                Content::Records(recs.clone()),
+                Some(crate::lwm2m::json::content_json(&recs)),
+            ),
+            (Content::Json(json!(["</3/0>"])), Some(json!(["</3/0>"]))),
+        ] {
+            for (seq, reason) in [(None, None), (Some(7), Some("why \"not\""))] {
+                let direct = response(&c.echo, "notify", seq, &rp, 0x45, &content, reason);
+                let via_tree = message(
+                    &c.echo,
+                    "notify",
+                    seq,
+                    response_data(&rp, 0x45, tree.clone(), reason),
+                );
+                assert_eq!(
+                    String::from_utf8(direct).unwrap(),
+                    String::from_utf8(via_tree).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod downlink;
 pub mod envelope;
+pub mod intmap;
 pub mod mqtt;
 pub mod registration;
 pub mod router;

@@ -202,6 +202,72 @@ impl Registration {
         }
         serde_json::Value::Object(m)
     }
+
+    /// The whole `register`/`update` message, `{"msgType":..,"data":..}`, written straight into
+    /// bytes: the same JSON as serialising [`Registration::event_data`], without building the
+    /// tree (this runs for every registration).
+    pub fn event_json(&self, msg_type: &str) -> Vec<u8> {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            // Writing a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"{\"msgType\":");
+        string(&mut out, msg_type);
+        out.extend_from_slice(b",\"data\":{");
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, k: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            string(out, k);
+            out.push(b':');
+        };
+        let mut seen: Vec<&str> = Vec::with_capacity(self.params.len());
+        for (k, _) in &self.params {
+            if seen.contains(&k.as_str()) || SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str())
+            {
+                continue;
+            }
+            seen.push(k);
+            // A repeated query key keeps its first position and its last value.
+            let v = self
+                .params
+                .iter()
+                .rev()
+                .find(|(k2, _)| k2 == k)
+                .map_or("", |(_, v)| v.as_str());
+            key(&mut out, k);
+            match k.as_str() {
+                "lt" => out.extend_from_slice(self.lifetime.to_string().as_bytes()),
+                "ep" => string(&mut out, &self.endpoint),
+                _ => string(&mut out, v),
+            }
+        }
+        if !seen.contains(&"ep") {
+            key(&mut out, "ep");
+            string(&mut out, &self.endpoint);
+        }
+        if !seen.contains(&"lt") {
+            key(&mut out, "lt");
+            out.extend_from_slice(self.lifetime.to_string().as_bytes());
+        }
+        if let Some(o) = &self.objects {
+            key(&mut out, "alternatePath");
+            string(&mut out, &o.alternate_path);
+            key(&mut out, "objectList");
+            out.push(b'[');
+            for (i, p) in o.object_list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(&mut out, p);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +311,36 @@ mod tests {
         let ok = format!("ep={}", "x".repeat(255));
         assert!(q(&[&ok]).is_ok());
         assert!(parse_query([&[0xff_u8][..]].into_iter(), (1, 2)).is_err());
+    }
+
+    #[test]
+    fn event_json_is_the_serialised_event_data() {
+        let p = q(&["lt=60", "ep=dev\"1", "b=U", "password=x", "imei=7", "b=UQ"]).unwrap();
+        let objects =
+            crate::lwm2m::link_format::parse_registration("</>;rt=\"oma.lwm2m\",</1/0>,</3/0>")
+                .ok();
+        for objects in [None, objects] {
+            let r = Registration {
+                endpoint: "dev\"1".into(),
+                lifetime: 90,
+                version: "1.1",
+                binding: "U".into(),
+                sms: None,
+                queue_mode: false,
+                params: p.all.clone(),
+                objects,
+            };
+            let tree = crate::gateway::envelope::message(
+                &serde_json::Map::new(),
+                "update",
+                None,
+                r.event_data(),
+            );
+            assert_eq!(
+                String::from_utf8(r.event_json("update")).unwrap(),
+                String::from_utf8(tree).unwrap()
+            );
+        }
     }
 
     #[test]

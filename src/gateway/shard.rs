@@ -36,7 +36,8 @@ use crate::lwm2m::model::ObjectRegistry;
 use crate::lwm2m::{codec, json, ContentFormat, Path};
 
 use super::downlink::{self, Blocks, DeviceContext, Op, Request};
-use super::envelope::{self, Command};
+use super::envelope::{self, Command, Content};
+use super::intmap::IntMap;
 use super::registration::{self, Registration, Rejection};
 use super::topics::{Template, Topics};
 
@@ -221,7 +222,7 @@ struct Session {
     last_uplink: Instant,
     inflight: Option<Exchange>,
     queue: VecDeque<Queued>,
-    observations: HashMap<u64, Observation>,
+    observations: IntMap<u64, Observation>,
 }
 
 impl Session {
@@ -240,12 +241,12 @@ impl Session {
 pub struct Shard {
     id: u8,
     cfg: Arc<ShardConfig>,
-    sessions: HashMap<u64, Session>,
+    sessions: IntMap<u64, Session>,
     by_endpoint: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     /// Tokens of requests in flight and of observations.
-    by_token: HashMap<u64, u64>,
-    by_mid: HashMap<u16, u64>,
+    by_token: IntMap<u64, u64>,
+    by_mid: IntMap<u16, u64>,
     dedup: DedupCache<Peer>,
     /// Memory held by Block2 reassembly, per registration and in total.
     reassembly: Reassembly<u64>,
@@ -282,11 +283,11 @@ impl Shard {
         Shard {
             id,
             cfg,
-            sessions: HashMap::new(),
+            sessions: IntMap::default(),
             by_endpoint: HashMap::new(),
             by_addr: HashMap::new(),
-            by_token: HashMap::new(),
-            by_mid: HashMap::new(),
+            by_token: IntMap::default(),
+            by_mid: IntMap::default(),
             dedup: DedupCache::new(lifetime, max),
             reassembly: Reassembly::new(budget),
             timers: BinaryHeap::new(),
@@ -661,9 +662,9 @@ impl Shard {
             last_uplink: now,
             inflight: None,
             queue: carried,
-            observations: HashMap::new(),
+            observations: IntMap::default(),
         };
-        let payload = envelope::message(&Map::new(), "register", None, session.reg.event_data());
+        let payload = session.reg.event_json("register");
         out.publish(
             &self.cfg.topics.register,
             &endpoint,
@@ -757,7 +758,7 @@ impl Shard {
             UpdatePublishCondition::ContainsObjectList => had_objects,
         };
         if publish {
-            let payload = envelope::message(&Map::new(), "update", None, s.reg.event_data());
+            let payload = s.reg.event_json("update");
             out.publish(
                 &self.cfg.topics.update,
                 &s.reg.endpoint,
@@ -944,15 +945,21 @@ impl Shard {
         let types = self.cfg.model.types_for(s.versions());
         let (c, content, reason) =
             response_content(ex.op, &ex.request, resp_code, cf, payload, &types);
-        let data = envelope::response_data(
-            &envelope::req_path_of(&ex.cmd.data),
-            c,
-            content,
-            reason.as_deref(),
-        );
+        let req_path = envelope::req_path_of(&ex.cmd.data);
+        let respond = |msg_type: &str, seq: Option<u32>| {
+            envelope::response(
+                &ex.cmd.echo,
+                msg_type,
+                seq,
+                &req_path,
+                c,
+                &content,
+                reason.as_deref(),
+            )
+        };
         if let Some(seq) = ex.notify_seq {
             // The remaining blocks of a notification: publish the whole as that notification.
-            let payload = envelope::message(&ex.cmd.echo, "notify", seq, data);
+            let payload = respond("notify", seq);
             out.publish(
                 &self.cfg.topics.notify,
                 &s.reg.endpoint,
@@ -968,7 +975,7 @@ impl Shard {
         // EMQX 5.x adds seqNum to the first observe response when the device gave a non-zero
         // Observe value.
         let seq = observe.filter(|v| *v != 0 && ex.op.starts_observation());
-        let payload = envelope::message(&ex.cmd.echo, &ex.cmd.msg_type, seq, data);
+        let payload = respond(&ex.cmd.msg_type, seq);
         out.publish(
             &self.cfg.topics.response,
             &s.reg.endpoint,
@@ -1166,13 +1173,16 @@ impl Shard {
         let types = self.cfg.model.types_for(versions);
         let (c, content, reason) =
             response_content(obs.op, &obs.request, resp_code, cf, &pkt.payload, &types);
-        let data = envelope::response_data(
-            &envelope::req_path_of(&obs.cmd.data),
+        let req_path = envelope::req_path_of(&obs.cmd.data);
+        let payload = envelope::response(
+            &obs.cmd.echo,
+            "notify",
+            seq,
+            &req_path,
             c,
-            content,
+            &content,
             reason.as_deref(),
         );
-        let payload = envelope::message(&obs.cmd.echo, "notify", seq, data);
         out.publish(
             &self.cfg.topics.notify,
             &s.reg.endpoint,
@@ -1612,9 +1622,9 @@ fn response_content(
     cf: Option<u16>,
     payload: &[u8],
     types: &dyn crate::lwm2m::ResourceTypes,
-) -> (u8, Option<Value>, Option<String>) {
+) -> (u8, Content, Option<String>) {
     if !code::is_success(resp_code) {
-        return (resp_code, None, None);
+        return (resp_code, Content::None, None);
     }
     if op == Op::Discover {
         let text = String::from_utf8_lossy(payload);
@@ -1622,28 +1632,28 @@ fn response_content(
             .into_iter()
             .map(Value::String)
             .collect();
-        return (resp_code, Some(Value::Array(links)), None);
+        return (resp_code, Content::Json(Value::Array(links)), None);
     }
     if !op.reads_content() {
-        return (resp_code, None, None);
+        return (resp_code, Content::None, None);
     }
     if payload.is_empty() {
-        return (resp_code, Some(Value::Array(Vec::new())), None);
+        return (resp_code, Content::Records(Vec::new()), None);
     }
     // No Content-Format means text/plain: LwM2M 1.0 clients such as lwm2m-node-lib omit it.
     let n = cf.unwrap_or(0);
     let Some(f) = ContentFormat::from_u16(n) else {
         return (
             code::BAD_REQUEST,
-            None,
+            Content::None,
             Some(format!("unsupported content format {n}")),
         );
     };
     match codec::decode(f, &req.path, payload, types) {
-        Ok(records) => (resp_code, Some(json::content_json(&records)), None),
+        Ok(records) => (resp_code, Content::Records(records), None),
         Err(e) => (
             code::BAD_REQUEST,
-            None,
+            Content::None,
             Some(format!("cannot decode {} payload: {e}", f.name())),
         ),
     }
