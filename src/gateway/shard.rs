@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
@@ -28,7 +27,7 @@ use crate::coap::block::{
     Block1Sender, Block1Step, Block2Assembly, Block2Step, BlockBudget, BlockOpt, Reassembly,
 };
 use crate::coap::{
-    code, decode_uint, opt, DedupCache, MessageBuilder, MsgType, TransmissionParams,
+    code, decode_uint, opt, DedupCache, MessageBuilder, MessageView, MsgType, TransmissionParams,
 };
 use crate::config::{AutoObserve, Config, UpdatePublishCondition};
 use crate::lwm2m::link_format::{self, RegisteredObjects};
@@ -340,13 +339,16 @@ impl Shard {
     // ---------------------------------------------------------------- datagrams
 
     pub fn on_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Output) {
-        let Ok(pkt) = Packet::from_bytes(bytes) else {
+        // The zero-copy view: the datagram was already checked by the event loop's router, and
+        // parsing it again this way costs a third of coap-lite's `Packet` and allocates nothing
+        // (benches/hotpath.rs).
+        let Ok(pkt) = MessageView::parse(bytes) else {
             out.dropped += 1;
             return;
         };
-        let mid = pkt.header.message_id;
-        let mtype = pkt.header.get_type();
-        if mtype == MessageType::Confirmable {
+        let mid = pkt.message_id();
+        let mtype = pkt.msg_type();
+        if mtype == MsgType::Con {
             if let Some(cached) = self.dedup.get(peer, mid) {
                 out.transmits.push(Transmit {
                     peer,
@@ -355,21 +357,18 @@ impl Shard {
                 return;
             }
         }
-        match pkt.header.code {
-            MessageClass::Empty => self.on_empty(now, peer, &pkt, out),
-            MessageClass::Request(_) => self.on_request(now, peer, &pkt, out),
-            MessageClass::Response(_) => self.on_response(now, peer, &pkt, out),
-            MessageClass::Reserved(_) => {
-                // RFC 7252 §4.2/4.3: reject what we cannot process.
-                if matches!(
-                    mtype,
-                    MessageType::Confirmable | MessageType::NonConfirmable
-                ) {
-                    self.reply_rst(peer, mid, out);
-                } else {
-                    out.dropped += 1;
-                }
-            }
+        let c = pkt.code();
+        if c == code::EMPTY {
+            self.on_empty(now, peer, &pkt, out)
+        } else if code::is_request(c) {
+            self.on_request(now, peer, &pkt, out)
+        } else if code::is_response(c) {
+            self.on_response(now, peer, &pkt, out)
+        } else if matches!(mtype, MsgType::Con | MsgType::Non) {
+            // Reserved code classes (RFC 7252 §4.2/4.3): reject what we cannot process.
+            self.reply_rst(peer, mid, out);
+        } else {
+            out.dropped += 1;
         }
     }
 
@@ -386,13 +385,10 @@ impl Shard {
         out.transmits.push(Transmit { peer, bytes: b });
     }
 
-    fn on_empty(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
-        let mid = pkt.header.message_id;
-        let mtype = pkt.header.get_type();
-        if matches!(
-            mtype,
-            MessageType::Confirmable | MessageType::NonConfirmable
-        ) {
+    fn on_empty(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {
+        let mid = pkt.message_id();
+        let mtype = pkt.msg_type();
+        if matches!(mtype, MsgType::Con | MsgType::Non) {
             // CoAP ping (or any empty CON/NON): answered with RST.
             return self.reply_rst(peer, mid, out);
         }
@@ -408,7 +404,7 @@ impl Shard {
         if !awaiting_ack {
             return;
         }
-        if mtype == MessageType::Reset {
+        if mtype == MsgType::Rst {
             self.finish_exchange(reg, out, |ex| {
                 ("coap_reset", Value::Object(ex.cmd.data.clone()))
             });
@@ -443,26 +439,25 @@ impl Shard {
             .push(Reverse((deadline, Timer::Exchange { reg, token })));
     }
 
-    fn on_request(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
-        let con = pkt.header.get_type() == MessageType::Confirmable;
+    fn on_request(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {
+        let con = pkt.msg_type() == MsgType::Con;
         let (resp_code, location, reason) = match self.handle_request(now, peer, pkt, out) {
             Ok((c, loc)) => (c, loc, None),
             Err(r) => (r.code, None, Some(r.reason)),
         };
         let mut b = Vec::with_capacity(32);
         let (t, mid) = if con {
-            (MsgType::Ack, pkt.header.message_id)
+            (MsgType::Ack, pkt.message_id())
         } else {
             (MsgType::Non, self.alloc_mid())
         };
-        let mut m = MessageBuilder::new(&mut b, t, resp_code, mid, pkt.get_token());
+        let mut m = MessageBuilder::new(&mut b, t, resp_code, mid, pkt.token());
         if let Some(id) = &location {
             m = m.options(opt::LOCATION_PATH, [b"rd".as_slice(), id.as_bytes()]);
         }
         m.payload(reason.as_deref().map(reason_bytes).unwrap_or_default());
         if con {
-            self.dedup
-                .insert(now, peer, pkt.header.message_id, b.clone());
+            self.dedup.insert(now, peer, pkt.message_id(), b.clone());
         }
         out.transmits.push(Transmit { peer, bytes: b });
         // Commands queued for a device that just spoke may go now (after our answer).
@@ -476,24 +471,17 @@ impl Shard {
         &mut self,
         now: Instant,
         peer: Peer,
-        pkt: &Packet,
+        pkt: &MessageView,
         out: &mut Output,
     ) -> Result<(u8, Option<String>), Rejection> {
-        for (n, _) in pkt.options() {
-            if opt::is_critical(*n) && !opt::is_known(*n) {
-                return Err(Rejection {
-                    code: code::BAD_OPTION,
-                    reason: format!("unsupported critical option {n}"),
-                });
-            }
+        if let Some(n) = pkt.unknown_critical_option() {
+            return Err(Rejection {
+                code: code::BAD_OPTION,
+                reason: format!("unsupported critical option {n}"),
+            });
         }
-        let method: u8 = pkt.header.code.into();
-        let segs: Vec<&[u8]> = pkt
-            .get_option(CoapOption::UriPath)
-            .into_iter()
-            .flatten()
-            .map(|v| v.as_slice())
-            .collect();
+        let method = pkt.code();
+        let segs: Vec<&[u8]> = pkt.option_values(opt::URI_PATH).collect();
         let not_found = || Rejection {
             code: code::NOT_FOUND,
             reason: "no such resource".into(),
@@ -534,20 +522,17 @@ impl Shard {
         }
     }
 
-    fn queries(pkt: &Packet) -> impl Iterator<Item = &[u8]> {
-        pkt.get_option(CoapOption::UriQuery)
-            .into_iter()
-            .flatten()
-            .map(|v| v.as_slice())
+    fn queries<'a>(pkt: &MessageView<'a>) -> impl Iterator<Item = &'a [u8]> {
+        pkt.option_values(opt::URI_QUERY)
     }
 
-    fn content_format(pkt: &Packet) -> Option<u16> {
-        pkt.get_first_option(CoapOption::ContentFormat)
-            .and_then(|v| decode_uint(v))
+    fn content_format(pkt: &MessageView) -> Option<u16> {
+        pkt.first_option(opt::CONTENT_FORMAT)
+            .and_then(decode_uint)
             .and_then(|v| u16::try_from(v).ok())
     }
 
-    fn parse_objects(pkt: &Packet) -> Result<Option<RegisteredObjects>, Rejection> {
+    fn parse_objects(pkt: &MessageView) -> Result<Option<RegisteredObjects>, Rejection> {
         if let Some(cf) = Self::content_format(pkt) {
             if cf != ContentFormat::LinkFormat.as_u16() {
                 return Err(Rejection {
@@ -556,10 +541,10 @@ impl Shard {
                 });
             }
         }
-        if pkt.payload.is_empty() {
+        if pkt.payload().is_empty() {
             return Ok(None);
         }
-        let text = std::str::from_utf8(&pkt.payload).map_err(|_| Rejection {
+        let text = std::str::from_utf8(pkt.payload()).map_err(|_| Rejection {
             code: code::BAD_REQUEST,
             reason: "object list is not UTF-8".into(),
         })?;
@@ -595,7 +580,7 @@ impl Shard {
         &mut self,
         now: Instant,
         peer: Peer,
-        pkt: &Packet,
+        pkt: &MessageView,
         out: &mut Output,
     ) -> Result<String, Rejection> {
         let params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
@@ -728,7 +713,7 @@ impl Shard {
         now: Instant,
         peer: Peer,
         reg_id: u64,
-        pkt: &Packet,
+        pkt: &MessageView,
         out: &mut Output,
     ) -> Result<(), Rejection> {
         let mut params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
@@ -781,7 +766,7 @@ impl Shard {
         &mut self,
         now: Instant,
         peer: Peer,
-        pkt: &Packet,
+        pkt: &MessageView,
         out: &mut Output,
     ) -> Result<(), Rejection> {
         let Some(reg) = self.by_addr.get(&peer.addr).copied() else {
@@ -809,7 +794,7 @@ impl Shard {
         s.last_uplink = now;
         let types = self.cfg.model.types_for(s.versions());
         let records =
-            codec::decode(cf, &Path::ROOT, &pkt.payload, &types).map_err(|e| Rejection {
+            codec::decode(cf, &Path::ROOT, pkt.payload(), &types).map_err(|e| Rejection {
                 code: code::BAD_REQUEST,
                 reason: format!("cannot decode {}: {e}", cf.name()),
             })?;
@@ -874,10 +859,10 @@ impl Shard {
 
     // ---------------------------------------------------------------- responses
 
-    fn on_response(&mut self, now: Instant, peer: Peer, pkt: &Packet, out: &mut Output) {
-        let mtype = pkt.header.get_type();
-        let mid = pkt.header.message_id;
-        let token = <[u8; 8]>::try_from(pkt.get_token())
+    fn on_response(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {
+        let mtype = pkt.msg_type();
+        let mid = pkt.message_id();
+        let token = <[u8; 8]>::try_from(pkt.token())
             .ok()
             .map(u64::from_be_bytes);
         let found = token.and_then(|t| Some((t, self.by_token.get(&t).copied()?)));
@@ -885,14 +870,12 @@ impl Shard {
             match mtype {
                 // Unknown CON/NON response (a stale notification, a late separate response):
                 // RST tells the device to stop (RFC 7252 §4.2, RFC 7641 §3.6).
-                MessageType::Confirmable | MessageType::NonConfirmable => {
-                    self.reply_rst(peer, mid, out)
-                }
+                MsgType::Con | MsgType::Non => self.reply_rst(peer, mid, out),
                 _ => out.dropped += 1,
             }
             return;
         };
-        if mtype == MessageType::Confirmable {
+        if mtype == MsgType::Con {
             self.ack(now, peer, mid, out);
         }
         let Some(s) = self.sessions.get_mut(&reg) else {
@@ -910,12 +893,10 @@ impl Shard {
         self.pump(now, reg, out);
     }
 
-    fn exchange_response(&mut self, now: Instant, reg: u64, pkt: &Packet, out: &mut Output) {
-        let resp_code: u8 = pkt.header.code.into();
+    fn exchange_response(&mut self, now: Instant, reg: u64, pkt: &MessageView, out: &mut Output) {
+        let resp_code = pkt.code();
         let cf = Self::content_format(pkt);
-        let observe = pkt
-            .get_first_option(CoapOption::Observe)
-            .and_then(|v| decode_uint(v));
+        let observe = pkt.first_option(opt::OBSERVE).and_then(decode_uint);
         let body = match self.block_step(now, reg, pkt, resp_code, out) {
             BlockProgress::Continue => return,
             BlockProgress::Failed(c, why) => {
@@ -934,7 +915,7 @@ impl Shard {
             BlockProgress::Whole(b) => Some(b),
             BlockProgress::Single => None,
         };
-        let payload = body.as_deref().unwrap_or(&pkt.payload);
+        let payload = body.as_deref().unwrap_or(pkt.payload());
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
@@ -1023,16 +1004,14 @@ impl Shard {
         &mut self,
         now: Instant,
         reg: u64,
-        pkt: &Packet,
+        pkt: &MessageView,
         resp_code: u8,
         out: &mut Output,
     ) -> BlockProgress {
-        let block1 = pkt
-            .get_first_option(CoapOption::Block1)
-            .and_then(|v| BlockOpt::decode(v));
-        let block2_raw = pkt.get_first_option(CoapOption::Block2);
-        let block2 = block2_raw.and_then(|v| BlockOpt::decode(v));
-        let etag = pkt.get_first_option(CoapOption::ETag).map(|v| v.as_slice());
+        let block1 = pkt.first_option(opt::BLOCK1).and_then(BlockOpt::decode);
+        let block2_raw = pkt.first_option(opt::BLOCK2);
+        let block2 = block2_raw.and_then(BlockOpt::decode);
+        let etag = pkt.first_option(opt::ETAG);
         let max_body = self.cfg.block_max_body;
         let Some(ex) = self
             .sessions
@@ -1077,12 +1056,10 @@ impl Shard {
                 return BlockProgress::Single;
             }
             ex.block2 = Some(Block2Assembly::new(max_body));
-            ex.first_observe = pkt
-                .get_first_option(CoapOption::Observe)
-                .and_then(|v| decode_uint(v));
+            ex.first_observe = pkt.first_option(opt::OBSERVE).and_then(decode_uint);
             self.start_transfer(now, reg);
         }
-        if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
+        if !self.reassembly.try_reserve(reg, pkt.payload().len()) {
             return BlockProgress::Failed(
                 code::REQUEST_ENTITY_TOO_LARGE,
                 "block-wise body over the reassembly budget".into(),
@@ -1098,7 +1075,7 @@ impl Shard {
         let Some(asm) = ex.block2.as_mut() else {
             return BlockProgress::Single;
         };
-        match asm.push_with_etag(b2, &pkt.payload, etag) {
+        match asm.push_with_etag(b2, pkt.payload(), etag) {
             Ok(Block2Step::Next(next)) => {
                 ex.next_block2 = Some(next);
                 self.transmit_exchange(now, reg, out);
@@ -1119,11 +1096,16 @@ impl Shard {
     }
 
     /// A notification for an established observation (RFC 7641).
-    fn notification(&mut self, now: Instant, reg: u64, token: u64, pkt: &Packet, out: &mut Output) {
-        let resp_code: u8 = pkt.header.code.into();
-        let seq = pkt
-            .get_first_option(CoapOption::Observe)
-            .and_then(|v| decode_uint(v));
+    fn notification(
+        &mut self,
+        now: Instant,
+        reg: u64,
+        token: u64,
+        pkt: &MessageView,
+        out: &mut Output,
+    ) {
+        let resp_code = pkt.code();
+        let seq = pkt.first_option(opt::OBSERVE).and_then(decode_uint);
         let cf = Self::content_format(pkt);
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
@@ -1140,12 +1122,10 @@ impl Shard {
         obs.last_at = now;
         // A notification too large for one datagram carries its first block; fetch the rest
         // before publishing (RFC 7959 §3.4).
-        let block2 = pkt
-            .get_first_option(CoapOption::Block2)
-            .and_then(|v| BlockOpt::decode(v));
+        let block2 = pkt.first_option(opt::BLOCK2).and_then(BlockOpt::decode);
         if let Some(b2) = block2.filter(|b| b.more && code::is_success(resp_code)) {
             let mut assembly = Block2Assembly::new(self.cfg.block_max_body);
-            if let Ok(Block2Step::Next(next)) = assembly.push(b2, &pkt.payload) {
+            if let Ok(Block2Step::Next(next)) = assembly.push(b2, pkt.payload()) {
                 let mut request = obs.request.clone();
                 request.observe = None;
                 let q = Queued {
@@ -1161,7 +1141,7 @@ impl Shard {
                 };
                 s.queue.push_front(q);
                 self.start_transfer(now, reg);
-                if !self.reassembly.try_reserve(reg, pkt.payload.len()) {
+                if !self.reassembly.try_reserve(reg, pkt.payload().len()) {
                     if let Some(s) = self.sessions.get_mut(&reg) {
                         s.queue.pop_front();
                     }
@@ -1172,7 +1152,7 @@ impl Shard {
         let versions = s.reg.objects.as_ref().map_or(&[][..], |o| &o.versions[..]);
         let types = self.cfg.model.types_for(versions);
         let (c, content, reason) =
-            response_content(obs.op, &obs.request, resp_code, cf, &pkt.payload, &types);
+            response_content(obs.op, &obs.request, resp_code, cf, pkt.payload(), &types);
         let req_path = envelope::req_path_of(&obs.cmd.data);
         let payload = envelope::response(
             &obs.cmd.echo,
