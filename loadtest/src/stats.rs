@@ -1,0 +1,412 @@
+//! Shared counters and histograms, /proc sampling, the live progress line and report helpers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// The harness clock: nanoseconds since the harness started (also what notifications carry).
+pub fn now_ns() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+pub fn init_clock() {
+    let _ = now_ns();
+}
+
+/// Counters written by the device I/O threads.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct DevCounters {
+    pub reg_sent: AtomicU64,
+    pub reg_ok: AtomicU64,
+    pub reg_rejected: AtomicU64,
+    pub reg_lost: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub upd_sent: AtomicU64,
+    pub upd_ok: AtomicU64,
+    pub upd_err: AtomicU64,
+    pub dereg_sent: AtomicU64,
+    pub dereg_ok: AtomicU64,
+    pub dereg_err: AtomicU64,
+    pub notif_sent: AtomicU64,
+    pub notif_acked: AtomicU64,
+    pub notif_rst: AtomicU64,
+    pub notif_lost: AtomicU64,
+    pub notif_skipped: AtomicU64,
+    pub req_in: AtomicU64,
+    pub req_observe: AtomicU64,
+    pub req_cancel: AtomicU64,
+    pub req_not_found: AtomicU64,
+    pub observed_devices: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unmatched: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub send_eagain: AtomicU64,
+}
+
+/// Counters written by the MQTT subscriber thread.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct MqCounters {
+    pub received: AtomicU64,
+    pub register_ev: AtomicU64,
+    pub update_ev: AtomicU64,
+    pub deregister_ev: AtomicU64,
+    pub notify: AtomicU64,
+    pub notify_no_ts: AtomicU64,
+    pub notify_err: AtomicU64,
+    pub observe_ok: AtomicU64,
+    pub observe_err: AtomicU64,
+    pub cmd_ok: AtomicU64,
+    pub cmd_err: AtomicU64,
+    pub ack: AtomicU64,
+    pub other: AtomicU64,
+    pub foreign: AtomicU64,
+    pub conn_errors: AtomicU64,
+}
+
+/// Counters written by the scenario driver (MQTT publishes).
+#[derive(Default)]
+#[repr(align(128))]
+pub struct DrvCounters {
+    pub cmd_sent: AtomicU64,
+    pub observe_sent: AtomicU64,
+    pub baseline_sent: AtomicU64,
+    pub publish_errors: AtomicU64,
+}
+
+pub const RING: usize = 1 << 20;
+
+pub struct Stats {
+    pub dev: DevCounters,
+    pub mq: MqCounters,
+    pub drv: DrvCounters,
+    pub errors: Mutex<BTreeMap<String, u64>>,
+    pub h_register: Mutex<Histogram<u64>>,
+    pub h_register_event: Mutex<Histogram<u64>>,
+    pub h_update: Mutex<Histogram<u64>>,
+    pub h_notify: Mutex<Histogram<u64>>,
+    pub h_command: Mutex<Histogram<u64>>,
+    /// Per device: when its (latest) Register was first sent, ns; 0 = never.
+    pub reg_sent_at: Vec<AtomicU64>,
+    /// Per command reqID (mod RING): when it was published, ns.
+    pub cmd_sent_at: Vec<AtomicU64>,
+    pub phase: Mutex<&'static str>,
+}
+
+pub fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds")
+}
+
+impl Stats {
+    pub fn new(devices: usize) -> Arc<Stats> {
+        Arc::new(Stats {
+            dev: Default::default(),
+            mq: Default::default(),
+            drv: Default::default(),
+            errors: Default::default(),
+            h_register: Mutex::new(hist()),
+            h_register_event: Mutex::new(hist()),
+            h_update: Mutex::new(hist()),
+            h_notify: Mutex::new(hist()),
+            h_command: Mutex::new(hist()),
+            reg_sent_at: (0..devices).map(|_| AtomicU64::new(0)).collect(),
+            cmd_sent_at: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+            phase: Mutex::new("start"),
+        })
+    }
+    pub fn err(&self, kind: &str) {
+        let mut e = self.errors.lock();
+        match e.get_mut(kind) {
+            Some(v) => *v += 1,
+            None => {
+                e.insert(kind.to_string(), 1);
+            }
+        }
+    }
+    pub fn set_phase(&self, p: &'static str) {
+        *self.phase.lock() = p;
+    }
+    pub fn errors_total(&self) -> u64 {
+        self.errors.lock().values().sum()
+    }
+}
+
+pub fn record(h: &Mutex<Histogram<u64>>, ns: u64) {
+    h.lock().saturating_record(ns.max(1));
+}
+
+/// CPU ticks and resident set of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    pub ticks: u64,
+    pub rss_kb: u64,
+    pub at: Option<Instant>,
+}
+
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+pub fn proc_sample(pid: &str) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(ProcSample {
+        ticks,
+        rss_kb,
+        at: Some(Instant::now()),
+    })
+}
+
+/// Gateway (optional) and harness CPU over a measured phase.
+#[derive(Clone, Copy)]
+pub struct CpuWindow {
+    gw: Option<ProcSample>,
+    me: Option<ProcSample>,
+    gw_pid: Option<u32>,
+}
+
+impl CpuWindow {
+    pub fn start(gw_pid: Option<u32>) -> Self {
+        CpuWindow {
+            gw: gw_pid.and_then(|p| proc_sample(&p.to_string())),
+            me: proc_sample("self"),
+            gw_pid,
+        }
+    }
+    /// JSON and a human line; `per` = messages handled in the window, `what` names them.
+    pub fn finish(&self, per: u64, what: &str) -> (Value, Vec<String>) {
+        let tck = clk_tck();
+        let mut j = serde_json::Map::new();
+        let mut lines = Vec::new();
+        let end_gw = self.gw_pid.and_then(|p| proc_sample(&p.to_string()));
+        let end_me = proc_sample("self");
+        let usage = |a: ProcSample, b: ProcSample| {
+            let cpu_s = (b.ticks.saturating_sub(a.ticks)) as f64 / tck;
+            let wall =
+                b.at.unwrap()
+                    .duration_since(a.at.unwrap())
+                    .as_secs_f64()
+                    .max(1e-9);
+            (cpu_s, cpu_s / wall * 100.0)
+        };
+        if let (Some(a), Some(b)) = (self.gw, end_gw) {
+            let (cpu_s, pct) = usage(a, b);
+            j.insert("gateway_cpu_seconds".into(), json!(cpu_s));
+            j.insert("gateway_cpu_percent".into(), json!(pct));
+            j.insert("gateway_rss_kb_start".into(), json!(a.rss_kb));
+            j.insert("gateway_rss_kb_end".into(), json!(b.rss_kb));
+            let per_msg = (per > 0).then(|| cpu_s * 1e6 / per as f64);
+            j.insert(format!("gateway_cpu_us_per_{what}"), json!(per_msg));
+            lines.push(format!(
+                "  gateway            CPU {cpu_s:.2} s ({pct:.0}% of a core){}, RSS {} -> {} MiB",
+                per_msg
+                    .map(|u| format!(", {u:.1} us per {what}"))
+                    .unwrap_or_default(),
+                a.rss_kb / 1024,
+                b.rss_kb / 1024
+            ));
+        }
+        if let (Some(a), Some(b)) = (self.me, end_me) {
+            let (cpu_s, pct) = usage(a, b);
+            j.insert("harness_cpu_seconds".into(), json!(cpu_s));
+            j.insert("harness_cpu_percent".into(), json!(pct));
+            lines.push(format!(
+                "  harness            CPU {cpu_s:.2} s ({pct:.0}% of a core), RSS {} MiB",
+                b.rss_kb / 1024
+            ));
+        }
+        (Value::Object(j), lines)
+    }
+}
+
+pub fn percentiles(h: &Histogram<u64>) -> Value {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "count": h.len(), "p50_us": us(0.5), "p90_us": us(0.9),
+        "p99_us": us(0.99), "p999_us": us(0.999), "max_us": h.max() as f64 / 1000.0,
+    })
+}
+
+pub fn latency_header() -> String {
+    "  latency (ms)       p50      p90      p99      p99.9    max      count".to_string()
+}
+
+pub fn latency_row(name: &str, h: &Histogram<u64>) -> String {
+    let l = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    if h.is_empty() {
+        return format!("    {name:<16} -");
+    }
+    format!(
+        "    {name:<16} {:<8.3} {:<8.3} {:<8.3} {:<8.3} {:<8.3} {}",
+        l(0.5),
+        l(0.9),
+        l(0.99),
+        l(0.999),
+        h.max() as f64 / 1e6,
+        h.len()
+    )
+}
+
+/// Prints one progress line per second on stderr until dropped.
+pub struct Progress {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(stats: Arc<Stats>, gw_pid: Option<u32>) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || progress_loop(&stats, gw_pid, &s2))
+            .expect("spawn progress thread");
+        Progress {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn progress_loop(s: &Stats, gw_pid: Option<u32>, stop: &AtomicBool) {
+    let t0 = Instant::now();
+    let tck = clk_tck();
+    let snap = |s: &Stats| {
+        [
+            s.dev.reg_ok.load(Relaxed),
+            s.mq.register_ev.load(Relaxed),
+            s.dev.notif_sent.load(Relaxed),
+            s.mq.notify.load(Relaxed),
+            s.drv.cmd_sent.load(Relaxed) + s.drv.baseline_sent.load(Relaxed),
+            s.mq.cmd_ok.load(Relaxed) + s.mq.cmd_err.load(Relaxed),
+            s.dev.upd_ok.load(Relaxed),
+            s.dev.dereg_ok.load(Relaxed),
+            s.mq.observe_ok.load(Relaxed),
+        ]
+    };
+    let mut prev = snap(s);
+    let mut prev_gw = gw_pid.and_then(|p| proc_sample(&p.to_string()));
+    let mut prev_me = proc_sample("self");
+    let mut next = t0 + Duration::from_secs(1);
+    while !stop.load(Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        next += Duration::from_secs(1);
+        let cur = snap(s);
+        let d = |i: usize| cur[i] - prev[i];
+        let mut line = format!("[{:>4}s {:<9}]", t0.elapsed().as_secs(), *s.phase.lock());
+        let names = [
+            "reg", "reg-ev", "notif-tx", "notif-rx", "cmd-tx", "cmd-rx", "upd", "dereg", "obs",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            if cur[i] > 0 {
+                line.push_str(&format!(" {name} {} (+{})", cur[i], d(i)));
+            }
+        }
+        let errs = s.errors_total();
+        if errs > 0 {
+            line.push_str(&format!(" errors {errs}"));
+        }
+        let gw = gw_pid.and_then(|p| proc_sample(&p.to_string()));
+        if let (Some(a), Some(b)) = (prev_gw, gw) {
+            line.push_str(&format!(
+                " | gw cpu {:.0}% rss {} MiB",
+                (b.ticks - a.ticks) as f64 / tck * 100.0,
+                b.rss_kb / 1024
+            ));
+        }
+        let me = proc_sample("self");
+        if let (Some(a), Some(b)) = (prev_me, me) {
+            line.push_str(&format!(
+                " | harness cpu {:.0}%",
+                (b.ticks - a.ticks) as f64 / tck * 100.0
+            ));
+        }
+        eprintln!("{line}");
+        prev = cur;
+        prev_gw = gw;
+        prev_me = me;
+    }
+}
+
+/// Collects the human summary (stdout) and the JSON result (`--json`).
+pub struct Report {
+    pub json: serde_json::Map<String, Value>,
+    pub lines: Vec<String>,
+}
+
+impl Report {
+    pub fn new(scenario: &str) -> Report {
+        let mut json = serde_json::Map::new();
+        json.insert("scenario".into(), json!(scenario));
+        Report {
+            json,
+            lines: Vec::new(),
+        }
+    }
+    pub fn set(&mut self, k: &str, v: impl Into<Value>) {
+        self.json.insert(k.to_string(), v.into());
+    }
+    pub fn line(&mut self, l: impl Into<String>) {
+        self.lines.push(l.into());
+    }
+    pub fn merge(&mut self, v: Value) {
+        if let Value::Object(m) = v {
+            self.json.extend(m);
+        }
+    }
+    pub fn errors(&mut self, s: &Stats) {
+        let e = s.errors.lock().clone();
+        if !e.is_empty() {
+            self.line("  errors by kind");
+            for (k, v) in &e {
+                self.line(format!("    {k:<28} {v}"));
+            }
+        }
+        self.set("errors", json!(e));
+    }
+    pub fn finish(self, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+        for l in &self.lines {
+            println!("{l}");
+        }
+        if let Some(p) = path {
+            std::fs::write(p, serde_json::to_vec_pretty(&Value::Object(self.json))?)?;
+        }
+        Ok(())
+    }
+}
