@@ -11,5 +11,6 @@ pub mod router;
 pub mod runtime;
 pub mod shard;
 pub mod topics;
+pub mod udp;
 
 pub use shard::{IndexUpdate, Output, Peer, Publish, Shard, ShardConfig, Transmit};

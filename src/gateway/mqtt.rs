@@ -54,7 +54,8 @@ impl MqttClient {
                 if let Some(u) = &m.username {
                     o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
                 }
-                let (c, conn) = rumqttc::Client::new(o, m.channel_capacity);
+                let (c, mut conn) = rumqttc::Client::new(o, m.channel_capacity);
+                conn.eventloop.set_network_options(network_options());
                 (MqttClient::V311(c), MqttConnection::V311(conn))
             }
             MqttVersion::V5 => {
@@ -63,6 +64,7 @@ impl MqttClient {
                 o.set_outgoing_inflight_upper_limit(m.inflight);
                 o.set_max_packet_size(Some(m.max_packet_size as u32));
                 o.set_clean_start(true);
+                o.set_network_options(network_options());
                 if let Some(u) = &m.username {
                     o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
                 }
@@ -105,6 +107,14 @@ impl MqttClient {
             MqttClient::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
+}
+
+/// TCP_NODELAY: a response or event is one small packet that must leave now; Nagle's algorithm
+/// held them back behind the broker's delayed ACKs (about 40 ms per exchange at low load).
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 fn qos311(q: u8) -> rumqttc::QoS {

@@ -25,6 +25,7 @@ use crate::lwm2m::model::ObjectRegistry;
 use super::mqtt::{self, MqttClient};
 use super::router::{self, Route};
 use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
+use super::udp;
 
 /// Counters shared by every thread, read by the stats line and by tests.
 #[derive(Debug, Default)]
@@ -146,7 +147,10 @@ fn start_embedded_broker(
     let router = rumqttd::RouterConfig {
         max_connections: 10010,
         max_outgoing_packet_count: 1000,
-        max_segment_size: 104_857_600,
+        // The router keeps published messages in a per-filter log of segments; bound it (10 x 4
+        // MiB) so memory does not grow with traffic. Subscribers that fall further behind lose
+        // the oldest messages, as with any broker queue limit.
+        max_segment_size: 4 << 20,
         max_segment_count: 10,
         custom_segment: None,
         initialized_filters: None,
@@ -521,31 +525,26 @@ impl Worker {
     }
 
     fn flush(&mut self, out: &mut Output) {
-        for t in out.transmits.drain(..) {
-            let Some(sock) = self.sockets.get(t.peer.listener as usize) else {
+        // One sendmmsg per listener for everything this round produced.
+        for (li, sock) in self.sockets.iter().enumerate() {
+            let batch: Vec<(&[u8], SocketAddr)> = out
+                .transmits
+                .iter()
+                .filter(|t| t.peer.listener as usize == li)
+                .map(|t| (t.bytes.as_slice(), t.peer.addr))
+                .collect();
+            if batch.is_empty() {
                 continue;
-            };
-            let mut sent = false;
-            for _ in 0..3 {
-                match sock.send_to(&t.bytes, t.peer.addr) {
-                    Ok(_) => {
-                        sent = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                    Err(e) => {
-                        debug!("send to {} failed: {e}", t.peer.addr);
-                        break;
-                    }
-                }
             }
-            let c = if sent {
-                &self.metrics.datagrams_out
-            } else {
-                &self.metrics.send_errors
-            };
-            c.fetch_add(1, Ordering::Relaxed);
+            let sent = udp::send_batch(sock, &batch);
+            self.metrics
+                .datagrams_out
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            self.metrics
+                .send_errors
+                .fetch_add((batch.len() - sent) as u64, Ordering::Relaxed);
         }
+        out.transmits.clear();
         for p in out.publishes.drain(..) {
             match self.mqtt.try_publish(p.topic, p.qos, p.payload) {
                 Ok(()) => self.metrics.publishes.fetch_add(1, Ordering::Relaxed),
