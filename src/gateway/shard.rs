@@ -998,6 +998,12 @@ impl Shard {
         }
     }
 
+    fn inflight_mut(&mut self, reg: u64) -> Option<&mut Exchange> {
+        self.sessions
+            .get_mut(&reg)
+            .and_then(|s| s.inflight.as_mut())
+    }
+
     /// Block-wise bookkeeping of a response to the exchange in flight: asks for the next Block2 or
     /// sends the next Block1 and says `Continue`, or hands over the whole reassembled body.
     fn block_step(
@@ -1013,11 +1019,7 @@ impl Shard {
         let block2 = block2_raw.and_then(BlockOpt::decode);
         let etag = pkt.first_option(opt::ETAG);
         let max_body = self.cfg.block_max_body;
-        let Some(ex) = self
-            .sessions
-            .get_mut(&reg)
-            .and_then(|s| s.inflight.as_mut())
-        else {
+        let Some(ex) = self.inflight_mut(reg) else {
             return BlockProgress::Single;
         };
         // Block1: the device acknowledges one block of our request body.
@@ -1065,11 +1067,7 @@ impl Shard {
                 "block-wise body over the reassembly budget".into(),
             );
         }
-        let Some(ex) = self
-            .sessions
-            .get_mut(&reg)
-            .and_then(|s| s.inflight.as_mut())
-        else {
+        let Some(ex) = self.inflight_mut(reg) else {
             return BlockProgress::Single;
         };
         let Some(asm) = ex.block2.as_mut() else {
