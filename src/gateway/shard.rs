@@ -219,7 +219,8 @@ struct Session {
     expires_at: Instant,
     /// Last datagram from the device: a queue-mode device is reachable for a while after it.
     last_uplink: Instant,
-    inflight: Option<Exchange>,
+    /// Boxed: most devices have nothing in flight, and an idle session stays small.
+    inflight: Option<Box<Exchange>>,
     queue: VecDeque<Queued>,
     observations: IntMap<u64, Observation>,
 }
@@ -240,7 +241,8 @@ impl Session {
 pub struct Shard {
     id: u8,
     cfg: Arc<ShardConfig>,
-    sessions: IntMap<u64, Session>,
+    /// Boxed sessions keep the map's slots small: hash maps over-allocate slots as they grow.
+    sessions: IntMap<u64, Box<Session>>,
     by_endpoint: HashMap<String, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     /// Tokens of requests in flight and of observations.
@@ -657,7 +659,7 @@ impl Shard {
             payload,
         );
         let auto = self.auto_observe_paths(&session.reg);
-        self.sessions.insert(reg_id, session);
+        self.sessions.insert(reg_id, Box::new(session));
         self.by_endpoint.insert(endpoint.clone(), reg_id);
         self.bind_addr(peer.addr, reg_id, out);
         self.timers
@@ -1001,7 +1003,7 @@ impl Shard {
     fn inflight_mut(&mut self, reg: u64) -> Option<&mut Exchange> {
         self.sessions
             .get_mut(&reg)
-            .and_then(|s| s.inflight.as_mut())
+            .and_then(|s| s.inflight.as_deref_mut())
     }
 
     /// Block-wise bookkeeping of a response to the exchange in flight: asks for the next Block2 or
@@ -1395,7 +1397,7 @@ impl Shard {
             Some(c) => (Some(c.assembly), Some(c.next), Some(c.seq)),
             None => (None, None, None),
         };
-        s.inflight = Some(Exchange {
+        s.inflight = Some(Box::new(Exchange {
             cmd,
             op,
             request,
@@ -1411,7 +1413,7 @@ impl Shard {
             next_block2,
             notify_seq,
             first_observe: None,
-        });
+        }));
         self.by_token.insert(token, reg);
         self.transmit_exchange(now, reg, out);
     }
