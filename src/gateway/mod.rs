@@ -1,6 +1,6 @@
 //! The gateway proper: the sans-IO core ([`shard`], [`registration`], [`downlink`], [`envelope`],
-//! [`topics`]) and the I/O shells around it ([`runtime`]: event loop, workers, MQTT thread,
-//! embedded broker).
+//! [`topics`], [`router`], [`intmap`]) and the I/O shells around it ([`runtime`]: event loop,
+//! workers, embedded broker; [`mqtt`]: the MQTT connection; [`udp`]: batched datagram I/O).
 
 pub mod downlink;
 pub mod envelope;
