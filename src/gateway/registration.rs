@@ -23,6 +23,22 @@ const SECRET_KEYS: [&str; 9] = [
     "token",
 ];
 
+/// Query parameters that [`Registration`] keeps in fields of their own.
+pub fn is_standard(key: &str) -> bool {
+    matches!(key, "ep" | "lt" | "lwm2m" | "b" | "sms")
+}
+
+/// The `lwm2m=` value as sent, as one of the strings [`check_version`] accepts.
+pub fn version_sent(v: Option<&str>) -> Option<&'static str> {
+    match v? {
+        "1" => Some("1"),
+        "1.0" => Some("1.0"),
+        "1.1" => Some("1.1"),
+        "1.2" => Some("1.2"),
+        _ => None,
+    }
+}
+
 /// A rejected Register/Update: the CoAP code to answer and a reason for the log/diagnostic payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -142,10 +158,16 @@ pub struct Registration {
     pub endpoint: String,
     pub lifetime: u32,
     pub version: &'static str,
+    /// The `lwm2m=` parameter as the device sent it (`"1"` stays `"1"`), for the MQTT events.
+    pub version_sent: Option<&'static str>,
     pub binding: String,
+    /// Whether the device sent `b=` (the default `U` is not reported as if it had).
+    pub binding_sent: bool,
     pub sms: Option<String>,
     pub queue_mode: bool,
-    /// Every query parameter of the Register merged with those of later Updates.
+    /// The other query parameters (not ep, lt, lwm2m, b, sms, which have fields), in arrival order,
+    /// merged with those of later Updates. Kept apart so that each registration stores its
+    /// standard parameters once.
     pub params: Vec<(String, String)>,
     /// `None` until a payload (object list) was received.
     pub objects: Option<RegisteredObjects>,
@@ -163,6 +185,7 @@ impl Registration {
         }
         if let Some(b) = &u.binding {
             self.binding = b.clone();
+            self.binding_sent = true;
         }
         if let Some(s) = &u.sms {
             self.sms = Some(s.clone());
@@ -175,7 +198,7 @@ impl Registration {
                 || self.params.iter().any(|(k, _)| k == "Q")
                 || u.queue_flag;
         }
-        for (k, v) in &u.all {
+        for (k, v) in u.all.iter().filter(|(k, _)| !is_standard(k)) {
             match self.params.iter_mut().find(|(pk, _)| pk == k) {
                 Some(slot) => slot.1 = v.clone(),
                 None => self.params.push((k.clone(), v.clone())),
@@ -188,14 +211,23 @@ impl Registration {
     /// object list was received. Secret-looking keys are left out.
     pub fn event_data(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
+        m.insert("ep".into(), self.endpoint.clone().into());
+        m.insert("lt".into(), self.lifetime.into());
+        if let Some(v) = self.version_sent {
+            m.insert("lwm2m".into(), v.into());
+        }
+        if self.binding_sent {
+            m.insert("b".into(), self.binding.clone().into());
+        }
+        if let Some(sms) = &self.sms {
+            m.insert("sms".into(), sms.clone().into());
+        }
         for (k, v) in &self.params {
             if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
                 continue;
             }
             m.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
-        m.insert("ep".into(), self.endpoint.clone().into());
-        m.insert("lt".into(), self.lifetime.into());
         if let Some(o) = &self.objects {
             m.insert("alternatePath".into(), o.alternate_path.clone().into());
             m.insert("objectList".into(), o.object_list.clone().into());
@@ -223,6 +255,22 @@ impl Registration {
             string(out, k);
             out.push(b':');
         };
+        key(&mut out, "ep");
+        string(&mut out, &self.endpoint);
+        key(&mut out, "lt");
+        out.extend_from_slice(self.lifetime.to_string().as_bytes());
+        if let Some(v) = self.version_sent {
+            key(&mut out, "lwm2m");
+            string(&mut out, v);
+        }
+        if self.binding_sent {
+            key(&mut out, "b");
+            string(&mut out, &self.binding);
+        }
+        if let Some(sms) = &self.sms {
+            key(&mut out, "sms");
+            string(&mut out, sms);
+        }
         let mut seen: Vec<&str> = Vec::with_capacity(self.params.len());
         for (k, _) in &self.params {
             if seen.contains(&k.as_str()) || SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str())
@@ -238,19 +286,7 @@ impl Registration {
                 .find(|(k2, _)| k2 == k)
                 .map_or("", |(_, v)| v.as_str());
             key(&mut out, k);
-            match k.as_str() {
-                "lt" => out.extend_from_slice(self.lifetime.to_string().as_bytes()),
-                "ep" => string(&mut out, &self.endpoint),
-                _ => string(&mut out, v),
-            }
-        }
-        if !seen.contains(&"ep") {
-            key(&mut out, "ep");
-            string(&mut out, &self.endpoint);
-        }
-        if !seen.contains(&"lt") {
-            key(&mut out, "lt");
-            out.extend_from_slice(self.lifetime.to_string().as_bytes());
+            string(&mut out, v);
         }
         if let Some(o) = &self.objects {
             key(&mut out, "alternatePath");
@@ -324,10 +360,17 @@ mod tests {
                 endpoint: "dev\"1".into(),
                 lifetime: 90,
                 version: "1.1",
-                binding: "U".into(),
-                sms: None,
+                version_sent: Some("1.1"),
+                binding: "UQ".into(),
+                binding_sent: true,
+                sms: Some("+123".into()),
                 queue_mode: false,
-                params: p.all.clone(),
+                params: p
+                    .all
+                    .iter()
+                    .filter(|(k, _)| !is_standard(k))
+                    .cloned()
+                    .collect(),
                 objects,
             };
             let tree = crate::gateway::envelope::message(

@@ -634,10 +634,16 @@ impl Shard {
             endpoint: endpoint.clone(),
             lifetime,
             version,
+            version_sent: registration::version_sent(params.version.as_deref()),
             binding,
+            binding_sent: params.binding.is_some(),
             sms: params.sms.clone(),
             queue_mode,
-            params: params.all,
+            params: params
+                .all
+                .into_iter()
+                .filter(|(k, _)| !registration::is_standard(k))
+                .collect(),
             objects,
         };
         let expires_at = now + reg.lifetime_duration();
