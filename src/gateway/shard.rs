@@ -1274,18 +1274,6 @@ impl Shard {
                 "endpoint not registered",
             );
         };
-        self.submit(now, reg, cmd, expiry, out);
-    }
-
-    /// Queues a command and sends it if the device can take it now.
-    fn submit(
-        &mut self,
-        now: Instant,
-        reg: u64,
-        cmd: Command,
-        expiry: Option<Duration>,
-        out: &mut Output,
-    ) {
         self.enqueue(now, reg, cmd, expiry, out);
         self.pump(now, reg, out);
     }
