@@ -206,38 +206,11 @@ impl Registration {
         }
     }
 
-    /// The `data` object of `register`/`update` events (EMQX 5.x shape): every query parameter as
-    /// a string except `lt` (integer, always present), plus `alternatePath`/`objectList` when an
-    /// object list was received. Secret-looking keys are left out.
-    pub fn event_data(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        m.insert("ep".into(), self.endpoint.clone().into());
-        m.insert("lt".into(), self.lifetime.into());
-        if let Some(v) = self.version_sent {
-            m.insert("lwm2m".into(), v.into());
-        }
-        if self.binding_sent {
-            m.insert("b".into(), self.binding.clone().into());
-        }
-        if let Some(sms) = &self.sms {
-            m.insert("sms".into(), sms.clone().into());
-        }
-        for (k, v) in &self.params {
-            if SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
-                continue;
-            }
-            m.insert(k.clone(), serde_json::Value::String(v.clone()));
-        }
-        if let Some(o) = &self.objects {
-            m.insert("alternatePath".into(), o.alternate_path.clone().into());
-            m.insert("objectList".into(), o.object_list.clone().into());
-        }
-        serde_json::Value::Object(m)
-    }
-
-    /// The whole `register`/`update` message, `{"msgType":..,"data":..}`, written straight into
-    /// bytes: the same JSON as serialising [`Registration::event_data`], without building the
-    /// tree (this runs for every registration).
+    /// The whole `register`/`update` message (EMQX 5.x shape): `{"msgType":..,"data":..}` where
+    /// `data` holds every query parameter as a string except `lt` (an integer, always present),
+    /// plus `alternatePath`/`objectList` once an object list was received; secret-looking keys are
+    /// left out. Written straight into bytes, without a JSON tree: this runs for every
+    /// registration.
     pub fn event_json(&self, msg_type: &str) -> Vec<u8> {
         fn string(out: &mut Vec<u8>, s: &str) {
             // Writing a &str into a Vec cannot fail.
@@ -350,40 +323,52 @@ mod tests {
     }
 
     #[test]
-    fn event_json_is_the_serialised_event_data() {
-        let p = q(&["lt=60", "ep=dev\"1", "b=U", "password=x", "imei=7", "b=UQ"]).unwrap();
+    fn event_json() {
+        let p = q(&[
+            "lt=60",
+            "ep=dev\"1",
+            "b=U",
+            "password=x",
+            "imei=7",
+            "b=UQ",
+            "imei=8",
+        ])
+        .unwrap();
         let objects =
             crate::lwm2m::link_format::parse_registration("</>;rt=\"oma.lwm2m\",</1/0>,</3/0>")
                 .ok();
-        for objects in [None, objects] {
-            let r = Registration {
-                endpoint: "dev\"1".into(),
-                lifetime: 90,
-                version: "1.1",
-                version_sent: Some("1.1"),
-                binding: "UQ".into(),
-                binding_sent: true,
-                sms: Some("+123".into()),
-                queue_mode: false,
-                params: p
-                    .all
-                    .iter()
-                    .filter(|(k, _)| !is_standard(k))
-                    .cloned()
-                    .collect(),
-                objects,
-            };
-            let tree = crate::gateway::envelope::message(
-                &serde_json::Map::new(),
-                "update",
-                None,
-                r.event_data(),
-            );
-            assert_eq!(
-                String::from_utf8(r.event_json("update")).unwrap(),
-                String::from_utf8(tree).unwrap()
-            );
-        }
+        let mut r = Registration {
+            endpoint: "dev\"1".into(),
+            lifetime: 90,
+            version: "1.1",
+            version_sent: Some("1.1"),
+            binding: "UQ".into(),
+            binding_sent: true,
+            sms: Some("+123".into()),
+            queue_mode: false,
+            params: p
+                .all
+                .iter()
+                .filter(|(k, _)| !is_standard(k))
+                .cloned()
+                .collect(),
+            objects: None,
+        };
+        // Exact bytes: escaping, the secret left out, a repeated key's last value.
+        assert_eq!(
+            String::from_utf8(r.event_json("update")).unwrap(),
+            r#"{"msgType":"update","data":{"ep":"dev\"1","lt":90,"lwm2m":"1.1","b":"UQ","sms":"+123","imei":"8"}}"#
+        );
+        r.objects = objects;
+        r.version_sent = None;
+        r.binding_sent = false;
+        r.sms = None;
+        let v: serde_json::Value = serde_json::from_slice(&r.event_json("register")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"msgType":"register","data":{"ep":"dev\"1","lt":90,"imei":"8",
+                "alternatePath":"/","objectList":["/1/0","/3/0"]}})
+        );
     }
 
     #[test]
