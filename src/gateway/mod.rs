@@ -1,6 +1,6 @@
 //! The gateway proper: the sans-IO core ([`shard`], [`registration`], [`downlink`], [`envelope`],
 //! [`topics`], [`router`], [`intmap`]) and the I/O shells around it ([`runtime`]: event loop,
-//! workers, embedded broker; [`mqtt`]: the MQTT connection; [`udp`]: batched datagram I/O).
+//! workers, embedded broker; [`mqtt`]: the MQTT connection; [`udp`]: batched datagram I/O; [`sockopt`]: TCP_NODELAY for the embedded broker).
 
 pub mod downlink;
 pub mod envelope;
@@ -10,6 +10,7 @@ pub mod registration;
 pub mod router;
 pub mod runtime;
 pub mod shard;
+pub mod sockopt;
 pub mod topics;
 pub mod udp;
 

@@ -25,7 +25,7 @@ use crate::lwm2m::model::ObjectRegistry;
 use super::mqtt::{self, MqttClient};
 use super::router::{self, Route};
 use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
-use super::udp;
+use super::{sockopt, udp};
 
 /// Counters shared by every thread, read by the stats line and by tests.
 #[derive(Debug, Default)]
@@ -178,6 +178,15 @@ fn start_embedded_broker(
                 error!("embedded MQTT broker stopped: {e}");
             }
         })?;
+    // Disable Nagle on the broker's listener before anyone connects (accepted sockets inherit it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockopt::set_nodelay_on_local(addr) == 0 {
+        if Instant::now() > deadline {
+            warn!("embedded MQTT broker: listener not found, TCP_NODELAY not set");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
     info!("embedded MQTT broker listening on {addr}");
     Ok(addr)
 }
