@@ -895,3 +895,16 @@ fn mqtt5_expiry_with_mosquitto() {
         mqtt5_session(Some(m.addr));
     }
 }
+
+/// rumqttd never disables Nagle's algorithm; the gateway does it on the embedded broker's
+/// listener, and every accepted connection inherits it (else each small command or event waits
+/// for a delayed ACK, tens of milliseconds on loopback).
+#[test]
+fn embedded_broker_connections_have_nagle_disabled() {
+    let gw = TestGateway::start(None, |_| {});
+    let _obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let flags = lwm2m_gateway::gateway::sockopt::nodelay_of_local(gw.broker);
+    // The listener, the gateway's own connection and the observer's.
+    assert!(flags.len() >= 3, "broker sockets found: {flags:?}");
+    assert!(flags.iter().all(|&nodelay| nodelay), "{flags:?}");
+}

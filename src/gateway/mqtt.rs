@@ -1,135 +1,152 @@
-//! The MQTT side's I/O: one connection (rumqttc, MQTT 3.1.1 or 5) driven by its own thread,
-//! cloned client handles for the workers to publish through, and the loop that turns incoming
-//! commands into [`WorkerMsg::Command`]s for the worker owning the endpoint.
+//! The MQTT side's I/O: one TCP connection to the broker driven by the MQTT thread, with a
+//! cheap cloneable [`MqttClient`] handle through which the workers publish, and the loop that
+//! turns incoming commands into [`WorkerMsg::Command`]s for the worker owning the endpoint.
 //!
-//! Reconnects with exponential backoff and subscribes again after every connect (clean session).
-//! With MQTT 5 a command's Message-Expiry-Interval travels with it to the worker, which drops the
+//! The protocol itself (rumqttc's codec for MQTT 3.1.1 and 5, packet ids, acknowledgements,
+//! keep-alive) is the sans-IO [`super::mqtt_session`]; this module only moves bytes. Workers hand
+//! messages over a bounded channel; the thread drains everything queued into one buffer and one
+//! `write(2)`, and it is woken (an eventfd) only when it was about to sleep, so under load a
+//! notification costs a channel push and a share of a batched write.
+//!
+//! Reconnects with exponential backoff and subscribes again after every connect (clean session);
+//! QoS 1/2 messages unacknowledged when a connection drops are sent again on the next one. With
+//! MQTT 5 a command's Message-Expiry-Interval travels with it to the worker, which drops the
 //! command (answering `coap_timeout`) if it expires while waiting for a sleeping device.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use log::{error, info, warn};
-use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
-use rumqttc::v5::mqttbytes::QoS as QoS5;
+use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::config::{parse_mqtt_url, Config, MqttVersion};
+use crate::config::{parse_mqtt_url, Config};
 
 use super::envelope;
+use super::mqtt_session::{Event, MqttSession, SessionOptions};
 use super::router;
 use super::runtime::{Metrics, WorkerMsg};
 use super::topics::Topics;
 
-/// A publishing handle, cloned into every worker.
-#[derive(Clone)]
-pub enum MqttClient {
-    V311(rumqttc::Client),
-    V5(rumqttc::v5::Client),
+const SOCKET: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Longest sleep of the MQTT thread, so that a stop request is seen promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Outgoing {
+    Publish {
+        topic: String,
+        qos: u8,
+        payload: Vec<u8>,
+    },
+    Disconnect,
 }
 
-/// The connection to drive (one thread). Built once, so the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum MqttConnection {
-    V311(rumqttc::Connection),
-    V5(rumqttc::v5::Connection),
+/// Wakes the MQTT thread only when it is (about to be) asleep: one eventfd write per sleep, not
+/// one per message.
+struct Doorbell {
+    parked: AtomicBool,
+    waker: Waker,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        // Pairs with the fence in the MQTT thread between `parked = true` and its last look at
+        // the channel: either it sees our message, or we see `parked` (Dekker).
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A publishing handle, cloned into every worker.
+#[derive(Clone)]
+pub struct MqttClient {
+    tx: Sender<Outgoing>,
+    bell: Arc<Doorbell>,
+}
+
+/// The connection to drive (one thread).
+pub struct MqttConnection {
+    poll: Poll,
+    rx: Receiver<Outgoing>,
+    bell: Arc<Doorbell>,
+    host: String,
+    port: u16,
+    session: MqttSession,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("MQTT client request channel: {0}")]
-pub struct PublishError(String);
+#[error("MQTT client queue: {0}")]
+pub struct PublishError(&'static str);
 
 impl MqttClient {
     /// Connects lazily (the connection thread does the I/O) to `host:port`.
-    pub fn new(config: &Config, host: String, port: u16) -> (MqttClient, MqttConnection) {
+    pub fn new(
+        config: &Config,
+        host: String,
+        port: u16,
+    ) -> io::Result<(MqttClient, MqttConnection)> {
         let m = &config.mqtt;
-        match m.version {
-            MqttVersion::V311 => {
-                let mut o = rumqttc::MqttOptions::new(m.client_id.clone(), host, port);
-                o.set_keep_alive(m.keep_alive);
-                o.set_inflight(m.inflight);
-                o.set_max_packet_size(m.max_packet_size, m.max_packet_size);
-                o.set_clean_session(true);
-                if let Some(u) = &m.username {
-                    o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
-                }
-                let (c, mut conn) = rumqttc::Client::new(o, m.channel_capacity);
-                conn.eventloop.set_network_options(network_options());
-                (MqttClient::V311(c), MqttConnection::V311(conn))
-            }
-            MqttVersion::V5 => {
-                let mut o = rumqttc::v5::MqttOptions::new(m.client_id.clone(), host, port);
-                o.set_keep_alive(m.keep_alive);
-                o.set_outgoing_inflight_upper_limit(m.inflight);
-                o.set_max_packet_size(Some(m.max_packet_size as u32));
-                o.set_clean_start(true);
-                o.set_network_options(network_options());
-                if let Some(u) = &m.username {
-                    o.set_credentials(u.clone(), m.password.clone().unwrap_or_default());
-                }
-                let (c, conn) = rumqttc::v5::Client::new(o, m.channel_capacity);
-                (MqttClient::V5(c), MqttConnection::V5(conn))
-            }
-        }
+        let poll = Poll::new()?;
+        let bell = Arc::new(Doorbell {
+            parked: AtomicBool::new(false),
+            waker: Waker::new(poll.registry(), WAKE)?,
+        });
+        let (tx, rx) = crossbeam_channel::bounded(m.channel_capacity.max(1));
+        let session = MqttSession::new(
+            SessionOptions {
+                version: m.version,
+                client_id: m.client_id.clone(),
+                keep_alive: m.keep_alive,
+                username: m.username.clone(),
+                password: m.password.clone(),
+                max_packet_size: m.max_packet_size,
+                inflight: m.inflight,
+            },
+            Instant::now(),
+        );
+        let conn = MqttConnection {
+            poll,
+            rx,
+            bell: bell.clone(),
+            host,
+            port,
+            session,
+        };
+        Ok((MqttClient { tx, bell }, conn))
     }
 
+    /// Queues a message for the broker; fails only if the queue is full (broker slow or away).
     pub fn try_publish(
         &self,
         topic: String,
         qos: u8,
         payload: Vec<u8>,
     ) -> Result<(), PublishError> {
-        match self {
-            MqttClient::V311(c) => c
-                .try_publish(topic, qos311(qos), false, payload)
-                .map_err(|e| PublishError(e.to_string())),
-            MqttClient::V5(c) => c
-                .try_publish(topic, qos5(qos), false, payload)
-                .map_err(|e| PublishError(e.to_string())),
-        }
+        self.tx
+            .try_send(Outgoing::Publish {
+                topic,
+                qos,
+                payload,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => PublishError("full"),
+                TrySendError::Disconnected(_) => PublishError("closed"),
+            })?;
+        self.bell.ring();
+        Ok(())
     }
 
-    fn try_subscribe(&self, filter: String, qos: u8) -> Result<(), PublishError> {
-        match self {
-            MqttClient::V311(c) => c
-                .try_subscribe(filter, qos311(qos))
-                .map_err(|e| PublishError(e.to_string())),
-            MqttClient::V5(c) => c
-                .try_subscribe(filter, qos5(qos))
-                .map_err(|e| PublishError(e.to_string())),
-        }
-    }
-
+    /// Asks the MQTT thread to send DISCONNECT and stop.
     pub fn try_disconnect(&self) {
-        let _ = match self {
-            MqttClient::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
-            MqttClient::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
-        };
-    }
-}
-
-/// TCP_NODELAY: a response or event is one small packet that must leave now; Nagle's algorithm
-/// held them back behind the broker's delayed ACKs (about 40 ms per exchange at low load).
-fn network_options() -> rumqttc::NetworkOptions {
-    let mut n = rumqttc::NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    n
-}
-
-fn qos311(q: u8) -> rumqttc::QoS {
-    match q {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        _ => rumqttc::QoS::ExactlyOnce,
-    }
-}
-
-fn qos5(q: u8) -> QoS5 {
-    match q {
-        0 => QoS5::AtMostOnce,
-        1 => QoS5::AtLeastOnce,
-        _ => QoS5::ExactlyOnce,
+        let _ = self.tx.try_send(Outgoing::Disconnect);
+        self.bell.ring();
     }
 }
 
@@ -138,22 +155,16 @@ pub fn broker_of(config: &Config) -> Result<Option<(String, u16)>, String> {
     config.mqtt.url.as_deref().map(parse_mqtt_url).transpose()
 }
 
-/// What one connection event means to the loop, whatever the protocol version.
-enum Step {
-    Connected,
-    Subscribed,
-    Command {
-        topic: String,
-        payload: Vec<u8>,
-        expiry: Option<Duration>,
-    },
-    Other,
+/// How a connection ended.
+enum End {
+    /// Stop requested (flag or [`MqttClient::try_disconnect`]).
+    Stop,
     Failed(String),
 }
 
 /// Drives the connection until `stop`; the body of the MQTT thread.
 pub fn run(
-    connection: MqttConnection,
+    mut conn: MqttConnection,
     client: MqttClient,
     topics: Topics,
     workers: Vec<Sender<WorkerMsg>>,
@@ -162,109 +173,249 @@ pub fn run(
     (backoff_min, backoff_max): (Duration, Duration),
 ) {
     let mut backoff = backoff_min;
-    let mut handle = |step: Step| -> bool {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        match step {
-            Step::Connected => {
-                info!(
-                    "connected to MQTT broker; subscribing to {}",
-                    topics.command_filter
-                );
-                metrics.mqtt_connected.store(true, Ordering::Relaxed);
-                backoff = backoff_min;
-                // Clean session: subscribe again after every (re)connect.
-                if let Err(e) =
-                    client.try_subscribe(topics.command_filter.clone(), topics.command_qos)
-                {
-                    error!("cannot subscribe to {}: {e}", topics.command_filter);
-                }
-            }
-            Step::Subscribed => metrics.mqtt_subscribed.store(true, Ordering::Relaxed),
-            Step::Command {
-                topic,
-                payload,
-                expiry,
-            } => {
-                metrics.commands_in.fetch_add(1, Ordering::Relaxed);
-                let Some(ep) = topics.endpoint_of_command(&topic) else {
-                    warn!("command on {topic} does not name an endpoint; ignored");
-                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                    return true;
+    let mut router = CommandRouter {
+        client,
+        topics,
+        workers,
+        metrics: metrics.clone(),
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let end = match connect(&conn.host, conn.port) {
+            Ok(stream) => {
+                let mut stream = mio::net::TcpStream::from_std(stream);
+                let end = match conn.poll.registry().register(
+                    &mut stream,
+                    SOCKET,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    Ok(()) => drive(
+                        &mut conn,
+                        &mut stream,
+                        &mut router,
+                        &stop,
+                        &mut backoff,
+                        backoff_min,
+                    ),
+                    Err(e) => End::Failed(format!("cannot poll the socket: {e}")),
                 };
-                let w = router::shard_of_endpoint(ep.as_bytes(), workers.len());
-                let msg = WorkerMsg::Command {
-                    endpoint: ep.to_string(),
-                    payload,
-                    expiry,
-                };
-                if let Err(e) = workers[w].try_send(msg) {
-                    metrics.commands_dropped.fetch_add(1, Ordering::Relaxed);
-                    if let TrySendError::Full(WorkerMsg::Command {
-                        endpoint, payload, ..
-                    }) = e
-                    {
-                        overloaded(&client, &topics, &endpoint, &payload);
-                    }
-                }
+                let _ = conn.poll.registry().deregister(&mut stream);
+                end
             }
-            Step::Other => {}
-            Step::Failed(e) => {
-                metrics.mqtt_connected.store(false, Ordering::Relaxed);
-                metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
+            Err(e) => End::Failed(format!(
+                "cannot connect to {}:{}: {e}",
+                conn.host, conn.port
+            )),
+        };
+        metrics.mqtt_connected.store(false, Ordering::Relaxed);
+        metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
+        match end {
+            End::Stop => break,
+            End::Failed(e) => {
                 warn!("MQTT connection error: {e}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
+                let until = Instant::now() + backoff;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    std::thread::sleep(
+                        MAX_SLEEP.min(until.saturating_duration_since(Instant::now())),
+                    );
+                }
                 backoff = (backoff * 2).min(backoff_max);
             }
         }
-        true
-    };
-    match connection {
-        MqttConnection::V311(mut conn) => {
-            use rumqttc::{Event, Packet};
-            for ev in conn.iter() {
-                let step = match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => Step::Connected,
-                    Ok(Event::Incoming(Packet::SubAck(_))) => Step::Subscribed,
-                    Ok(Event::Incoming(Packet::Publish(p))) => Step::Command {
-                        topic: p.topic,
-                        payload: p.payload.to_vec(),
-                        expiry: None,
-                    },
-                    Ok(_) => Step::Other,
-                    Err(e) => Step::Failed(e.to_string()),
-                };
-                if !handle(step) {
-                    break;
+    }
+}
+
+fn connect(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                // A response or event is one small packet that must leave now; with Nagle's
+                // algorithm it waited for the broker's delayed ACK (about 40 ms at low load).
+                s.set_nodelay(true)?;
+                s.set_nonblocking(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One connection's life: CONNECT, then read / drain the workers' queue / write until it fails
+/// or a stop is requested.
+fn drive(
+    conn: &mut MqttConnection,
+    stream: &mut mio::net::TcpStream,
+    router: &mut CommandRouter,
+    stop: &AtomicBool,
+    backoff: &mut Duration,
+    backoff_min: Duration,
+) -> End {
+    let mut events = Events::with_capacity(8);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut happened = Vec::new();
+    let session = &mut conn.session;
+    session.start(Instant::now());
+    let mut stopping = false;
+    loop {
+        if stop.load(Ordering::Relaxed) && !stopping {
+            session.disconnect();
+            stopping = true;
+        }
+        // Everything the broker sent.
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return End::Failed("connection closed by the broker".into()),
+                Ok(n) => {
+                    if let Err(e) = session.on_read(&buf[..n], &mut happened) {
+                        return End::Failed(e.to_string());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return End::Failed(e.to_string()),
+            }
+        }
+        for ev in happened.drain(..) {
+            match ev {
+                Event::Connected => {
+                    info!(
+                        "connected to MQTT broker; subscribing to {}",
+                        router.topics.command_filter
+                    );
+                    router.metrics.mqtt_connected.store(true, Ordering::Relaxed);
+                    *backoff = backoff_min;
+                    session.subscribe(&router.topics.command_filter, router.topics.command_qos);
+                }
+                Event::Subscribed { granted: true } => router
+                    .metrics
+                    .mqtt_subscribed
+                    .store(true, Ordering::Relaxed),
+                Event::Subscribed { granted: false } => {
+                    error!(
+                        "broker refused the subscription to {}",
+                        router.topics.command_filter
+                    )
+                }
+                Event::Message {
+                    topic,
+                    payload,
+                    expiry,
+                } => router.command(topic, payload, expiry),
+                Event::Oversized { len } => {
+                    router.metrics.commands_in.fetch_add(1, Ordering::Relaxed);
+                    router
+                        .metrics
+                        .commands_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!("skipped a {len}-byte MQTT packet above max_packet_size");
                 }
             }
         }
-        MqttConnection::V5(mut conn) => {
-            use rumqttc::v5::Event;
-            for ev in conn.iter() {
-                let step = match ev {
-                    Ok(Event::Incoming(Packet5::ConnAck(_))) => Step::Connected,
-                    Ok(Event::Incoming(Packet5::SubAck(_))) => Step::Subscribed,
-                    Ok(Event::Incoming(Packet5::Publish(p))) => Step::Command {
-                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                        payload: p.payload.to_vec(),
-                        expiry: p
-                            .properties
-                            .as_ref()
-                            .and_then(|pr| pr.message_expiry_interval)
-                            .map(|s| Duration::from_secs(s as u64)),
-                    },
-                    Ok(_) => Step::Other,
-                    Err(e) => Step::Failed(e.to_string()),
-                };
-                if !handle(step) {
+        // Everything the workers queued, as far as the in-flight window allows.
+        while !stopping && session.can_publish() {
+            match conn.rx.try_recv() {
+                Ok(Outgoing::Publish {
+                    topic,
+                    qos,
+                    payload,
+                }) => {
+                    if let Err(e) = session.publish(topic, qos, payload) {
+                        router
+                            .metrics
+                            .publish_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!("not published: {e}");
+                    }
+                }
+                Ok(Outgoing::Disconnect) | Err(TryRecvError::Disconnected) => {
+                    session.disconnect();
+                    stopping = true;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let now = Instant::now();
+        if let Err(e) = session.on_tick(now) {
+            return End::Failed(e.to_string());
+        }
+        // One write for all of it.
+        let mut blocked = false;
+        while !session.pending_output().is_empty() {
+            match stream.write(session.pending_output()) {
+                Ok(n) => session.consume_output(n, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
                     break;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return End::Failed(e.to_string()),
+            }
+        }
+        if stopping && session.pending_output().is_empty() {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            return End::Stop;
+        }
+        if !blocked && session.can_publish() && !conn.rx.is_empty() {
+            continue;
+        }
+        // Sleep until the socket, the doorbell or the keep-alive needs us.
+        conn.bell.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if session.can_publish() && !conn.rx.is_empty() {
+            conn.bell.parked.store(false, Ordering::Relaxed);
+            continue;
+        }
+        let timeout = session
+            .next_deadline()
+            .saturating_duration_since(Instant::now())
+            .min(MAX_SLEEP);
+        let polled = conn.poll.poll(&mut events, Some(timeout));
+        conn.bell.parked.store(false, Ordering::Relaxed);
+        if let Err(e) = polled {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return End::Failed(format!("poll: {e}"));
             }
         }
     }
-    metrics.mqtt_connected.store(false, Ordering::Relaxed);
+}
+
+/// Routes incoming commands to the worker owning their endpoint.
+struct CommandRouter {
+    client: MqttClient,
+    topics: Topics,
+    workers: Vec<Sender<WorkerMsg>>,
+    metrics: Arc<Metrics>,
+}
+
+impl CommandRouter {
+    fn command(&mut self, topic: String, payload: Vec<u8>, expiry: Option<Duration>) {
+        self.metrics.commands_in.fetch_add(1, Ordering::Relaxed);
+        let Some(ep) = self.topics.endpoint_of_command(&topic) else {
+            warn!("command on {topic} does not name an endpoint; ignored");
+            self.metrics
+                .commands_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let w = router::shard_of_endpoint(ep.as_bytes(), self.workers.len());
+        let msg = WorkerMsg::Command {
+            endpoint: ep.to_string(),
+            payload,
+            expiry,
+        };
+        if let Err(e) = self.workers[w].try_send(msg) {
+            self.metrics
+                .commands_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            if let TrySendError::Full(WorkerMsg::Command {
+                endpoint, payload, ..
+            }) = e
+            {
+                overloaded(&self.client, &self.topics, &endpoint, &payload);
+            }
+        }
+    }
 }
 
 /// Answers a command that could not be queued to its worker.

@@ -228,7 +228,7 @@ impl Gateway {
                     (a.ip().to_string(), a.port(), Some(a))
                 }
             };
-        let (client, connection) = MqttClient::new(&config, host, port);
+        let (client, connection) = MqttClient::new(&config, host, port)?;
 
         // UDP listeners.
         let mut sockets = Vec::new();
