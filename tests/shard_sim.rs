@@ -620,7 +620,8 @@ fn retransmission_answered_late_still_completes() {
     assert_eq!(v.code(), code::POST);
     assert_eq!(v.payload(), b"5");
     assert_eq!(v.content_format(), Some(0));
-    s.advance(s.shard.next_deadline().unwrap() - s.now);
+    let d = s.shard.next_deadline().unwrap() - s.now;
+    s.advance(d);
     assert_eq!(s.take().0.len(), 1, "first retransmission");
     s.send(
         peer(5000),

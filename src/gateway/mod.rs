@@ -12,6 +12,7 @@ pub mod router;
 pub mod runtime;
 pub mod shard;
 pub mod sockopt;
+pub mod timers;
 pub mod topics;
 pub mod udp;
 

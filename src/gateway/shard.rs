@@ -13,8 +13,7 @@
 //! and the first byte of every token is the shard. Responses and notifications are matched by
 //! token alone (never by source address), so NAT rebinding does not break observations.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use super::downlink::{self, Blocks, DeviceContext, Op, Request};
 use super::envelope::{self, Command, Content};
 use super::intmap::IntMap;
 use super::registration::{self, Registration, Rejection};
+use super::timers::Timers;
 use super::topics::{Template, Topics};
 
 /// Where a datagram came from: the listening socket it arrived on and the remote address.
@@ -251,7 +251,7 @@ pub struct Shard {
     dedup: DedupCache<Peer>,
     /// Memory held by Block2 reassembly, per registration and in total.
     reassembly: Reassembly<u64>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: Timers<Timer>,
     next_reg_seq: u64,
     next_mid_seq: u32,
     rng: SmallRng,
@@ -291,7 +291,7 @@ impl Shard {
             by_mid: IntMap::default(),
             dedup: DedupCache::new(lifetime, max),
             reassembly: Reassembly::new(budget),
-            timers: BinaryHeap::new(),
+            timers: Timers::new(),
             next_reg_seq: 1,
             next_mid_seq: 0,
             rng: SmallRng::seed_from_u64(seed),
@@ -308,9 +308,10 @@ impl Shard {
         self.sessions.values().map(|s| s.observations.len()).sum()
     }
 
-    /// The earliest instant at which [`Shard::on_timeout`] has work to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+    /// When [`Shard::on_timeout`] next has work to do: at or up to one timer tick (10 ms) after
+    /// the earliest deadline, so that deadlines close together cost one wake-up.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.timers.next_deadline()
     }
 
     fn alloc_mid(&mut self) -> u16 {
@@ -438,7 +439,7 @@ impl Shard {
         );
         self.by_mid.remove(&mid);
         self.timers
-            .push(Reverse((deadline, Timer::Exchange { reg, token })));
+            .push(now, deadline, Timer::Exchange { reg, token });
     }
 
     fn on_request(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {
@@ -668,8 +669,7 @@ impl Shard {
         self.sessions.insert(reg_id, Box::new(session));
         self.by_endpoint.insert(endpoint.clone(), reg_id);
         self.bind_addr(peer.addr, reg_id, out);
-        self.timers
-            .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
+        self.timers.push(now, expires_at, Timer::Lifetime(reg_id));
         for path in auto {
             let mut echo = Map::new();
             echo.insert("is_auto_observe".into(), Value::Bool(true));
@@ -764,8 +764,7 @@ impl Shard {
             self.unbind_addr(old_addr, reg_id, out);
             self.bind_addr(peer.addr, reg_id, out);
         }
-        self.timers
-            .push(Reverse((expires_at, Timer::Lifetime(reg_id))));
+        self.timers.push(now, expires_at, Timer::Lifetime(reg_id));
         Ok(())
     }
 
@@ -1350,7 +1349,7 @@ impl Shard {
         }
         if !s.reachable(now, window) {
             if let Some(t) = s.queue.iter().filter_map(|q| q.expires_at).min() {
-                self.timers.push(Reverse((t, Timer::Queue(reg))));
+                self.timers.push(now, t, Timer::Queue(reg));
             }
             return;
         }
@@ -1451,7 +1450,7 @@ impl Shard {
         let (token, deadline) = (ex.token, ex.deadline);
         self.by_mid.insert(mid, reg);
         self.timers
-            .push(Reverse((deadline, Timer::Exchange { reg, token })));
+            .push(now, deadline, Timer::Exchange { reg, token });
     }
 
     /// Answers and drops the waiting commands whose max age has passed.
@@ -1487,11 +1486,7 @@ impl Shard {
 
     pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
         self.dedup.expire(now);
-        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Lifetime(reg) => {
                     if self.sessions.get(&reg).is_some_and(|s| s.expires_at <= now) {
@@ -1509,7 +1504,7 @@ impl Shard {
     fn start_transfer(&mut self, now: Instant, reg: u64) {
         if self.reassembly.is_empty() {
             self.timers
-                .push(Reverse((now + Duration::from_secs(1), Timer::Transfers)));
+                .push(now, now + Duration::from_secs(1), Timer::Transfers);
         }
         self.reassembly.insert(now, reg);
     }
@@ -1533,7 +1528,7 @@ impl Shard {
         }
         if !self.reassembly.is_empty() {
             self.timers
-                .push(Reverse((now + Duration::from_secs(1), Timer::Transfers)));
+                .push(now, now + Duration::from_secs(1), Timer::Transfers);
         }
     }
 
@@ -1558,8 +1553,7 @@ impl Shard {
                 bytes: ex.bytes.clone(),
             });
             let d = ex.deadline;
-            self.timers
-                .push(Reverse((d, Timer::Exchange { reg, token })));
+            self.timers.push(now, d, Timer::Exchange { reg, token });
             return;
         }
         self.finish_exchange(reg, out, |ex| {
