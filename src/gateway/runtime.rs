@@ -390,9 +390,9 @@ struct EventLoop {
 impl EventLoop {
     fn run(mut self) {
         let mut events = Events::with_capacity(64);
-        let mut buf = vec![0u8; 65536];
+        let mut batch = udp::RecvBatch::new();
         let mut nonce: u16 = 0;
-        let n = self.workers.len();
+        let n_workers = self.workers.len();
         while !self.stop.load(Ordering::Relaxed) {
             if let Err(e) = self.poll.poll(&mut events, None) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -409,10 +409,10 @@ impl EventLoop {
                 let Some(sock) = self.sockets.get(li) else {
                     continue;
                 };
-                // Edge-triggered: drain to WouldBlock.
+                // Edge-triggered: drain to WouldBlock, a batch per system call.
                 loop {
-                    let (len, addr) = match sock.recv_from(&mut buf) {
-                        Ok(x) => x,
+                    let n = match batch.recv(sock) {
+                        Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         // ICMP port unreachable from an earlier send surfaces here on Linux.
@@ -422,46 +422,49 @@ impl EventLoop {
                             break;
                         }
                     };
-                    self.metrics.datagrams_in.fetch_add(1, Ordering::Relaxed);
-                    let bytes = &buf[..len];
-                    nonce = nonce.wrapping_add(1);
-                    let index = &self.index;
-                    match router::route(
-                        bytes,
-                        addr,
-                        n,
-                        |a| index.get(a).map(|s| *s as usize),
-                        nonce,
-                    ) {
-                        Route::Worker(w) => {
-                            let msg = WorkerMsg::Datagram {
-                                peer: Peer {
-                                    listener: li as u16,
-                                    addr,
-                                },
-                                bytes: bytes.to_vec(),
-                            };
-                            match self.workers[w].try_send(msg) {
-                                Ok(()) => {}
-                                Err(TrySendError::Full(_)) => {
-                                    self.metrics
-                                        .dropped_queue_full
-                                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .datagrams_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    for (bytes, addr) in (0..n).filter_map(|i| batch.get(i)) {
+                        nonce = nonce.wrapping_add(1);
+                        let index = &self.index;
+                        match router::route(
+                            bytes,
+                            addr,
+                            n_workers,
+                            |a| index.get(a).map(|s| *s as usize),
+                            nonce,
+                        ) {
+                            Route::Worker(w) => {
+                                let msg = WorkerMsg::Datagram {
+                                    peer: Peer {
+                                        listener: li as u16,
+                                        addr,
+                                    },
+                                    bytes: bytes.to_vec(),
+                                };
+                                match self.workers[w].try_send(msg) {
+                                    Ok(()) => {}
+                                    Err(TrySendError::Full(_)) => {
+                                        self.metrics
+                                            .dropped_queue_full
+                                            .fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Err(TrySendError::Disconnected(_)) => return,
                                 }
-                                Err(TrySendError::Disconnected(_)) => return,
                             }
-                        }
-                        Route::Reply(r) => {
-                            if sock.send_to(&r, addr).is_ok() {
-                                self.metrics.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                            Route::Reply(r) => {
+                                if sock.send_to(&r, addr).is_ok() {
+                                    self.metrics.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
-                        }
-                        Route::Drop => {
-                            self.metrics
-                                .dropped_malformed
-                                .fetch_add(1, Ordering::Relaxed);
+                            Route::Drop => {
+                                self.metrics
+                                    .dropped_malformed
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
