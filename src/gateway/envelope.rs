@@ -115,31 +115,104 @@ pub fn response(
     content: &Content,
     reason: Option<&str>,
 ) -> Vec<u8> {
-    // Writing into a Vec cannot fail.
-    fn json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
-        let _ = serde_json::to_writer(&mut *out, v);
-    }
     let mut out = Vec::with_capacity(128);
+    write_head(&mut out, echo, msg_type, seq_num.is_some());
+    let mut path = Vec::with_capacity(24);
+    json(&mut path, req_path);
+    write_tail(&mut out, seq_num, &path, code, content, reason);
+    out
+}
+
+/// The invariant part of an observation's notifications, computed once when it is established:
+/// the JSON up to `"msgType":"notify"` and the `reqPath` value. [`ResponseHead::notify`] then
+/// writes a notification without looking at the command again.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    head: Box<[u8]>,
+    req_path: Box<[u8]>,
+}
+
+impl ResponseHead {
+    /// For notifications carrying a `seqNum` (an echoed `seqNum` field gives way to it).
+    pub fn new(echo: &Map<String, Value>, msg_type: &str, req_path: &Value) -> ResponseHead {
+        let mut head = Vec::with_capacity(64);
+        write_head(&mut head, echo, msg_type, true);
+        let mut path = Vec::with_capacity(24);
+        json(&mut path, req_path);
+        ResponseHead {
+            head: head.into(),
+            req_path: path.into(),
+        }
+    }
+
+    /// Same bytes as [`response`] with the head's echo, message type and request path.
+    pub fn notify(
+        &self,
+        seq_num: u32,
+        code: u8,
+        content: &Content,
+        reason: Option<&str>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + 96);
+        out.extend_from_slice(&self.head);
+        write_tail(
+            &mut out,
+            Some(seq_num),
+            &self.req_path,
+            code,
+            content,
+            reason,
+        );
+        out
+    }
+}
+
+// Writing into a Vec cannot fail.
+fn json(out: &mut Vec<u8>, v: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// `{` echo fields, `"msgType":..`; a `seqNum` of the echo is left out when the message carries
+/// its own.
+fn write_head(out: &mut Vec<u8>, echo: &Map<String, Value>, msg_type: &str, own_seq: bool) {
     out.push(b'{');
     for (k, v) in echo {
-        if k == "seqNum" && seq_num.is_some() {
+        if k == "seqNum" && own_seq {
             continue;
         }
-        json(&mut out, k);
+        json(out, k);
         out.push(b':');
-        json(&mut out, v);
+        json(out, v);
         out.push(b',');
     }
     out.extend_from_slice(b"\"msgType\":");
-    json(&mut out, msg_type);
+    json(out, msg_type);
+}
+
+/// `,"seqNum":..,"data":{..}}` after [`write_head`]; `req_path` is already JSON.
+fn write_tail(
+    out: &mut Vec<u8>,
+    seq_num: Option<u32>,
+    req_path: &[u8],
+    code: u8,
+    content: &Content,
+    reason: Option<&str>,
+) {
     if let Some(s) = seq_num {
         out.extend_from_slice(b",\"seqNum\":");
-        out.extend_from_slice(s.to_string().as_bytes());
+        write_u32(out, s);
     }
     out.extend_from_slice(b",\"data\":{\"reqPath\":");
-    json(&mut out, req_path);
+    out.extend_from_slice(req_path);
     out.extend_from_slice(b",\"code\":\"");
-    out.extend_from_slice(crate::coap::code::to_string(code).as_bytes());
+    // "C.DD" without a String per message.
+    let detail = code & 0x1f;
+    out.extend_from_slice(&[
+        b'0' + (code >> 5),
+        b'.',
+        b'0' + detail / 10,
+        b'0' + detail % 10,
+    ]);
     out.extend_from_slice(b"\",\"codeMsg\":\"");
     out.extend_from_slice(crate::coap::code::name(code).as_bytes());
     out.push(b'"');
@@ -147,19 +220,32 @@ pub fn response(
         Content::None => {}
         Content::Records(r) => {
             out.extend_from_slice(b",\"content\":");
-            crate::lwm2m::json::write_content_json(&mut out, r);
+            crate::lwm2m::json::write_content_json(out, r);
         }
         Content::Json(v) => {
             out.extend_from_slice(b",\"content\":");
-            json(&mut out, v);
+            json(out, v);
         }
     }
     if let Some(r) = reason {
         out.extend_from_slice(b",\"reason\":");
-        json(&mut out, r);
+        json(out, r);
     }
     out.extend_from_slice(b"}}");
-    out
+}
+
+fn write_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// `data` of a command response: `{reqPath, code, codeMsg[, content][, reason]}`.
@@ -208,6 +294,49 @@ pub fn req_path_of(data: &Map<String, Value>) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn notification_head_writes_the_same_bytes_as_the_general_writer() {
+        let c = parse_command(
+            br#"{"reqID":"a\"b","seqNum":99,"x":{"y":[1,2.5,null]},"msgType":"observe","data":{"path":"/3303/0/5700?pmin=1"}}"#,
+        )
+        .unwrap();
+        let rp = req_path_of(&c.data);
+        let head = ResponseHead::new(&c.echo, "notify", &rp);
+        let records = Content::Records(vec![crate::lwm2m::Record {
+            path: crate::lwm2m::Path::parse("/3303/0/5700").unwrap(),
+            value: crate::lwm2m::Value::Float(21.5),
+            type_unknown: false,
+        }]);
+        for code in [0x45u8, 0x44, 0x80, 0x84, 0x8f, 0xa0, 0xa5] {
+            for (content, reason) in [(&records, None), (&Content::None, Some("why \"not\""))] {
+                let fast = head.notify(4_294_967_295, code, content, reason);
+                let general = response(
+                    &c.echo,
+                    "notify",
+                    Some(4_294_967_295),
+                    &rp,
+                    code,
+                    content,
+                    reason,
+                );
+                assert_eq!(
+                    String::from_utf8(fast.clone()).unwrap(),
+                    String::from_utf8(general).unwrap()
+                );
+                let v: Value = serde_json::from_slice(&fast).unwrap();
+                assert_eq!(v["seqNum"], json!(4_294_967_295u32));
+                assert_eq!(v["data"]["code"], json!(crate::coap::code::to_string(code)));
+                assert_eq!(v["data"]["reqPath"], json!("/3303/0/5700"));
+                assert_eq!(v["reqID"], json!("a\"b"));
+            }
+        }
+        let zero = head.notify(0, 0x45, &Content::None, None);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&zero).unwrap()["seqNum"],
+            json!(0)
+        );
+    }
 
     #[test]
     fn echoes_everything_but_msgtype_and_data() {

@@ -205,6 +205,8 @@ struct Continuation {
 #[derive(Debug)]
 struct Observation {
     cmd: Command,
+    /// The notifications' invariant JSON, written once.
+    head: envelope::ResponseHead,
     op: Op,
     request: Request,
     last_seq: Option<u32>,
@@ -990,6 +992,11 @@ impl Shard {
             s.observations.insert(
                 ex.token,
                 Observation {
+                    head: envelope::ResponseHead::new(
+                        &ex.cmd.echo,
+                        "notify",
+                        &envelope::req_path_of(&ex.cmd.data),
+                    ),
                     cmd: ex.cmd,
                     op: ex.op,
                     request: ex.request,
@@ -1158,16 +1165,18 @@ impl Shard {
         let types = self.cfg.model.types_for(versions);
         let (c, content, reason) =
             response_content(obs.op, &obs.request, resp_code, cf, pkt.payload(), &types);
-        let req_path = envelope::req_path_of(&obs.cmd.data);
-        let payload = envelope::response(
-            &obs.cmd.echo,
-            "notify",
-            seq,
-            &req_path,
-            c,
-            &content,
-            reason.as_deref(),
-        );
+        let payload = match seq {
+            Some(seq) => obs.head.notify(seq, c, &content, reason.as_deref()),
+            None => envelope::response(
+                &obs.cmd.echo,
+                "notify",
+                None,
+                &envelope::req_path_of(&obs.cmd.data),
+                c,
+                &content,
+                reason.as_deref(),
+            ),
+        };
         out.publish(
             &self.cfg.topics.notify,
             &s.reg.endpoint,
