@@ -2,6 +2,7 @@
 //! [`topics`], [`router`], [`intmap`]) and the I/O shells around it ([`runtime`]: event loop,
 //! workers, embedded broker; [`mqtt`]: the MQTT connection over the sans-IO [`mqtt_session`]; [`udp`]: batched datagram I/O; [`sockopt`]: TCP_NODELAY for the embedded broker).
 
+pub mod doorbell;
 pub mod downlink;
 pub mod envelope;
 pub mod intmap;

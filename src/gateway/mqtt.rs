@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{parse_mqtt_url, Config};
 
+use super::doorbell::Doorbell;
 use super::envelope;
 use super::mqtt_session::{Event, MqttSession, SessionOptions};
 use super::router;
-use super::runtime::{Metrics, WorkerMsg};
+use super::runtime::{Metrics, WorkerMsg, WorkerTx};
 use super::topics::Topics;
 
 const SOCKET: Token = Token(0);
@@ -44,24 +45,6 @@ enum Outgoing {
         payload: Vec<u8>,
     },
     Disconnect,
-}
-
-/// Wakes the MQTT thread only when it is (about to be) asleep: one eventfd write per sleep, not
-/// one per message.
-struct Doorbell {
-    parked: AtomicBool,
-    waker: Waker,
-}
-
-impl Doorbell {
-    fn ring(&self) {
-        // Pairs with the fence in the MQTT thread between `parked = true` and its last look at
-        // the channel: either it sees our message, or we see `parked` (Dekker).
-        fence(Ordering::SeqCst);
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-    }
 }
 
 /// A publishing handle, cloned into every worker.
@@ -94,10 +77,7 @@ impl MqttClient {
     ) -> io::Result<(MqttClient, MqttConnection)> {
         let m = &config.mqtt;
         let poll = Poll::new()?;
-        let bell = Arc::new(Doorbell {
-            parked: AtomicBool::new(false),
-            waker: Waker::new(poll.registry(), WAKE)?,
-        });
+        let bell = Arc::new(Doorbell::for_poll(Waker::new(poll.registry(), WAKE)?));
         let (tx, rx) = crossbeam_channel::bounded(m.channel_capacity.max(1));
         let session = MqttSession::new(
             SessionOptions {
@@ -167,7 +147,7 @@ pub fn run(
     mut conn: MqttConnection,
     client: MqttClient,
     topics: Topics,
-    workers: Vec<Sender<WorkerMsg>>,
+    workers: Vec<WorkerTx>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     (backoff_min, backoff_max): (Duration, Duration),
@@ -360,10 +340,10 @@ fn drive(
             continue;
         }
         // Sleep until the socket, the doorbell or the keep-alive needs us.
-        conn.bell.parked.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if session.can_publish() && !conn.rx.is_empty() {
-            conn.bell.parked.store(false, Ordering::Relaxed);
+        if !conn
+            .bell
+            .prepare_sleep(|| !session.can_publish() || conn.rx.is_empty())
+        {
             continue;
         }
         let timeout = session
@@ -371,7 +351,7 @@ fn drive(
             .saturating_duration_since(Instant::now())
             .min(MAX_SLEEP);
         let polled = conn.poll.poll(&mut events, Some(timeout));
-        conn.bell.parked.store(false, Ordering::Relaxed);
+        conn.bell.woke();
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 return End::Failed(format!("poll: {e}"));
@@ -384,7 +364,7 @@ fn drive(
 struct CommandRouter {
     client: MqttClient,
     topics: Topics,
-    workers: Vec<Sender<WorkerMsg>>,
+    workers: Vec<WorkerTx>,
     metrics: Arc<Metrics>,
 }
 

@@ -113,6 +113,11 @@ pub struct MqttSession {
     /// Packet ids of incoming QoS 2 messages delivered and awaiting PUBREL.
     awaiting_rel: Vec<u16>,
     next_sub_pkid: u16,
+    /// PUBACKs of received commands, held back briefly so that they leave with the next
+    /// outgoing packet (typically the command's response) instead of costing a write and a
+    /// broker wake-up of their own.
+    acks: BytesMut,
+    acks_since: Option<Instant>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
 }
@@ -120,6 +125,11 @@ pub struct MqttSession {
 /// Above this many buffered output bytes, [`MqttSession::can_publish`] says no until the socket
 /// takes some: the channel in front of the session is the queue, not this buffer.
 const OUT_HIGH_WATER: usize = 1 << 20;
+
+/// Longest a received command's PUBACK waits for company (see `MqttSession::acks`).
+pub const ACK_DELAY: Duration = Duration::from_millis(2);
+/// Held-back PUBACK bytes (4 each) released at once regardless of the delay.
+const ACKS_MAX: usize = 4 * 64;
 
 impl MqttSession {
     pub fn new(opts: SessionOptions, now: Instant) -> MqttSession {
@@ -136,6 +146,8 @@ impl MqttSession {
             next_pkid: 1,
             awaiting_rel: Vec::new(),
             next_sub_pkid: 1,
+            acks: BytesMut::new(),
+            acks_since: None,
             last_sent: now,
             ping_sent: None,
         }
@@ -146,6 +158,8 @@ impl MqttSession {
     pub fn start(&mut self, now: Instant) {
         self.out.clear();
         self.input.clear();
+        self.acks.clear();
+        self.acks_since = None;
         self.skip = 0;
         self.awaiting_rel.clear();
         self.ping_sent = None;
@@ -279,15 +293,30 @@ impl MqttSession {
 
     /// When [`MqttSession::on_tick`] next has something to do.
     pub fn next_deadline(&self) -> Instant {
-        match self.ping_sent {
+        let keep_alive = match self.ping_sent {
             Some(t) => t + self.opts.keep_alive,
             None => self.last_sent + self.opts.keep_alive,
+        };
+        match (self.acks_since, self.acks.is_empty()) {
+            (_, true) => keep_alive,
+            (Some(t), false) => keep_alive.min(t + ACK_DELAY),
+            // Acks queued since the last tick: the next tick stamps them.
+            (None, false) => self.last_sent.min(keep_alive),
         }
     }
 
-    /// Keep-alive: a PINGREQ when nothing was sent for the interval; an error when the broker
-    /// left the previous one unanswered for as long.
+    /// Call before writing: releases held-back PUBACKs (with other output, when
+    /// [`ACK_DELAY`] has passed, or when many are waiting), and keeps the connection alive: a
+    /// PINGREQ when nothing was sent for the interval, an error when the broker left the previous
+    /// one unanswered for as long.
     pub fn on_tick(&mut self, now: Instant) -> Result<(), SessionError> {
+        if !self.acks.is_empty() {
+            let since = *self.acks_since.get_or_insert(now);
+            if !self.out.is_empty() || now >= since + ACK_DELAY || self.acks.len() >= ACKS_MAX {
+                self.out.unsplit(self.acks.split());
+                self.acks_since = None;
+            }
+        }
         if self.opts.keep_alive.is_zero() || self.phase != Phase::Connected {
             return Ok(());
         }
@@ -485,7 +514,7 @@ impl MqttSession {
                 expiry,
             }),
             1 => {
-                self.encode_ack(AckKind::Ack, pkid);
+                write_ack(self.opts.version, &mut self.acks, AckKind::Ack, pkid);
                 events.push(Event::Message {
                     topic,
                     payload,
@@ -569,30 +598,34 @@ impl MqttSession {
     }
 
     fn encode_ack(&mut self, kind: AckKind, pkid: u16) {
-        match self.opts.version {
-            MqttVersion::V311 => {
-                let _ = match kind {
-                    AckKind::Ack => v4::PubAck::new(pkid).write(&mut self.out),
-                    AckKind::Rec => v4::PubRec::new(pkid).write(&mut self.out),
-                    AckKind::Rel => v4::PubRel::new(pkid).write(&mut self.out),
-                    AckKind::Comp => v4::PubComp::new(pkid).write(&mut self.out),
-                };
-            }
-            MqttVersion::V5 => {
-                let p = match kind {
-                    AckKind::Ack => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
-                    AckKind::Rec => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
-                    AckKind::Rel => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
-                    AckKind::Comp => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
-                };
-                let _ = p.write(&mut self.out, None);
-            }
-        }
+        write_ack(self.opts.version, &mut self.out, kind, pkid);
     }
 
     /// Publishes waiting for an acknowledgement.
     pub fn unacked(&self) -> usize {
         self.unacked
+    }
+}
+
+fn write_ack(version: MqttVersion, out: &mut BytesMut, kind: AckKind, pkid: u16) {
+    match version {
+        MqttVersion::V311 => {
+            let _ = match kind {
+                AckKind::Ack => v4::PubAck::new(pkid).write(out),
+                AckKind::Rec => v4::PubRec::new(pkid).write(out),
+                AckKind::Rel => v4::PubRel::new(pkid).write(out),
+                AckKind::Comp => v4::PubComp::new(pkid).write(out),
+            };
+        }
+        MqttVersion::V5 => {
+            let p = match kind {
+                AckKind::Ack => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
+                AckKind::Rec => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
+                AckKind::Rel => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
+                AckKind::Comp => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+            };
+            let _ = p.write(out, None);
+        }
     }
 }
 
@@ -868,15 +901,51 @@ mod tests {
         );
         s.on_read(&bytes4(v4::Packet::PubRel(v4::PubRel::new(8))), &mut ev)
             .unwrap();
-        let acks = sent4(&mut s, now);
+        // The QoS 2 handshake answers at once; the held-back PUBACK goes along with it.
+        s.on_tick(now).unwrap();
         assert_eq!(
-            acks,
+            sent4(&mut s, now),
             vec![
-                v4::Packet::PubAck(v4::PubAck::new(7)),
                 v4::Packet::PubRec(v4::PubRec::new(8)),
                 v4::Packet::PubRec(v4::PubRec::new(8)),
                 v4::Packet::PubComp(v4::PubComp::new(8)),
+                v4::Packet::PubAck(v4::PubAck::new(7)),
             ]
+        );
+    }
+
+    #[test]
+    fn a_command_puback_leaves_with_the_next_publish() {
+        let (mut s, now) = connected4(4);
+        let mut cmd = v4::Publish::new("lwm2m/ep/dn", Q4::AtLeastOnce, b"{}".to_vec());
+        cmd.pkid = 3;
+        let mut ev = Vec::new();
+        s.on_read(&bytes4(v4::Packet::Publish(cmd)), &mut ev)
+            .unwrap();
+        s.on_tick(now).unwrap();
+        assert!(s.pending_output().is_empty(), "PUBACK held back");
+        s.publish("lwm2m/ep/up/resp".into(), 1, b"{}".to_vec())
+            .unwrap();
+        s.on_tick(now).unwrap();
+        let out = sent4(&mut s, now);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(matches!(&out[0], v4::Packet::Publish(p) if p.topic == "lwm2m/ep/up/resp"));
+        assert_eq!(out[1], v4::Packet::PubAck(v4::PubAck::new(3)));
+        // Alone, a PUBACK leaves after ACK_DELAY.
+        let mut cmd = v4::Publish::new("lwm2m/ep/dn", Q4::AtLeastOnce, b"{}".to_vec());
+        cmd.pkid = 4;
+        s.on_read(&bytes4(v4::Packet::Publish(cmd)), &mut ev)
+            .unwrap();
+        let t = now + Duration::from_secs(1);
+        s.on_tick(t).unwrap();
+        assert!(s.pending_output().is_empty());
+        assert_eq!(s.next_deadline(), t + ACK_DELAY);
+        s.on_tick(t + ACK_DELAY / 2).unwrap();
+        assert!(s.pending_output().is_empty());
+        s.on_tick(t + ACK_DELAY).unwrap();
+        assert_eq!(
+            sent4(&mut s, t),
+            vec![v4::Packet::PubAck(v4::PubAck::new(4))]
         );
     }
 
@@ -1024,6 +1093,7 @@ mod tests {
                 expiry: Some(Duration::from_secs(9))
             }
         );
+        s.on_tick(now + ACK_DELAY).unwrap();
         let out = sent5(&mut s, now);
         assert!(matches!(&out[2], v5::Packet::PubAck(a) if a.pkid == 3));
     }

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use dashmap::DashMap;
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::{Config, MqttVersion};
 use crate::lwm2m::model::ObjectRegistry;
 
+use super::doorbell::Doorbell;
 use super::mqtt::{self, MqttClient};
 use super::router::{self, Route};
 use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
@@ -83,6 +84,28 @@ pub enum WorkerMsg {
     Stop,
 }
 
+/// The sending side of a worker's queue: a bounded channel plus the doorbell that wakes the
+/// worker when it sleeps.
+#[derive(Clone)]
+pub struct WorkerTx {
+    tx: Sender<WorkerMsg>,
+    bell: Arc<Doorbell>,
+}
+
+impl WorkerTx {
+    pub fn try_send(&self, m: WorkerMsg) -> Result<(), TrySendError<WorkerMsg>> {
+        self.tx.try_send(m)?;
+        self.bell.ring();
+        Ok(())
+    }
+
+    fn send(&self, m: WorkerMsg) {
+        if self.tx.send(m).is_ok() {
+            self.bell.ring();
+        }
+    }
+}
+
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
@@ -90,7 +113,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    workers: Vec<Sender<WorkerMsg>>,
+    workers: Vec<WorkerTx>,
     mqtt: MqttClient,
     threads: Vec<JoinHandle<()>>,
 }
@@ -250,12 +273,17 @@ impl Gateway {
         let mut worker_txs = Vec::new();
         for id in 0..config.workers {
             let (tx, rx) = crossbeam_channel::bounded(config.worker_queue);
-            worker_txs.push(tx);
+            let bell = Arc::new(Doorbell::for_thread());
+            worker_txs.push(WorkerTx {
+                tx,
+                bell: bell.clone(),
+            });
             let shard = Shard::new(id as u8, shard_cfg.clone(), rand::random());
             let w = Worker {
                 id: id as u16,
                 shard,
                 rx,
+                bell,
                 sockets: send_sockets.clone(),
                 mqtt: client.clone(),
                 index: index.clone(),
@@ -369,7 +397,7 @@ impl Gateway {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         for w in &self.workers {
-            let _ = w.send(WorkerMsg::Stop);
+            w.send(WorkerMsg::Stop);
         }
         self.mqtt.try_disconnect();
         for t in self.threads.drain(..) {
@@ -381,7 +409,7 @@ impl Gateway {
 struct EventLoop {
     poll: Poll,
     sockets: Vec<mio::net::UdpSocket>,
-    workers: Vec<Sender<WorkerMsg>>,
+    workers: Vec<WorkerTx>,
     index: Arc<DashMap<SocketAddr, u16>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -477,6 +505,7 @@ struct Worker {
     id: u16,
     shard: Shard,
     rx: Receiver<WorkerMsg>,
+    bell: Arc<Doorbell>,
     sockets: Arc<Vec<UdpSocket>>,
     mqtt: MqttClient,
     index: Arc<DashMap<SocketAddr, u16>>,
@@ -486,18 +515,23 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
+        self.bell.bind_current();
         let mut out = Output::default();
         loop {
-            let msg = match self.shard.next_deadline() {
-                Some(d) => match self.rx.recv_deadline(d) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => return,
-                },
-                None => match self.rx.recv() {
-                    Ok(m) => Some(m),
-                    Err(_) => return,
-                },
+            let msg = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    match self.shard.next_deadline() {
+                        Some(d) if d <= now => None,
+                        deadline => {
+                            let rx = &self.rx;
+                            self.bell.sleep(deadline.map(|d| d - now), || rx.is_empty());
+                            continue;
+                        }
+                    }
+                }
             };
             let now = Instant::now();
             if let Some(m) = msg {
