@@ -384,7 +384,7 @@ impl Shard {
     fn ack(&mut self, now: Instant, peer: Peer, mid: u16, out: &mut Output) {
         let mut b = Vec::with_capacity(4);
         MessageBuilder::new(&mut b, MsgType::Ack, code::EMPTY, mid, &[]).finish();
-        self.dedup.insert(now, peer, mid, b.clone());
+        self.dedup.insert(now, peer, mid, &b);
         out.transmits.push(Transmit { peer, bytes: b });
     }
 
@@ -460,7 +460,7 @@ impl Shard {
         }
         m.payload(reason.as_deref().map(reason_bytes).unwrap_or_default());
         if con {
-            self.dedup.insert(now, peer, pkt.message_id(), b.clone());
+            self.dedup.insert(now, peer, pkt.message_id(), &b);
         }
         out.transmits.push(Transmit { peer, bytes: b });
         // Commands queued for a device that just spoke may go now (after our answer).
