@@ -302,8 +302,8 @@ fn electrical_objects() {
 fn server_versions_chosen_by_announced_ver() {
     let reg = shipped();
     assert_eq!(reg.versions(1).collect::<Vec<_>>(), ["1.1", "1.2"]);
-    let v11 = vec![(1u16, "1.1".to_string())];
-    let v12 = vec![(1u16, "1.2".to_string())];
+    let v11 = vec![(1u16, Box::<str>::from("1.1"))];
+    let v12 = vec![(1u16, Box::<str>::from("1.2"))];
     assert_eq!(reg.types_for(&v11).resource_type(1, 27), None);
     assert_eq!(
         reg.types_for(&v12).resource_type(1, 27),
@@ -316,7 +316,7 @@ fn server_versions_chosen_by_announced_ver() {
     assert_eq!(reg.get(1, Some("1.1")).unwrap().resources.len(), 24);
     // No ver= or an unknown one: the highest loaded version.
     assert_eq!(reg.types_for(&[]).object(1).unwrap().version, "1.2");
-    let v19 = vec![(1u16, "1.9".to_string())];
+    let v19 = vec![(1u16, Box::<str>::from("1.9"))];
     assert_eq!(reg.types_for(&v19).object(1).unwrap().version, "1.2");
 }
 
@@ -324,7 +324,7 @@ fn server_versions_chosen_by_announced_ver() {
 fn ipso_location_versions() {
     let reg = shipped();
     assert_eq!(reg.versions(3336).collect::<Vec<_>>(), ["1.0", "1.1"]);
-    let v10 = vec![(3336u16, "1.0".to_string())];
+    let v10 = vec![(3336u16, Box::<str>::from("1.0"))];
     let t10 = reg.types_for(&v10);
     assert_eq!(t10.resource_type(3336, 6042), None);
     assert_eq!(t10.object(3336).unwrap().urn, "urn:oma:lwm2m:ext:3336");
@@ -395,7 +395,7 @@ fn versions_from_a_registration_payload() {
         r#"</>;rt="oma.lwm2m";ct=110,</1>;ver=1.1,</1/0>,</3/0>"#,
     )
     .unwrap();
-    let types = reg.types_for(&r.versions);
+    let types = reg.types_for(r.versions());
     assert_eq!(types.object(1).unwrap().version, "1.1");
     assert_eq!(types.resource_type(3, 9), Some(ResourceType::Integer));
 }

@@ -1,6 +1,7 @@
 //! The LwM2M registration interface's parameters (TS Transport §6.2): parsing and validating the
 //! Uri-Query of Register and Update, and the registration record kept per device.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::coap::code;
@@ -152,28 +153,93 @@ pub fn check_version(v: Option<&str>) -> Result<&'static str, Rejection> {
     }
 }
 
+/// Version strings a registration records, indexed by the `u8` codes it stores.
+const VERSION_NAMES: [&str; 5] = ["", "1", "1.0", "1.1", "1.2"];
+
+/// The code [`Registration`] stores for one of [`VERSION_NAMES`] (0 for none).
+pub fn version_code(v: Option<&str>) -> u8 {
+    v.and_then(|v| VERSION_NAMES.iter().position(|n| *n == v))
+        .map_or(0, |i| i as u8)
+}
+
+/// A `b=` value, without an allocation for the bindings devices actually send.
+fn binding_text(b: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 10] = ["U", "UQ", "S", "SQ", "US", "UQS", "N", "T", "Q", "UN"];
+    match COMMON.iter().find(|c| **c == b) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(b.to_string()),
+    }
+}
+
 /// The registration of one device as the MQTT side sees it.
+///
+/// One lives for every registered device, so it is laid out for size: boxed strings and slices
+/// (no capacity slack), versions as one-byte codes, the binding without an allocation when it is
+/// a common one, no allocation at all for absent or empty parts.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub endpoint: String,
+    pub endpoint: Box<str>,
     pub lifetime: u32,
-    pub version: &'static str,
-    /// The `lwm2m=` parameter as the device sent it (`"1"` stays `"1"`), for the MQTT events.
-    pub version_sent: Option<&'static str>,
-    pub binding: String,
-    /// Whether the device sent `b=` (the default `U` is not reported as if it had).
-    pub binding_sent: bool,
-    pub sms: Option<String>,
+    /// [`version_code`] of the negotiated version and of the `lwm2m=` parameter as the device
+    /// sent it (`"1"` stays `"1"`, for the MQTT events; 0 when absent).
+    version: u8,
+    version_sent: u8,
+    /// `b=` as sent; `None` when absent (the default `U` is not reported as if it had been sent).
+    binding: Option<Cow<'static, str>>,
+    pub sms: Option<Box<str>>,
     pub queue_mode: bool,
     /// The other query parameters (not ep, lt, lwm2m, b, sms, which have fields), in arrival order,
     /// merged with those of later Updates. Kept apart so that each registration stores its
     /// standard parameters once.
-    pub params: Vec<(String, String)>,
+    pub params: Box<[(Box<str>, Box<str>)]>,
     /// `None` until a payload (object list) was received.
     pub objects: Option<RegisteredObjects>,
 }
 
 impl Registration {
+    /// A registration from a Register's parsed query (`version` already checked).
+    pub fn new(
+        endpoint: &str,
+        lifetime: u32,
+        version: &'static str,
+        params: &RegParams,
+        objects: Option<RegisteredObjects>,
+    ) -> Registration {
+        let binding = params.binding.as_deref().map(binding_text);
+        let queue_mode = params.queue_flag || binding.as_deref().is_some_and(|b| b.contains('Q'));
+        Registration {
+            endpoint: endpoint.into(),
+            lifetime,
+            version: version_code(Some(version)),
+            version_sent: version_code(version_sent(params.version.as_deref())),
+            binding,
+            sms: params.sms.as_deref().map(Box::from),
+            queue_mode,
+            params: params
+                .all
+                .iter()
+                .filter(|(k, _)| !is_standard(k))
+                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+                .collect(),
+            objects,
+        }
+    }
+
+    /// The negotiated LwM2M version (`"1.0"`, `"1.1"` or `"1.2"`).
+    pub fn version(&self) -> &'static str {
+        VERSION_NAMES[self.version as usize]
+    }
+
+    /// The `lwm2m=` parameter as the device sent it.
+    pub fn version_sent(&self) -> Option<&'static str> {
+        Some(VERSION_NAMES[self.version_sent as usize]).filter(|v| !v.is_empty())
+    }
+
+    /// The binding in force (`U` unless the device sent `b=`).
+    pub fn binding(&self) -> &str {
+        self.binding.as_deref().unwrap_or("U")
+    }
+
     pub fn lifetime_duration(&self) -> Duration {
         Duration::from_secs(self.lifetime as u64)
     }
@@ -184,25 +250,36 @@ impl Registration {
             self.lifetime = lt;
         }
         if let Some(b) = &u.binding {
-            self.binding = b.clone();
-            self.binding_sent = true;
+            self.binding = Some(binding_text(b));
         }
         if let Some(s) = &u.sms {
-            self.sms = Some(s.clone());
+            self.sms = Some(s.as_str().into());
         }
         if u.queue_flag {
             self.queue_mode = true;
         }
         if u.binding.is_some() {
-            self.queue_mode = self.binding.contains('Q')
-                || self.params.iter().any(|(k, _)| k == "Q")
+            self.queue_mode = self.binding().contains('Q')
+                || self.params.iter().any(|(k, _)| &**k == "Q")
                 || u.queue_flag;
         }
+        let mut merged: Option<Vec<(Box<str>, Box<str>)>> = None;
         for (k, v) in u.all.iter().filter(|(k, _)| !is_standard(k)) {
-            match self.params.iter_mut().find(|(pk, _)| pk == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => self.params.push((k.clone(), v.clone())),
+            let current = match &mut merged {
+                Some(m) => &mut m[..],
+                None => &mut self.params[..],
+            };
+            if let Some(slot) = current.iter_mut().find(|(pk, _)| &**pk == k.as_str()) {
+                slot.1 = v.as_str().into();
+                continue;
             }
+            // A key not seen before: the slice grows (rare; Updates mostly repeat keys).
+            merged
+                .get_or_insert_with(|| self.params.to_vec())
+                .push((k.as_str().into(), v.as_str().into()));
+        }
+        if let Some(m) = merged {
+            self.params = m.into_boxed_slice();
         }
     }
 
@@ -232,13 +309,13 @@ impl Registration {
         string(&mut out, &self.endpoint);
         key(&mut out, "lt");
         out.extend_from_slice(self.lifetime.to_string().as_bytes());
-        if let Some(v) = self.version_sent {
+        if let Some(v) = self.version_sent() {
             key(&mut out, "lwm2m");
             string(&mut out, v);
         }
-        if self.binding_sent {
+        if let Some(b) = &self.binding {
             key(&mut out, "b");
-            string(&mut out, &self.binding);
+            string(&mut out, b);
         }
         if let Some(sms) = &self.sms {
             key(&mut out, "sms");
@@ -246,8 +323,7 @@ impl Registration {
         }
         let mut seen: Vec<&str> = Vec::with_capacity(self.params.len());
         for (k, _) in &self.params {
-            if seen.contains(&k.as_str()) || SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str())
-            {
+            if seen.contains(&&**k) || SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()) {
                 continue;
             }
             seen.push(k);
@@ -257,16 +333,16 @@ impl Registration {
                 .iter()
                 .rev()
                 .find(|(k2, _)| k2 == k)
-                .map_or("", |(_, v)| v.as_str());
+                .map_or("", |(_, v)| &**v);
             key(&mut out, k);
             string(&mut out, v);
         }
         if let Some(o) = &self.objects {
             key(&mut out, "alternatePath");
-            string(&mut out, &o.alternate_path);
+            string(&mut out, o.alternate_path());
             key(&mut out, "objectList");
             out.push(b'[');
-            for (i, p) in o.object_list.iter().enumerate() {
+            for (i, p) in o.object_list().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -337,31 +413,17 @@ mod tests {
         let objects =
             crate::lwm2m::link_format::parse_registration("</>;rt=\"oma.lwm2m\",</1/0>,</3/0>")
                 .ok();
-        let mut r = Registration {
-            endpoint: "dev\"1".into(),
-            lifetime: 90,
-            version: "1.1",
-            version_sent: Some("1.1"),
-            binding: "UQ".into(),
-            binding_sent: true,
-            sms: Some("+123".into()),
-            queue_mode: false,
-            params: p
-                .all
-                .iter()
-                .filter(|(k, _)| !is_standard(k))
-                .cloned()
-                .collect(),
-            objects: None,
-        };
+        let mut r = Registration::new("dev\"1", 90, "1.1", &p, None);
+        r.version_sent = version_code(Some("1.1"));
+        r.sms = Some("+123".into());
         // Exact bytes: escaping, the secret left out, a repeated key's last value.
         assert_eq!(
             String::from_utf8(r.event_json("update")).unwrap(),
             r#"{"msgType":"update","data":{"ep":"dev\"1","lt":90,"lwm2m":"1.1","b":"UQ","sms":"+123","imei":"8"}}"#
         );
         r.objects = objects;
-        r.version_sent = None;
-        r.binding_sent = false;
+        r.version_sent = 0;
+        r.binding = None;
         r.sms = None;
         let v: serde_json::Value = serde_json::from_slice(&r.event_json("register")).unwrap();
         assert_eq!(

@@ -14,7 +14,7 @@
 //! token alone (never by source address), so NAT rebinding does not break observations.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,9 +79,9 @@ pub struct Output {
 }
 
 impl Output {
-    fn publish(&mut self, t: &Template, ep: &str, peerhost: &str, payload: Vec<u8>) {
+    fn publish(&mut self, t: &Template, ep: &str, peerhost: Option<IpAddr>, payload: Vec<u8>) {
         self.publishes.push(Publish {
-            topic: t.render(ep, peerhost),
+            topic: t.render_ip(ep, peerhost),
             qos: t.qos,
             payload,
         });
@@ -217,7 +217,6 @@ struct Observation {
 struct Session {
     reg: Registration,
     peer: Peer,
-    peerhost: String,
     expires_at: Instant,
     /// Last datagram from the device: a queue-mode device is reachable for a while after it.
     last_uplink: Instant,
@@ -232,11 +231,13 @@ impl Session {
         !self.reg.queue_mode || now < self.last_uplink + window
     }
 
-    fn versions(&self) -> &[(u16, String)] {
-        self.reg
-            .objects
-            .as_ref()
-            .map_or(&[][..], |o| &o.versions[..])
+    fn versions(&self) -> &[(u16, Box<str>)] {
+        self.reg.objects.as_ref().map_or(&[][..], |o| o.versions())
+    }
+
+    /// The device address for `${peerhost}` topics, formatted only when a topic needs it.
+    fn host(&self) -> Option<IpAddr> {
+        Some(self.peer.addr.ip())
     }
 }
 
@@ -245,7 +246,7 @@ pub struct Shard {
     cfg: Arc<ShardConfig>,
     /// Boxed sessions keep the map's slots small: hash maps over-allocate slots as they grow.
     sessions: IntMap<u64, Box<Session>>,
-    by_endpoint: HashMap<String, u64>,
+    by_endpoint: HashMap<Box<str>, u64>,
     by_addr: HashMap<SocketAddr, u64>,
     /// Tokens of requests in flight and of observations.
     by_token: IntMap<u64, u64>,
@@ -386,7 +387,7 @@ impl Shard {
     fn ack(&mut self, now: Instant, peer: Peer, mid: u16, out: &mut Output) {
         let mut b = Vec::with_capacity(4);
         MessageBuilder::new(&mut b, MsgType::Ack, code::EMPTY, mid, &[]).finish();
-        self.dedup.insert(now, peer, mid, b.clone());
+        self.dedup.insert(now, peer, mid, &b);
         out.transmits.push(Transmit { peer, bytes: b });
     }
 
@@ -436,7 +437,7 @@ impl Shard {
         out.publish(
             &self.cfg.topics.response,
             &s.reg.endpoint,
-            &s.peerhost,
+            s.host(),
             payload,
         );
         self.by_mid.remove(&mid);
@@ -462,7 +463,7 @@ impl Shard {
         }
         m.payload(reason.as_deref().map(reason_bytes).unwrap_or_default());
         if con {
-            self.dedup.insert(now, peer, pkt.message_id(), b.clone());
+            self.dedup.insert(now, peer, pkt.message_id(), &b);
         }
         out.transmits.push(Transmit { peer, bytes: b });
         // Commands queued for a device that just spoke may go now (after our answer).
@@ -561,14 +562,6 @@ impl Shard {
             })
     }
 
-    fn peerhost(&self, peer: Peer) -> String {
-        if self.cfg.topics.needs_peerhost {
-            peer.addr.ip().to_string()
-        } else {
-            String::new()
-        }
-    }
-
     fn bind_addr(&mut self, addr: SocketAddr, reg: u64, out: &mut Output) {
         self.by_addr.insert(addr, reg);
         out.index.push(IndexUpdate::Bind(addr));
@@ -601,13 +594,11 @@ impl Shard {
             registration::DEFAULT_LIFETIME
                 .clamp(self.cfg.lifetime_range.0, self.cfg.lifetime_range.1)
         });
-        let binding = params.binding.clone().unwrap_or_else(|| "U".to_string());
-        let queue_mode = binding.contains('Q') || params.queue_flag;
         // The same endpoint registering again replaces its old registration. Commands waiting for
         // the endpoint carry over (they address the device, not one registration of it), the one
         // in flight is sent again; observations end (the device forgot them, TS §6.4).
         let mut carried = VecDeque::new();
-        if let Some(old) = self.by_endpoint.get(&endpoint).copied() {
+        if let Some(old) = self.by_endpoint.get(endpoint.as_str()).copied() {
             if let Some(s) = self.sessions.get_mut(&old) {
                 carried = std::mem::take(&mut s.queue);
                 if let Some(ex) = s.inflight.take() {
@@ -633,25 +624,9 @@ impl Shard {
         }
         let reg_id = (self.next_reg_seq << 8) | self.id as u64;
         self.next_reg_seq += 1;
-        let reg = Registration {
-            endpoint: endpoint.clone(),
-            lifetime,
-            version,
-            version_sent: registration::version_sent(params.version.as_deref()),
-            binding,
-            binding_sent: params.binding.is_some(),
-            sms: params.sms.clone(),
-            queue_mode,
-            params: params
-                .all
-                .into_iter()
-                .filter(|(k, _)| !registration::is_standard(k))
-                .collect(),
-            objects,
-        };
+        let reg = Registration::new(&endpoint, lifetime, version, &params, objects);
         let expires_at = now + reg.lifetime_duration();
         let session = Session {
-            peerhost: self.peerhost(peer),
             reg,
             peer,
             expires_at,
@@ -664,12 +639,12 @@ impl Shard {
         out.publish(
             &self.cfg.topics.register,
             &endpoint,
-            &session.peerhost,
+            session.host(),
             payload,
         );
         let auto = self.auto_observe_paths(&session.reg);
         self.sessions.insert(reg_id, Box::new(session));
-        self.by_endpoint.insert(endpoint.clone(), reg_id);
+        self.by_endpoint.insert(endpoint.as_str().into(), reg_id);
         self.bind_addr(peer.addr, reg_id, out);
         self.timers.push(now, expires_at, Timer::Lifetime(reg_id));
         for path in auto {
@@ -702,17 +677,16 @@ impl Shard {
         match &self.cfg.auto_observe {
             AutoObserve::Off => Vec::new(),
             AutoObserve::All => objects
-                .object_list
-                .iter()
+                .object_list()
                 .filter(|p| {
                     let obj = Path::parse(p).ok().and_then(|p| p.object());
                     obj.is_some_and(|o| !AUTO_OBSERVE_SKIP.contains(&o)) && defined(p)
                 })
-                .cloned()
+                .map(str::to_string)
                 .collect(),
             AutoObserve::Paths(list) => list
                 .iter()
-                .filter(|p| objects.object_list.contains(p) && defined(p))
+                .filter(|p| objects.object_list().any(|o| o == p.as_str()) && defined(p))
                 .cloned()
                 .collect(),
         }
@@ -728,7 +702,6 @@ impl Shard {
     ) -> Result<(), Rejection> {
         let mut params = registration::parse_query(Self::queries(pkt), self.cfg.lifetime_range)?;
         let objects = Self::parse_objects(pkt)?;
-        let peerhost = self.peerhost(peer);
         let Some(s) = self.sessions.get_mut(&reg_id) else {
             return Err(Rejection {
                 code: code::NOT_FOUND,
@@ -744,7 +717,6 @@ impl Shard {
         }
         let old_addr = s.peer.addr;
         s.peer = peer;
-        s.peerhost = peerhost;
         s.expires_at = now + s.reg.lifetime_duration();
         s.last_uplink = now;
         let expires_at = s.expires_at;
@@ -754,12 +726,7 @@ impl Shard {
         };
         if publish {
             let payload = s.reg.event_json("update");
-            out.publish(
-                &self.cfg.topics.update,
-                &s.reg.endpoint,
-                &s.peerhost,
-                payload,
-            );
+            out.publish(&self.cfg.topics.update, &s.reg.endpoint, s.host(), payload);
         }
         // NAT rebinding: the device's address is wherever its Update came from.
         if old_addr != peer.addr {
@@ -810,12 +777,7 @@ impl Shard {
         let mut data = Map::new();
         data.insert("content".into(), json::content_json(&records));
         let payload = envelope::message(&Map::new(), "send", None, Value::Object(data));
-        out.publish(
-            &self.cfg.topics.notify,
-            &s.reg.endpoint,
-            &s.peerhost,
-            payload,
-        );
+        out.publish(&self.cfg.topics.notify, &s.reg.endpoint, s.host(), payload);
         Ok(())
     }
 
@@ -837,7 +799,7 @@ impl Shard {
         for token in s.observations.keys() {
             self.by_token.remove(token);
         }
-        let (ep, ph) = (s.reg.endpoint.as_str(), s.peerhost.as_str());
+        let (ep, ph) = (&*s.reg.endpoint, s.host());
         let resp = &self.cfg.topics.response;
         let waiting = s
             .inflight
@@ -950,12 +912,7 @@ impl Shard {
         if let Some(seq) = ex.notify_seq {
             // The remaining blocks of a notification: publish the whole as that notification.
             let payload = respond("notify", seq);
-            out.publish(
-                &self.cfg.topics.notify,
-                &s.reg.endpoint,
-                &s.peerhost,
-                payload,
-            );
+            out.publish(&self.cfg.topics.notify, &s.reg.endpoint, s.host(), payload);
             if let Some(ex) = s.inflight.take() {
                 self.by_mid.remove(&ex.mid);
                 self.by_token.remove(&ex.token);
@@ -969,7 +926,7 @@ impl Shard {
         out.publish(
             &self.cfg.topics.response,
             &s.reg.endpoint,
-            &s.peerhost,
+            s.host(),
             payload,
         );
         let Some(ex) = s.inflight.take() else { return };
@@ -1161,7 +1118,7 @@ impl Shard {
                 return;
             }
         }
-        let versions = s.reg.objects.as_ref().map_or(&[][..], |o| &o.versions[..]);
+        let versions = s.reg.objects.as_ref().map_or(&[][..], |o| o.versions());
         let types = self.cfg.model.types_for(versions);
         let (c, content, reason) =
             response_content(obs.op, &obs.request, resp_code, cf, pkt.payload(), &types);
@@ -1177,12 +1134,7 @@ impl Shard {
                 reason.as_deref(),
             ),
         };
-        out.publish(
-            &self.cfg.topics.notify,
-            &s.reg.endpoint,
-            &s.peerhost,
-            payload,
-        );
+        out.publish(&self.cfg.topics.notify, &s.reg.endpoint, s.host(), payload);
         // An error, or a response without Observe, ends the observation (RFC 7641 §3.2, §4.2).
         if !code::is_success(resp_code) || seq.is_none() {
             s.observations.remove(&token);
@@ -1214,7 +1166,7 @@ impl Shard {
         out.publish(
             &self.cfg.topics.response,
             &s.reg.endpoint,
-            &s.peerhost,
+            s.host(),
             payload,
         );
     }
@@ -1239,8 +1191,7 @@ impl Shard {
         let reg = self.by_endpoint.get(ep).copied();
         let peerhost = reg
             .and_then(|r| self.sessions.get(&r))
-            .map(|s| s.peerhost.clone())
-            .unwrap_or_default();
+            .and_then(|s| s.host());
         let resp = &self.cfg.topics.response;
         let mut fail =
             |echo: &Map<String, Value>, msg_type: &str, req_path: &Value, c: u8, why: &str| {
@@ -1248,7 +1199,7 @@ impl Shard {
                 out.publish(
                     resp,
                     ep,
-                    &peerhost,
+                    peerhost,
                     envelope::message(echo, msg_type, None, data),
                 );
             };
@@ -1303,15 +1254,15 @@ impl Shard {
             return;
         };
         let objects = s.reg.objects.as_ref();
-        let announced = objects.map_or(&[][..], |o| &o.content_formats[..]);
+        let announced = objects.map_or(&[][..], |o| o.content_formats());
         let types = self.cfg.model.types_for(s.versions());
         let dev = DeviceContext {
-            version: s.reg.version,
+            version: s.reg.version(),
             announced_formats: announced,
             types: &types,
         };
         let built = downlink::build(&cmd, op, &dev);
-        let (ep, ph) = (s.reg.endpoint.as_str(), s.peerhost.as_str());
+        let (ep, ph) = (&*s.reg.endpoint, s.host());
         let refuse = |out: &mut Output, c: u8, why: &str| {
             let data =
                 envelope::response_data(&envelope::req_path_of(&cmd.data), c, None, Some(why));
@@ -1431,11 +1382,7 @@ impl Shard {
         let Some(ex) = s.inflight.as_mut() else {
             return;
         };
-        let alt = s
-            .reg
-            .objects
-            .as_ref()
-            .map_or("/", |o| o.alternate_path.as_str());
+        let alt = s.reg.objects.as_ref().map_or("/", |o| o.alternate_path());
         let blocks = Blocks {
             block1: ex.block1.as_ref().map(|b| {
                 let (opt, slice) = b.block(b.current());
@@ -1485,7 +1432,7 @@ impl Shard {
             out.publish(
                 &self.cfg.topics.response,
                 &s.reg.endpoint,
-                &s.peerhost,
+                s.host(),
                 payload,
             );
         }

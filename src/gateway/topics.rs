@@ -6,6 +6,9 @@
 //! of each incoming command; this keeps the broker's subscription table at one entry instead of one
 //! per device.
 
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
 use crate::config::{Config, Translator};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +66,27 @@ impl Template {
     }
 
     pub fn render(&self, endpoint: &str, peerhost: &str) -> String {
+        self.render_with(endpoint, |s| s.push_str(peerhost))
+    }
+
+    /// As [`Template::render`], formatting the device address only if the template uses it:
+    /// sessions keep the address, not its text.
+    /// `None` (no session to take it from) renders as an empty string.
+    pub fn render_ip(&self, endpoint: &str, peerhost: Option<IpAddr>) -> String {
+        self.render_with(endpoint, |s| {
+            if let Some(ip) = peerhost {
+                let _ = write!(s, "{ip}");
+            }
+        })
+    }
+
+    fn render_with(&self, endpoint: &str, mut host: impl FnMut(&mut String)) -> String {
         let mut s = String::with_capacity(64);
         for p in &self.pieces {
             match p {
                 Piece::Lit(l) => s.push_str(l),
                 Piece::Endpoint => s.push_str(endpoint),
-                Piece::PeerHost => s.push_str(peerhost),
+                Piece::PeerHost => host(&mut s),
             }
         }
         s
@@ -254,6 +272,11 @@ mod tests {
         assert_eq!(t.endpoint_of_command("gw/10.0.0.1/dev-abc/cmd/x"), None);
         assert_eq!(
             t.notify.render("abc", "10.0.0.1"),
+            "gw/10.0.0.1/dev-abc/up/notify"
+        );
+        let ip = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            t.notify.render_ip("abc", Some(ip)),
             "gw/10.0.0.1/dev-abc/up/notify"
         );
         assert!(t.needs_peerhost);

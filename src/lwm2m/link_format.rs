@@ -286,23 +286,57 @@ pub fn emit(links: &[Link]) -> String {
 }
 
 /// What a Register/Update payload says about the device.
+///
+/// Kept for every registered device, so it is stored compactly: the alternate path and the
+/// object-list entries back to back in one string, the rest in boxed slices (no capacity slack,
+/// no allocation when empty). A million devices each with a handful of links make this one of the
+/// gateway's largest per-device costs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RegisteredObjects {
-    /// `"/"` unless a link carries `rt="oma.lwm2m"`.
-    pub alternate_path: String,
-    /// Object/instance links, alternate path stripped (EMQX `objectList`), e.g. `"/3/0"`.
-    pub object_list: Vec<String>,
-    /// `ct=` of the root (`</>` or alternate path) link.
-    pub content_formats: Vec<u16>,
-    /// `ver=` per object id.
-    pub versions: Vec<(u16, String)>,
+    /// The alternate path, then every object-list entry.
+    text: Box<str>,
+    /// End offset in `text` of the alternate path (index 0) and of each object-list entry.
+    ends: Box<[u32]>,
+    content_formats: Box<[u16]>,
+    versions: Box<[(u16, Box<str>)]>,
 }
 
 impl RegisteredObjects {
+    fn piece(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        // Offsets were taken at char boundaries while building `text`.
+        self.text
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// `"/"` unless a link carries `rt="oma.lwm2m"`.
+    pub fn alternate_path(&self) -> &str {
+        if self.ends.is_empty() {
+            "/"
+        } else {
+            self.piece(0)
+        }
+    }
+
+    /// Object/instance links, alternate path stripped (EMQX `objectList`), e.g. `"/3/0"`.
+    pub fn object_list(&self) -> impl ExactSizeIterator<Item = &str> + Clone + '_ {
+        (1..self.ends.len().max(1)).map(|i| self.piece(i))
+    }
+
+    /// `ct=` of the root (`</>` or alternate path) link.
+    pub fn content_formats(&self) -> &[u16] {
+        &self.content_formats
+    }
+
+    /// `ver=` per object id.
+    pub fn versions(&self) -> &[(u16, Box<str>)] {
+        &self.versions
+    }
+
     /// Entries of `object_list` that are LwM2M object or object-instance paths.
     pub fn objects(&self) -> Vec<Path> {
-        self.object_list
-            .iter()
+        self.object_list()
             .filter(|s| s.starts_with('/'))
             .filter_map(|s| Path::parse(s).ok())
             .filter(|p| matches!(p.len(), 1 | 2))
@@ -311,20 +345,23 @@ impl RegisteredObjects {
 
     /// The version the device announced for `object`, if any.
     pub fn version(&self, object: u16) -> Option<&str> {
-        self.versions
-            .iter()
-            .find(|(id, _)| *id == object)
-            .map(|(_, v)| v.as_str())
+        find_version(&self.versions, object)
     }
+}
+
+fn find_version(versions: &[(u16, Box<str>)], object: u16) -> Option<&str> {
+    versions
+        .iter()
+        .find(|(id, _)| *id == object)
+        .map(|(_, v)| &**v)
 }
 
 /// Parses a Register/Update payload (see the module notes for the object-list rules).
 pub fn parse_registration(payload: &str) -> Result<RegisteredObjects, LinkError> {
     let links = Parser::new(payload, true)?.links()?;
-    let mut reg = RegisteredObjects {
-        alternate_path: "/".to_string(),
-        ..Default::default()
-    };
+    let mut alternate_path = "/".to_string();
+    let mut content_formats = Vec::new();
+    let mut versions: Vec<(u16, Box<str>)> = Vec::new();
 
     let root = links
         .iter()
@@ -339,7 +376,7 @@ pub fn parse_registration(payload: &str) -> Result<RegisteredObjects, LinkError>
                 )));
             }
             let trimmed = root.target.trim_end_matches('/');
-            reg.alternate_path = if trimmed.is_empty() {
+            alternate_path = if trimmed.is_empty() {
                 "/".to_string()
             } else {
                 trimmed.to_string()
@@ -356,18 +393,23 @@ pub fn parse_registration(payload: &str) -> Result<RegisteredObjects, LinkError>
                         "ct value {token:?} is not a content-format number"
                     ))
                 })?;
-                if !reg.content_formats.contains(&cf) {
-                    reg.content_formats.push(cf);
+                if !content_formats.contains(&cf) {
+                    content_formats.push(cf);
                 }
             }
         }
     }
 
+    let mut text = String::with_capacity(payload.len());
+    text.push_str(&alternate_path);
+    let mut ends = Vec::with_capacity(links.len() + 1);
+    // The payload is at most MAX_LINK_FORMAT_SIZE bytes, so every offset fits a u32.
+    ends.push(text.len() as u32);
     for link in &links {
         if link.is_lwm2m_root() || link.target == "/" {
             continue;
         }
-        let target = strip_alternate_path(&link.target, &reg.alternate_path);
+        let target = strip_alternate_path(&link.target, &alternate_path);
         if target.is_empty() {
             // The alternate path itself listed again without `rt`: not an object.
             continue;
@@ -377,14 +419,20 @@ pub fn parse_registration(payload: &str) -> Result<RegisteredObjects, LinkError>
                 .ok()
                 .filter(|p| target.starts_with('/') && !p.is_root());
             if let (Some(object), true) = (object.and_then(|p| p.object()), is_version(ver)) {
-                if reg.version(object).is_none() {
-                    reg.versions.push((object, ver.to_string()));
+                if find_version(&versions, object).is_none() {
+                    versions.push((object, ver.into()));
                 }
             }
         }
-        reg.object_list.push(target.to_string());
+        text.push_str(target);
+        ends.push(text.len() as u32);
     }
-    Ok(reg)
+    Ok(RegisteredObjects {
+        text: text.into_boxed_str(),
+        ends: ends.into_boxed_slice(),
+        content_formats: content_formats.into_boxed_slice(),
+        versions: versions.into_boxed_slice(),
+    })
 }
 
 fn strip_alternate_path<'a>(target: &'a str, alternate: &str) -> &'a str {
@@ -468,6 +516,10 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.map(str::to_string)))
                 .collect(),
         }
+    }
+
+    fn list(r: &RegisteredObjects) -> Vec<&str> {
+        r.object_list().collect()
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -562,9 +614,9 @@ mod tests {
     #[test]
     fn emqx_example_plain_list() {
         let r = parse_registration("</1>, </2>, </3>, </4>, </5>").unwrap();
-        assert_eq!(r.alternate_path, "/");
-        assert_eq!(r.object_list, strings(&["/1", "/2", "/3", "/4", "/5"]));
-        assert!(r.content_formats.is_empty() && r.versions.is_empty());
+        assert_eq!(r.alternate_path(), "/");
+        assert_eq!(list(&r), strings(&["/1", "/2", "/3", "/4", "/5"]));
+        assert!(r.content_formats().is_empty() && r.versions().is_empty());
     }
 
     #[test]
@@ -573,12 +625,12 @@ mod tests {
             r#"</>;rt="oma.lwm2m";ct=11543,</lwm2m/1/0>,</lwm2m/2/0>,</lwm2m/3/0>"#,
         )
         .unwrap();
-        assert_eq!(r.alternate_path, "/");
+        assert_eq!(r.alternate_path(), "/");
         assert_eq!(
-            r.object_list,
+            list(&r),
             strings(&["/lwm2m/1/0", "/lwm2m/2/0", "/lwm2m/3/0"])
         );
-        assert_eq!(r.content_formats, [11543]);
+        assert_eq!(r.content_formats(), [11543]);
         assert!(r.objects().is_empty(), "none of these is an LwM2M path");
     }
 
@@ -588,31 +640,28 @@ mod tests {
             r#"</lwm2m>;rt="oma.lwm2m";ct=11543,</lwm2m/1/0>,</lwm2m/2/0>,</lwm2m/3/0>"#,
         )
         .unwrap();
-        assert_eq!(r.alternate_path, "/lwm2m");
-        assert_eq!(r.object_list, strings(&["/1/0", "/2/0", "/3/0"]));
-        assert_eq!(r.content_formats, [11543]);
+        assert_eq!(r.alternate_path(), "/lwm2m");
+        assert_eq!(list(&r), strings(&["/1/0", "/2/0", "/3/0"]));
+        assert_eq!(r.content_formats(), [11543]);
     }
 
     #[test]
     fn emqx_example_links_without_prefix_kept() {
         let r =
             parse_registration(r#"</lwm2m>;rt="oma.lwm2m";ct=11543,</lwm2m/1/0>,</3/0>"#).unwrap();
-        assert_eq!(r.alternate_path, "/lwm2m");
-        assert_eq!(r.object_list, strings(&["/1/0", "/3/0"]));
+        assert_eq!(r.alternate_path(), "/lwm2m");
+        assert_eq!(list(&r), strings(&["/1/0", "/3/0"]));
     }
 
     // Register payloads captured from real clients (shared/testdata/real-clients).
     #[test]
     fn wakaama_register() {
         let r = parse_registration(r#"</>;rt="oma.lwm2m";ct=110,</1>;ver=1.1,</1/0>,</2/0>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</31024>;ver=1.0,</31024/10>,</31024/11>,</31024/12>"#).unwrap();
-        assert_eq!(r.alternate_path, "/");
-        assert_eq!(r.content_formats, [110]);
+        assert_eq!(r.alternate_path(), "/");
+        assert_eq!(r.content_formats(), [110]);
+        assert_eq!(r.versions(), [(1, "1.1".into()), (31024, "1.0".into())]);
         assert_eq!(
-            r.versions,
-            [(1, "1.1".to_string()), (31024, "1.0".to_string())]
-        );
-        assert_eq!(
-            r.object_list,
+            list(&r),
             strings(&[
                 "/1",
                 "/1/0",
@@ -636,25 +685,25 @@ mod tests {
     #[test]
     fn wakaama_bootstrapped_register() {
         let r = parse_registration(r#"</>;rt="oma.lwm2m";ct=110,</1>;ver=1.1,</1/1>,</2/0>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</31024>;ver=1.0,</31024/10>,</31024/11>,</31024/12>"#).unwrap();
-        assert_eq!(r.object_list[..2], strings(&["/1", "/1/1"]));
+        assert_eq!(list(&r)[..2], strings(&["/1", "/1/1"]));
     }
 
     #[test]
     fn anjay_register() {
         let r = parse_registration("</1/1>,</2>,</3/0>,</4/0>,</5/0>,</6/0>,</7/0>,</10>;ver=1.1,</10/0>,</11>,</16>,</19>,</20/0>,</3303/0>,</3313/0>,</3347/0>,</33605>,</33606/0>,</33607/0>,</33608>,</33609/0>").unwrap();
-        assert_eq!(r.alternate_path, "/");
-        assert!(r.content_formats.is_empty());
-        assert_eq!(r.versions, [(10, "1.1".to_string())]);
-        assert_eq!(r.object_list.len(), 21);
-        assert_eq!(r.object_list[0], "/1/1");
-        assert_eq!(r.object_list[20], "/33609/0");
+        assert_eq!(r.alternate_path(), "/");
+        assert!(r.content_formats().is_empty());
+        assert_eq!(r.versions(), [(10, "1.1".into())]);
+        assert_eq!(list(&r).len(), 21);
+        assert_eq!(list(&r)[0], "/1/1");
+        assert_eq!(list(&r)[20], "/33609/0");
     }
 
     #[test]
     fn lwm2m_node_lib_register() {
         let r = parse_registration("</3/0>,</1/0>").unwrap();
-        assert_eq!(r.alternate_path, "/");
-        assert_eq!(r.object_list, strings(&["/3/0", "/1/0"]));
+        assert_eq!(r.alternate_path(), "/");
+        assert_eq!(list(&r), strings(&["/3/0", "/1/0"]));
     }
 
     #[test]
@@ -665,13 +714,13 @@ mod tests {
             r#"</>;rt="oma.lwm2m";ct=110;ct=112,</1/0>"#,
         ] {
             let r = parse_registration(payload).unwrap();
-            assert_eq!(r.content_formats, [110, 112], "{payload}");
-            assert_eq!(r.object_list, ["/1/0"], "{payload}");
+            assert_eq!(r.content_formats(), [110, 112], "{payload}");
+            assert_eq!(list(&r), ["/1/0"], "{payload}");
         }
         // A root link without rt (minimal clients), with a trailing ct list.
         let r = parse_registration("</>;ct=110,112,11543").unwrap();
-        assert_eq!(r.content_formats, [110, 112, 11543]);
-        assert!(r.object_list.is_empty());
+        assert_eq!(r.content_formats(), [110, 112, 11543]);
+        assert!(list(&r).is_empty());
         assert!(parse_registration(r#"</>;rt="oma.lwm2m";ct="110 x",</1/0>"#).is_err());
         assert!(parse_registration(r#"</>;rt="oma.lwm2m";ct=70000,</1/0>"#).is_err());
         // A bare number is only a ct continuation right after a ct value.
@@ -681,22 +730,22 @@ mod tests {
     #[test]
     fn registration_edge_cases() {
         let r = parse_registration("").unwrap();
-        assert_eq!((r.alternate_path.as_str(), r.object_list.len()), ("/", 0));
+        assert_eq!((r.alternate_path(), list(&r).len()), ("/", 0));
         // Prefix only at a segment boundary; the alternate path itself is not an object.
         let r = parse_registration(
             r#"</lwm2m/>;rt="oma.lwm2m",</lwm2m>,</lwm2mx/1>,</lwm2m/3/0>;ver=1.1"#,
         )
         .unwrap();
-        assert_eq!(r.alternate_path, "/lwm2m");
-        assert_eq!(r.object_list, ["/lwm2mx/1", "/3/0"]);
-        assert_eq!(r.versions, [(3, "1.1".to_string())]);
+        assert_eq!(r.alternate_path(), "/lwm2m");
+        assert_eq!(list(&r), ["/lwm2mx/1", "/3/0"]);
+        assert_eq!(r.versions(), [(3, "1.1".into())]);
         // Bare attributes are fine, bad versions ignored, first ver wins.
         let r = parse_registration("</3>;ver=x;obs,</1>;ver=1.1,</1/0>;ver=1.2").unwrap();
-        assert_eq!(r.versions, [(1, "1.1".to_string())]);
+        assert_eq!(r.versions(), [(1, "1.1".into())]);
         // Unquoted rt is accepted too, as one of several resource types.
         let r = parse_registration(r#"</a>;rt=oma.lwm2m,</b>;rt="x oma.lwm2m",</a/3/0>"#).unwrap();
-        assert_eq!(r.alternate_path, "/a");
-        assert_eq!(r.object_list, ["/3/0"]);
+        assert_eq!(r.alternate_path(), "/a");
+        assert_eq!(list(&r), ["/3/0"]);
         assert!(parse_registration(r#"<lwm2m>;rt="oma.lwm2m",</3/0>"#).is_err());
         assert!(parse_registration("</3/0>,garbage").is_err());
     }

@@ -254,7 +254,7 @@ impl ObjectRegistry {
     }
 
     /// Type lookup bound to the object versions one device announced.
-    pub fn types_for<'a>(&'a self, versions: &'a [(u16, String)]) -> DeviceTypes<'a> {
+    pub fn types_for<'a>(&'a self, versions: &'a [(u16, Box<str>)]) -> DeviceTypes<'a> {
         DeviceTypes {
             registry: self,
             versions,
@@ -270,7 +270,7 @@ impl ObjectRegistry {
 /// the highest loaded version for objects it announced none for.
 pub struct DeviceTypes<'a> {
     registry: &'a ObjectRegistry,
-    versions: &'a [(u16, String)],
+    versions: &'a [(u16, Box<str>)],
 }
 
 impl DeviceTypes<'_> {
@@ -280,7 +280,7 @@ impl DeviceTypes<'_> {
             .versions
             .iter()
             .find(|(id, _)| *id == object)
-            .map(|(_, v)| v.as_str());
+            .map(|(_, v)| &**v);
         self.registry.get(object, version)
     }
 
@@ -613,7 +613,7 @@ mod tests {
         assert_eq!(reg.get(42, None).unwrap().version, "1.10");
         assert!(reg.get(43, None).is_none());
 
-        let announced = vec![(42, "1.0".to_string())];
+        let announced = vec![(42, Box::from("1.0"))];
         let t = reg.types_for(&announced);
         assert_eq!(t.resource_type(42, 0), Some(ResourceType::UnsignedInteger));
         assert_eq!(
