@@ -96,6 +96,11 @@ pub struct Args {
     /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// register: after the storm, keep the devices registered and idle this many seconds, then
+    /// read the gateway's RSS again (its idle memory per device; the storm's CoAP
+    /// duplicate-detection entries expire after EXCHANGE_LIFETIME, 247 s by default).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
     /// Lifetime each device registers with; devices send an Update at 3/4 of it.
     #[arg(long, default_value_t = 86400)]
     pub lifetime: u32,

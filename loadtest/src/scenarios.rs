@@ -306,6 +306,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
         _ => None,
     };
     r.set("gateway_rss_bytes_per_device", json!(per_dev));
+    let rss_start = rss("gateway_rss_kb_start");
     r.merge(cpu_json);
     r.line(format!(
         "register storm: {n} devices, {} sender(s) x window {}, rate {}",
@@ -344,6 +345,25 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
             "  gateway RSS growth {:.0} bytes per registered device",
             b
         ));
+    }
+    // Idle memory: the storm's transient state (CoAP duplicate-detection entries kept for
+    // EXCHANGE_LIFETIME, queues) is gone after a while; what stays is the per-device cost.
+    if a.settle > 0.0 {
+        if let (Some(pid), Some(a0)) = (a.gateway_pid, rss_start) {
+            s.set_phase("idle");
+            let until = (Instant::now() + Duration::from_secs_f64(a.settle)).min(c.deadline);
+            wait_until(until, || false);
+            if let Some(p) = crate::stats::proc_sample(&pid.to_string()) {
+                let idle = (p.rss_kb as f64 - a0 as f64) * 1024.0 / ok.max(1) as f64;
+                r.set("gateway_rss_bytes_per_device_idle", json!(idle));
+                r.set("idle_seconds", a.settle);
+                r.line(format!(
+                    "  gateway RSS idle   {idle:.0} bytes per registered device after {:.0} s idle (RSS {} MiB)",
+                    a.settle,
+                    p.rss_kb / 1024
+                ));
+            }
+        }
     }
     finish_fleet(c, fleet, &mut r);
     r.errors(s);

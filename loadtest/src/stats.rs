@@ -180,12 +180,59 @@ pub fn proc_sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// CPU ticks of each thread of `pid`, by thread name (`/proc/<pid>/task/*/{comm,stat}`).
+pub fn thread_ticks(pid: u32) -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some((comm.trim().to_string(), ticks))
+        })
+        .collect()
+}
+
+/// What a gateway thread does, from its name: the gateway names its threads `event-loop`,
+/// `worker-N` and `mqtt`; the embedded rumqttd runs `mqtt-broker`, `router-N` and one thread per
+/// listener (`v4-1`, `v5-1`).
+pub fn thread_role(name: &str) -> &'static str {
+    if name == "event-loop" {
+        "event loop"
+    } else if name.starts_with("worker-") {
+        "workers"
+    } else if name == "mqtt" {
+        "MQTT client"
+    } else if name == "mqtt-broker"
+        || name.starts_with("router-")
+        || name.starts_with("v4-")
+        || name.starts_with("v5-")
+    {
+        "embedded broker"
+    } else {
+        "other"
+    }
+}
+
+const ROLES: [&str; 5] = [
+    "event loop",
+    "workers",
+    "MQTT client",
+    "embedded broker",
+    "other",
+];
+
 /// Gateway (optional) and harness CPU over a measured phase.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CpuWindow {
     gw: Option<ProcSample>,
     me: Option<ProcSample>,
     gw_pid: Option<u32>,
+    gw_threads: Vec<(String, u64)>,
 }
 
 impl CpuWindow {
@@ -194,6 +241,7 @@ impl CpuWindow {
             gw: gw_pid.and_then(|p| proc_sample(&p.to_string())),
             me: proc_sample("self"),
             gw_pid,
+            gw_threads: gw_pid.map(thread_ticks).unwrap_or_default(),
         }
     }
     /// JSON and a human line; `per` = messages handled in the window, `what` names them.
@@ -228,6 +276,53 @@ impl CpuWindow {
                 a.rss_kb / 1024,
                 b.rss_kb / 1024
             ));
+        }
+        if let Some(pid) = self.gw_pid {
+            // Per role: CPU per message and share of the gateway process's CPU, so that the
+            // bottleneck has a name.
+            let end = thread_ticks(pid);
+            let mut by_role = [0u64; ROLES.len()];
+            // Threads are matched by name (sums per name), so a thread that ended or started in
+            // the window is counted approximately; the gateway's threads live as long as it does.
+            let mut names: Vec<&str> = end.iter().map(|(n, _)| n.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                let now: u64 = end.iter().filter(|(n, _)| n == name).map(|(_, t)| t).sum();
+                let then: u64 = self
+                    .gw_threads
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    .sum();
+                let i = ROLES
+                    .iter()
+                    .position(|r| *r == thread_role(name))
+                    .unwrap_or(ROLES.len() - 1);
+                by_role[i] += now.saturating_sub(then);
+            }
+            let total: u64 = by_role.iter().sum();
+            if total > 0 {
+                let mut parts = Vec::new();
+                let mut tj = serde_json::Map::new();
+                for (role, ticks) in ROLES.iter().zip(by_role) {
+                    let secs = ticks as f64 / tck;
+                    let share = ticks as f64 / total as f64 * 100.0;
+                    let per_msg = (per > 0).then(|| secs * 1e6 / per as f64);
+                    tj.insert(
+                        role.to_string(),
+                        json!({"cpu_seconds": secs, "share_percent": share, "us_per_message": per_msg}),
+                    );
+                    if ticks > 0 {
+                        parts.push(match per_msg {
+                            Some(u) => format!("{role} {u:.1} us ({share:.0}%)"),
+                            None => format!("{role} {share:.0}%"),
+                        });
+                    }
+                }
+                j.insert("gateway_threads".into(), Value::Object(tj));
+                lines.push(format!("  gateway threads    {}", parts.join(", ")));
+            }
         }
         if let (Some(a), Some(b)) = (self.me, end_me) {
             let (cpu_s, pct) = usage(a, b);
