@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The performance bar, measured in one run: each item against a fresh gateway (embedded broker,
+# QoS 1), on loopback, with the harness, in sequence. Prints a summary table and leaves every
+# harness JSON in $OUT.
+#
+#   cargo build --release --workspace
+#   loadtest/bar.sh                 # all items except the 1M-device memory run
+#   MEMORY=1 loadtest/bar.sh        # also 1,000,000 idle devices (several minutes, about 2 GiB)
+#
+# Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2),
+# MEMORY_SETTLE (seconds idle before the memory reading, default 250: longer than the 247 s
+# EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/release
+OUT=${OUT:-/tmp/lwm2m-bar}
+WORKERS=${WORKERS:-2}
+mkdir -p "$OUT"
+[ -x "$BIN/lwm2m-gateway" ] && [ -x "$BIN/lwm2m-loadtest" ] || {
+    echo "build first: cargo build --release --workspace" >&2
+    exit 1
+}
+
+GW_PID=
+stop_gateway() {
+    if [ -n "$GW_PID" ]; then
+        kill "$GW_PID" 2>/dev/null || true
+        wait "$GW_PID" 2>/dev/null || true
+        GW_PID=
+    fi
+}
+trap stop_gateway EXIT
+
+# start_gateway <extra flags...>: a fresh gateway on 127.0.0.1:5683 with its broker on 1883.
+start_gateway() {
+    stop_gateway
+    "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --stats-interval 0 --log-level warn \
+        --workers "$WORKERS" "$@" >"$OUT/gateway.log" 2>&1 &
+    GW_PID=$!
+    for _ in $(seq 100); do
+        grep -q "listening on" "$OUT/gateway.log" 2>/dev/null && break
+        ss -ltn 2>/dev/null | grep -q ':1883 ' && break
+        sleep 0.1
+    done
+    sleep 0.5
+}
+
+# run <name> <harness args...>: one harness run against the current gateway.
+run() {
+    local name=$1
+    shift
+    echo "== $name: lwm2m-loadtest $*" >&2
+    "$BIN/lwm2m-loadtest" "$@" --gateway-pid "$GW_PID" --json "$OUT/$name.json" \
+        >"$OUT/$name.txt" 2>&1 || echo "   (harness exited non-zero, see $OUT/$name.txt)" >&2
+    grep -v '^\s*\[' "$OUT/$name.txt" | sed 's/^/   /' >&2
+}
+
+start_gateway
+run baseline baseline --rate 0 --duration 8
+CEILING=$(python3 -c "import json;print(int(json.load(open('$OUT/baseline.json'))['published_per_s']))")
+NOTIFY_RATE=$(( CEILING * 8 / 10 ))
+echo "baseline ceiling ${CEILING}/s -> notify at ${NOTIFY_RATE}/s" >&2
+
+start_gateway
+run notify notify -n 10000 --rate "$NOTIFY_RATE" --duration 10
+start_gateway
+run register register -n 100000 --rate 31000
+start_gateway --auto-observe /3/0,/3303/0
+run register_auto_observe register -n 100000 --rate 15500
+start_gateway
+run command command -n 10000 --rate 10000 --duration 10
+for w in 1 2; do
+    WORKERS=$w start_gateway
+    run "scaling_notify_w$w" notify -n 10000 --rate "$NOTIFY_RATE" --duration 8
+    WORKERS=$w start_gateway
+    run "scaling_register_w$w" register -n 100000
+done
+if [ "${MEMORY:-0}" = 1 ]; then
+    start_gateway
+    run memory register -n 1000000 --timeout 900 --settle "${MEMORY_SETTLE:-250}"
+fi
+stop_gateway
+
+python3 - "$OUT" "$CEILING" <<'EOF'
+import json, os, sys
+out, ceiling = sys.argv[1], float(sys.argv[2])
+def load(n):
+    p = os.path.join(out, n + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+def fmt(v, f="{:.1f}"):
+    return "-" if v is None else f.format(v)
+rows = []
+def row(item, measured, target, ok):
+    rows.append((item, measured, target, "met" if ok else "NOT met"))
+n = load("notify")
+if n:
+    rate = n.get("received_per_s")
+    cpu = n.get("gateway_cpu_us_per_notification")
+    own = None
+    th = n.get("gateway_threads") or {}
+    if th:
+        own = sum((th[r].get("us_per_message") or 0) for r in th if r != "embedded broker")
+    row("notify rate vs baseline", f"{fmt(rate,'{:.0f}')}/s = {rate/ceiling:.2f} x {ceiling:.0f}/s, {n.get('delivered_percent',0):.2f}% delivered",
+        ">= 0.80 x, >= 99.9%", rate >= 0.8 * ceiling * 0.99 and n.get("delivered_percent", 0) >= 99.9)
+    row("gateway CPU per notification", f"{fmt(cpu)} us with the embedded broker, {fmt(own)} us without it", "<= 10 us", (own or 1e9) <= 10)
+for name, target_rate, label in (("register", 30000, "register 100k"), ("register_auto_observe", 15000, "register 100k, auto-observe 2 objects")):
+    r = load(name)
+    if r:
+        rate = r.get("registrations_per_s") or 0
+        e2e = r.get("end_to_end_per_s") or 0
+        p99 = (r.get("coap_latency") or {}).get("p99_us", 0) / 1000
+        ok = r.get("registered") == 100000 and r.get("mqtt_events") == 100000
+        row(label, f"{rate:.0f}/s (events {e2e:.0f}/s), 2.01 p99 {p99:.2f} ms",
+            f">= {target_rate}/s, p99 <= 5 ms", ok and rate >= target_rate * 0.99 and e2e >= target_rate * 0.99 and p99 <= 5)
+c = load("command")
+if c:
+    p99 = (c.get("command_rtt") or {}).get("p99_us", 0) / 1000
+    row("command read 10k/s, 10k devices", f"{c.get('commands_answered_per_s',0):.0f}/s, RTT p99 {p99:.2f} ms, {c.get('commands_unanswered')} unanswered",
+        "p99 <= 2 ms", p99 <= 2 and c.get("commands_unanswered") == 0)
+m = load("memory")
+if m:
+    idle = m.get("gateway_rss_bytes_per_device_idle")
+    grow = m.get("gateway_rss_bytes_per_device")
+    row("memory, 1M idle devices", f"{fmt(idle,'{:.0f}')} B/device idle ({fmt(grow,'{:.0f}')} right after the storm)", "<= 1024 B", (idle or 1e9) <= 1024)
+for w in (1, 2):
+    s = load(f"scaling_notify_w{w}")
+    g = load(f"scaling_register_w{w}")
+    parts = []
+    if s:
+        th = s.get("gateway_threads") or {}
+        el = (th.get("event loop") or {}).get("share_percent")
+        parts.append(f"notify {s.get('received_per_s',0):.0f}/s {s.get('gateway_cpu_us_per_notification') or 0:.1f} us, event loop {fmt(el,'{:.0f}')}% of gateway CPU")
+    if g:
+        th = g.get("gateway_threads") or {}
+        el = (th.get("event loop") or {}).get("share_percent")
+        parts.append(f"register {g.get('registrations_per_s',0):.0f}/s, event loop {fmt(el,'{:.0f}')}%")
+    if parts:
+        rows.append((f"scaling, --workers {w}", "; ".join(parts), "reported", ""))
+w = max(len(r[0]) for r in rows)
+print()
+for item, measured, target, ok in rows:
+    print(f"{item:<{w}}  {measured}  [{target}] {ok}")
+EOF
