@@ -501,6 +501,9 @@ impl EventLoop {
     }
 }
 
+/// Messages a worker handles between two flushes of its replies and publishes.
+const FLUSH_EVERY: usize = 32;
+
 struct Worker {
     id: u16,
     shard: Shard,
@@ -538,12 +541,17 @@ impl Worker {
                 if !self.handle(now, m, &mut out) {
                     return;
                 }
-                // Take what else is queued before flushing, bounded so timers still run.
-                for _ in 0..255 {
+                // Take what else is queued, bounded so timers still run; replies leave every
+                // FLUSH_EVERY messages (one sendmmsg each) so that the first of a burst does not
+                // wait for the whole burst to be handled.
+                for i in 1..256 {
                     match self.rx.try_recv() {
                         Ok(m) => {
                             if !self.handle(now, m, &mut out) {
                                 return;
+                            }
+                            if i % FLUSH_EVERY == 0 {
+                                self.flush(&mut out);
                             }
                         }
                         Err(_) => break,
