@@ -13,6 +13,7 @@
 mod fleet;
 mod mqtt;
 mod net;
+mod plot;
 mod scenarios;
 mod stats;
 
@@ -113,6 +114,13 @@ pub struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write an SVG of the run over time to this file: above, the per-second rate of every
+    /// counter that moved (registrations, MQTT events, notifications sent and received, commands,
+    /// updates, deregistrations); below, p50 and p99 per second of the 2.01, register-event,
+    /// notification and command latencies that had data (ms, log scale). Dashed vertical lines
+    /// mark phase changes.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Gateway process id: its CPU time per message and RSS (from /proc).
     #[arg(long)]
     pub gateway_pid: Option<u32>,

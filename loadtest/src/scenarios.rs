@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
+use clap::ValueEnum;
 use crossbeam_channel::{Receiver, Sender};
 use rumqttc::Client;
 use serde_json::json;
@@ -13,9 +14,10 @@ use serde_json::json;
 use crate::fleet::{ts_resource, Ctl, Fleet, FleetConfig};
 use crate::mqtt::{self, qos, SubConfig};
 use crate::net::{self, Pktinfo, Sockets, Transport};
+use crate::plot;
 use crate::stats::{
-    hist, latency_header, latency_row, now_ns, percentiles, CpuWindow, Progress, Report, Stats,
-    RING,
+    hist, latency_header, latency_row, now_ns, percentiles, CpuWindow, Progress, Report, Sample,
+    Stats, RING,
 };
 use crate::{Args, ObserveMode, Scenario, TransportKind};
 
@@ -224,16 +226,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         s,
         prefix,
     };
-    let _progress = Progress::start(c.s.clone(), c.a.gateway_pid);
-    let report = match c.a.scenario {
+    let progress = Progress::start(c.s.clone(), c.a.gateway_pid, c.a.plot.is_some());
+    let mut report = match c.a.scenario {
         Scenario::Register => register(&c)?,
         Scenario::Notify => notify(&c)?,
         Scenario::Command => command(&c)?,
         Scenario::Mixed => mixed(&c)?,
         Scenario::Baseline => baseline(&c)?,
     };
-    drop(_progress);
+    let samples = progress.finish();
+    if let Some(path) = &c.a.plot {
+        write_plot(&c, path, &samples)?;
+        report.line(format!("  plot written to {}", path.display()));
+        report.set("plot", path.display().to_string());
+    }
     report.finish(c.a.json.as_deref())
+}
+
+fn write_plot(c: &Ctx, path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
+    let a = &c.a;
+    let name = a
+        .scenario
+        .to_possible_value()
+        .map_or_else(|| format!("{:?}", a.scenario), |v| v.get_name().to_string());
+    let mut title = format!("lwm2m-loadtest {name}: {} devices", a.devices);
+    if a.rate > 0.0 {
+        title.push_str(&format!(", rate {}/s", a.rate));
+    }
+    if a.scenario != Scenario::Register {
+        title.push_str(&format!(", {} s", a.duration));
+    }
+    let phases: Vec<(f64, &str)> =
+        c.s.phases
+            .lock()
+            .iter()
+            .map(|&(ns, p)| (ns as f64 / 1e9, p))
+            .collect();
+    std::fs::write(path, plot::svg(&title, samples, &phases))
+        .with_context(|| format!("writing the plot to {}", path.display()))
 }
 
 fn subscribe(c: &Ctx, reg_events: Option<Sender<u32>>) -> anyhow::Result<()> {

@@ -99,6 +99,8 @@ pub struct Stats {
     /// Per command reqID (mod RING): when it was published, ns.
     pub cmd_sent_at: Vec<AtomicU64>,
     pub phase: Mutex<&'static str>,
+    /// Every phase change, for the plot: (harness clock ns, new phase).
+    pub phases: Mutex<Vec<(u64, &'static str)>>,
 }
 
 pub fn hist() -> Histogram<u64> {
@@ -120,6 +122,7 @@ impl Stats {
             reg_sent_at: (0..devices).map(|_| AtomicU64::new(0)).collect(),
             cmd_sent_at: (0..RING).map(|_| AtomicU64::new(0)).collect(),
             phase: Mutex::new("start"),
+            phases: Mutex::new(Vec::new()),
         })
     }
     pub fn err(&self, kind: &str) {
@@ -132,7 +135,14 @@ impl Stats {
         }
     }
     pub fn set_phase(&self, p: &'static str) {
-        *self.phase.lock() = p;
+        let mut cur = self.phase.lock();
+        let mut log = self.phases.lock();
+        // Bounded because a scenario could one day switch phases in a loop; the plot only has
+        // room for a few dozen markers anyway.
+        if *cur != p && log.len() < 1000 {
+            log.push((now_ns(), p));
+        }
+        *cur = p;
     }
     pub fn errors_total(&self) -> u64 {
         self.errors.lock().values().sum()
@@ -365,24 +375,159 @@ pub fn latency_row(name: &str, h: &Histogram<u64>) -> String {
     )
 }
 
-/// Prints one progress line per second on stderr until dropped.
+/// The counters of the progress line and of the plot's throughput panel, in `snap` order:
+/// (short name for the progress line, legend name).
+pub const SERIES: [(&str, &str); 9] = [
+    ("reg", "registered (2.01)"),
+    ("reg-ev", "register events (MQTT)"),
+    ("notif-tx", "notifications sent"),
+    ("notif-rx", "notifications received"),
+    ("cmd-tx", "commands published"),
+    ("cmd-rx", "command responses"),
+    ("upd", "updates (2.04)"),
+    ("dereg", "deregistrations (2.02)"),
+    ("obs", "observe responses"),
+];
+
+/// The latency histograms sampled per second, for the plot's latency panel.
+pub const LATENCIES: [&str; 4] = ["register 2.01", "register event", "notification", "command"];
+
+/// Per-second samples kept for `--plot`: past this (more than a day of samples) the rest of the
+/// run is not sampled rather than the harness growing without bound.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// One progress interval, for `--plot`.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Start and end of the interval, seconds on the harness clock. (Phases are not sampled:
+    /// `set_phase` logs their exact start in `Stats::phases`.)
+    pub start: f64,
+    pub t: f64,
+    /// Per second over the interval, in `SERIES` order.
+    pub rates: [f64; SERIES.len()],
+    /// p50 and p99 in ms of the latencies recorded in the interval only, in `LATENCIES` order;
+    /// `None` when nothing was recorded.
+    pub latency: [Option<(f64, f64)>; LATENCIES.len()],
+}
+
+fn snap(s: &Stats) -> [u64; SERIES.len()] {
+    [
+        s.dev.reg_ok.load(Relaxed),
+        s.mq.register_ev.load(Relaxed),
+        s.dev.notif_sent.load(Relaxed),
+        s.mq.notify.load(Relaxed),
+        s.drv.cmd_sent.load(Relaxed) + s.drv.baseline_sent.load(Relaxed),
+        s.mq.cmd_ok.load(Relaxed) + s.mq.cmd_err.load(Relaxed),
+        s.dev.upd_ok.load(Relaxed),
+        s.dev.dereg_ok.load(Relaxed),
+        s.mq.observe_ok.load(Relaxed),
+    ]
+}
+
+fn latency_hists(s: &Stats) -> [&Mutex<Histogram<u64>>; LATENCIES.len()] {
+    [
+        &s.h_register,
+        &s.h_register_event,
+        &s.h_notify,
+        &s.h_command,
+    ]
+}
+
+/// What was recorded between two clones of a cumulative histogram. Scenarios replace a
+/// histogram with an empty one when a measured phase starts; the total or some bucket then goes
+/// down, and everything in the current one is taken as recorded in the interval (what was
+/// recorded between the previous sample and the reset is lost, which is at most one second).
+pub fn interval_hist(prev: &Histogram<u64>, cur: &Histogram<u64>) -> Histogram<u64> {
+    if cur.len() < prev.len() {
+        return cur.clone();
+    }
+    let mut d = cur.clone();
+    match d.subtract(prev) {
+        Ok(()) => d,
+        Err(_) => cur.clone(),
+    }
+}
+
+/// Collects the per-second samples behind `--plot`.
+struct Sampler {
+    prev_t: f64,
+    prev: [u64; SERIES.len()],
+    hists: [Histogram<u64>; LATENCIES.len()],
+    samples: Vec<Sample>,
+}
+
+impl Sampler {
+    fn new(s: &Stats) -> Sampler {
+        Sampler {
+            prev_t: now_ns() as f64 / 1e9,
+            prev: snap(s),
+            hists: latency_hists(s).map(|h| h.lock().clone()),
+            samples: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, s: &Stats, cur: &[u64; SERIES.len()]) {
+        let t = now_ns() as f64 / 1e9;
+        let dt = t - self.prev_t;
+        // The last, partial interval at stop can be a few ms long: its rates would be noise.
+        if dt < 0.2 || self.samples.len() >= MAX_SAMPLES {
+            return;
+        }
+        let mut rates = [0.0; SERIES.len()];
+        for (i, r) in rates.iter_mut().enumerate() {
+            *r = cur[i].saturating_sub(self.prev[i]) as f64 / dt;
+        }
+        let mut latency = [None; LATENCIES.len()];
+        for (i, h) in latency_hists(s).into_iter().enumerate() {
+            // The clone holds the lock for a copy of the counts (some 270 KB), not for the
+            // subtraction.
+            let now = h.lock().clone();
+            let d = interval_hist(&self.hists[i], &now);
+            if !d.is_empty() {
+                let ms = |q: f64| d.value_at_quantile(q) as f64 / 1e6;
+                latency[i] = Some((ms(0.5), ms(0.99)));
+            }
+            self.hists[i] = now;
+        }
+        self.samples.push(Sample {
+            start: self.prev_t,
+            t,
+            rates,
+            latency,
+        });
+        self.prev_t = t;
+        self.prev = *cur;
+    }
+}
+
+/// Prints one progress line per second on stderr until dropped or finished; with `record`, also
+/// keeps a sample per second for `--plot`.
 pub struct Progress {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    handle: Option<std::thread::JoinHandle<Vec<Sample>>>,
 }
 
 impl Progress {
-    pub fn start(stats: Arc<Stats>, gw_pid: Option<u32>) -> Progress {
+    pub fn start(stats: Arc<Stats>, gw_pid: Option<u32>, record: bool) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let handle = std::thread::Builder::new()
             .name("progress".into())
-            .spawn(move || progress_loop(&stats, gw_pid, &s2))
+            .spawn(move || progress_loop(&stats, gw_pid, &s2, record))
             .expect("spawn progress thread");
         Progress {
             stop,
             handle: Some(handle),
         }
+    }
+
+    /// Stops the thread; the samples (empty unless recording).
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -395,22 +540,10 @@ impl Drop for Progress {
     }
 }
 
-fn progress_loop(s: &Stats, gw_pid: Option<u32>, stop: &AtomicBool) {
+fn progress_loop(s: &Stats, gw_pid: Option<u32>, stop: &AtomicBool, record: bool) -> Vec<Sample> {
     let t0 = Instant::now();
     let tck = clk_tck();
-    let snap = |s: &Stats| {
-        [
-            s.dev.reg_ok.load(Relaxed),
-            s.mq.register_ev.load(Relaxed),
-            s.dev.notif_sent.load(Relaxed),
-            s.mq.notify.load(Relaxed),
-            s.drv.cmd_sent.load(Relaxed) + s.drv.baseline_sent.load(Relaxed),
-            s.mq.cmd_ok.load(Relaxed) + s.mq.cmd_err.load(Relaxed),
-            s.dev.upd_ok.load(Relaxed),
-            s.dev.dereg_ok.load(Relaxed),
-            s.mq.observe_ok.load(Relaxed),
-        ]
-    };
+    let mut sampler = record.then(|| Sampler::new(s));
     let mut prev = snap(s);
     let mut prev_gw = gw_pid.and_then(|p| proc_sample(&p.to_string()));
     let mut prev_me = proc_sample("self");
@@ -423,12 +556,12 @@ fn progress_loop(s: &Stats, gw_pid: Option<u32>, stop: &AtomicBool) {
         }
         next += Duration::from_secs(1);
         let cur = snap(s);
+        if let Some(sm) = sampler.as_mut() {
+            sm.sample(s, &cur);
+        }
         let d = |i: usize| cur[i] - prev[i];
         let mut line = format!("[{:>4}s {:<9}]", t0.elapsed().as_secs(), *s.phase.lock());
-        let names = [
-            "reg", "reg-ev", "notif-tx", "notif-rx", "cmd-tx", "cmd-rx", "upd", "dereg", "obs",
-        ];
-        for (i, name) in names.iter().enumerate() {
+        for (i, (name, _)) in SERIES.iter().enumerate() {
             if cur[i] > 0 {
                 line.push_str(&format!(" {name} {} (+{})", cur[i], d(i)));
             }
@@ -456,6 +589,14 @@ fn progress_loop(s: &Stats, gw_pid: Option<u32>, stop: &AtomicBool) {
         prev = cur;
         prev_gw = gw;
         prev_me = me;
+    }
+    match sampler {
+        Some(mut sm) => {
+            // The tail since the last whole second (the end of a drain, say).
+            sm.sample(s, &snap(s));
+            sm.samples
+        }
+        None => Vec::new(),
     }
 }
 
@@ -503,5 +644,39 @@ impl Report {
             std::fs::write(p, serde_json::to_vec_pretty(&Value::Object(self.json))?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_histogram_and_reset() {
+        let mut h = hist();
+        for v in [1_000, 2_000, 3_000] {
+            h.record(v).unwrap();
+        }
+        let prev = h.clone();
+        for v in [1_000_000, 2_000_000] {
+            h.record(v).unwrap();
+        }
+        let d = interval_hist(&prev, &h);
+        assert_eq!(d.len(), 2);
+        assert!(d.min() >= 999_000);
+
+        // Reset with fewer values since: the count went down.
+        let mut r = hist();
+        r.record(5_000).unwrap();
+        let d = interval_hist(&h, &r);
+        assert_eq!((d.len(), d.max() / 1000), (1, 5));
+
+        // Reset and more values than before, but not in the same buckets: subtraction fails.
+        let mut r = hist();
+        for _ in 0..10 {
+            r.record(7_000_000).unwrap();
+        }
+        let d = interval_hist(&h, &r);
+        assert_eq!(d.len(), 10);
     }
 }
