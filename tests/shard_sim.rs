@@ -2105,3 +2105,191 @@ fn slow_blockwise_transfer_expires_after_exchange_lifetime() {
         req = s.take().0.remove(0).1;
     }
 }
+
+/// A `/dp` Send from `from`: the answer code and the endpoint of the publish, if any.
+fn send_dp(s: &mut Sim, from: Peer, mid: u16) -> (u8, Option<String>) {
+    let body = br#"[{"bn":"/3/0/","n":"9","v":1}]"#;
+    s.send(
+        from,
+        &request(
+            MsgType::Con,
+            code::POST,
+            mid,
+            &[],
+            &["dp"],
+            &[],
+            body,
+            Some(110),
+        ),
+    );
+    let (t, pubs, _) = s.take();
+    let ep = pubs
+        .first()
+        .and_then(|p| p.topic.split('/').nth(1).map(str::to_string));
+    (reply_of(&t[0].1).1, ep)
+}
+
+fn update_from(s: &mut Sim, from: Peer, id: &str, mid: u16, query: &[&str]) -> u8 {
+    s.send(
+        from,
+        &request(
+            MsgType::Con,
+            code::POST,
+            mid,
+            &[],
+            &["rd", id],
+            query,
+            b"",
+            None,
+        ),
+    );
+    reply_of(&s.take().0[0].1).1
+}
+
+#[test]
+fn devices_are_found_by_address_after_moving_and_many_registrations() {
+    let mut s = Sim::new();
+    let id = s.register(peer(5000), "mover", 1);
+    assert_eq!(update_from(&mut s, peer(7000), &id, 2, &[]), code::CHANGED);
+    // Enough registrations to grow (and rehash) the address and endpoint tables several times.
+    for i in 0..3000u16 {
+        s.register(peer(10_000 + i), &format!("d{i}"), 100 + i);
+    }
+    assert_eq!(
+        send_dp(&mut s, peer(7000), 4000),
+        (code::CHANGED, Some("mover".into()))
+    );
+    assert_eq!(
+        send_dp(&mut s, peer(5000), 4001).0,
+        code::NOT_FOUND,
+        "old address"
+    );
+    assert_eq!(
+        send_dp(&mut s, peer(12_999), 4002),
+        (code::CHANGED, Some("d2999".into()))
+    );
+    // And back to the first address.
+    assert_eq!(
+        update_from(&mut s, peer(5000), &id, 4003, &[]),
+        code::CHANGED
+    );
+    assert_eq!(
+        send_dp(&mut s, peer(5000), 4004),
+        (code::CHANGED, Some("mover".into()))
+    );
+    assert_eq!(send_dp(&mut s, peer(7000), 4005).0, code::NOT_FOUND);
+    s.command(
+        "d1500",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let (t, _, _) = s.take();
+    assert_eq!(t[0].0, peer(11_500), "found by endpoint name");
+}
+
+#[test]
+fn an_address_taken_over_by_another_device_stays_with_it() {
+    let mut s = Sim::new();
+    let a = s.register(peer(5000), "a", 1);
+    // NAT hands a's old address to b; a is still registered but no longer reachable there.
+    s.register(peer(5000), "b", 2);
+    assert_eq!(
+        send_dp(&mut s, peer(5000), 3),
+        (code::CHANGED, Some("b".into()))
+    );
+    // a deregistering does not unbind b's address.
+    s.send(
+        peer(5000),
+        &request(
+            MsgType::Con,
+            code::DELETE,
+            4,
+            &[],
+            &["rd", &a],
+            &[],
+            b"",
+            None,
+        ),
+    );
+    let (_, _, idx) = s.take();
+    assert!(idx.is_empty(), "{idx:?}");
+    assert_eq!(
+        send_dp(&mut s, peer(5000), 5),
+        (code::CHANGED, Some("b".into()))
+    );
+}
+
+#[test]
+fn registering_an_endpoint_again_replaces_the_old_registration() {
+    let mut s = Sim::new();
+    let old = s.register(peer(5000), "twice", 1);
+    let new = s.register(peer(6000), "twice", 2);
+    assert_ne!(old, new);
+    assert_eq!(s.shard.registrations(), 1);
+    assert_eq!(
+        update_from(&mut s, peer(6000), &old, 3, &[]),
+        code::NOT_FOUND
+    );
+    assert_eq!(send_dp(&mut s, peer(5000), 4).0, code::NOT_FOUND);
+    assert_eq!(
+        send_dp(&mut s, peer(6000), 5),
+        (code::CHANGED, Some("twice".into()))
+    );
+    s.command(
+        "twice",
+        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    assert_eq!(s.take().0[0].0, peer(6000));
+    // Deregistering the new one leaves nothing behind under the name.
+    s.send(
+        peer(6000),
+        &request(
+            MsgType::Con,
+            code::DELETE,
+            6,
+            &[],
+            &["rd", &new],
+            &[],
+            b"",
+            None,
+        ),
+    );
+    s.take();
+    s.command(
+        "twice",
+        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let pubs = s.publishes();
+    assert_eq!(pubs[0].1["data"]["code"], "4.04");
+}
+
+#[test]
+fn updates_that_lengthen_or_shorten_the_lifetime_expire_exactly() {
+    let mut s = Sim::new();
+    let long = s.register(peer(5000), "long", 1); // lt=600
+    let short = s.register(peer(5001), "short", 2);
+    s.take();
+    s.advance(Duration::from_secs(100));
+    assert_eq!(
+        update_from(&mut s, peer(5000), &long, 3, &["lt=1000"]),
+        code::CHANGED
+    );
+    assert_eq!(
+        update_from(&mut s, peer(5001), &short, 4, &["lt=50"]),
+        code::CHANGED
+    );
+    // short: 100 + 50 s.
+    s.advance(Duration::from_millis(49_999));
+    assert!(s.publishes().is_empty());
+    s.advance(Duration::from_millis(1));
+    assert_eq!(s.publishes()[0].1["data"]["ep"], "short");
+    // long: not at its first deadline (600 s), at 100 + 1000 s.
+    s.advance(Duration::from_secs(600 - 150));
+    assert!(s.publishes().is_empty());
+    assert_eq!(s.shard.registrations(), 1);
+    s.advance(Duration::from_millis(1_100_000 - 600_000 - 1));
+    assert!(s.publishes().is_empty());
+    s.advance(Duration::from_millis(1));
+    assert_eq!(s.publishes()[0].1["data"]["reason"], "expired");
+    assert_eq!(s.shard.registrations(), 0);
+    assert_eq!(s.shard.next_deadline(), None);
+}

@@ -1,7 +1,8 @@
 //! The gateway proper: the sans-IO core ([`shard`], [`registration`], [`downlink`], [`envelope`],
-//! [`topics`], [`router`], [`intmap`]) and the I/O shells around it ([`runtime`]: event loop,
+//! [`topics`], [`router`], [`intmap`], [`timers`], [`addr_index`]) and the I/O shells around it ([`runtime`]: event loop,
 //! workers, embedded broker; [`mqtt`]: the MQTT connection over the sans-IO [`mqtt_session`]; [`udp`]: batched datagram I/O; [`sockopt`]: TCP_NODELAY for the embedded broker).
 
+pub mod addr_index;
 pub mod doorbell;
 pub mod downlink;
 pub mod envelope;

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
-use dashmap::DashMap;
 use log::{debug, error, info, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{Config, MqttVersion};
 use crate::lwm2m::model::ObjectRegistry;
 
+use super::addr_index::AddrIndex;
 use super::doorbell::Doorbell;
 use super::mqtt::{self, MqttClient};
 use super::router::{self, Route};
@@ -235,7 +235,7 @@ impl Gateway {
         let shard_cfg = Arc::new(ShardConfig::new(&config, model).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let index: Arc<DashMap<SocketAddr, u16>> = Arc::new(DashMap::new());
+        let index = Arc::new(AddrIndex::new());
         let mut threads = Vec::new();
 
         // MQTT first: workers publish through clones of its client.
@@ -410,7 +410,7 @@ struct EventLoop {
     poll: Poll,
     sockets: Vec<mio::net::UdpSocket>,
     workers: Vec<WorkerTx>,
-    index: Arc<DashMap<SocketAddr, u16>>,
+    index: Arc<AddrIndex>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 }
@@ -460,7 +460,7 @@ impl EventLoop {
                             bytes,
                             addr,
                             n_workers,
-                            |a| index.get(a).map(|s| *s as usize),
+                            |a| index.get(a).map(usize::from),
                             nonce,
                         ) {
                             Route::Worker(w) => {
@@ -511,7 +511,7 @@ struct Worker {
     bell: Arc<Doorbell>,
     sockets: Arc<Vec<UdpSocket>>,
     mqtt: MqttClient,
-    index: Arc<DashMap<SocketAddr, u16>>,
+    index: Arc<AddrIndex>,
     metrics: Arc<Metrics>,
     registrations: usize,
 }
@@ -610,12 +610,8 @@ impl Worker {
         }
         for u in out.index.drain(..) {
             match u {
-                IndexUpdate::Bind(a) => {
-                    self.index.insert(a, self.id);
-                }
-                IndexUpdate::Unbind(a) => {
-                    self.index.remove_if(&a, |_, s| *s == self.id);
-                }
+                IndexUpdate::Bind(a) => self.index.bind(a, self.id),
+                IndexUpdate::Unbind(a) => self.index.unbind(a, self.id),
             }
         }
         if out.dropped > 0 {

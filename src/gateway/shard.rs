@@ -2,7 +2,7 @@
 //!
 //! A `Shard` owns the sessions of the endpoints routed to it: registration, the one confirmable
 //! request in flight (NSTART = 1), the downlink FIFO (queue mode), the observations, plus the
-//! message-id dedup cache and a deadline heap. It is driven by three calls, each taking `now` from
+//! message-id dedup cache and its deadlines. It is driven by three calls, each taking `now` from
 //! the caller: [`Shard::on_datagram`], [`Shard::on_command`] and [`Shard::on_timeout`]; everything
 //! it wants done (datagrams to send, MQTT publishes, routing-index changes) is appended to an
 //! [`Output`]. It never reads a clock, touches a socket, a channel or a lock, so tests drive it
@@ -13,11 +13,14 @@
 //! and the first byte of every token is the shard. Responses and notifications are matched by
 //! token alone (never by source address), so NAT rebinding does not break observations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
@@ -37,7 +40,7 @@ use super::downlink::{self, Blocks, DeviceContext, Op, Request};
 use super::envelope::{self, Command, Content};
 use super::intmap::IntMap;
 use super::registration::{self, Registration, Rejection};
-use super::timers::Timers;
+use super::timers::{Expiries, Timers};
 use super::topics::{Template, Topics};
 
 /// Where a datagram came from: the listening socket it arrived on and the remote address.
@@ -139,7 +142,6 @@ impl ShardConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Lifetime(u64),
     Exchange {
         reg: u64,
         token: u64,
@@ -213,22 +215,63 @@ struct Observation {
     last_at: Instant,
 }
 
-#[derive(Debug)]
-struct Session {
-    reg: Registration,
-    peer: Peer,
-    expires_at: Instant,
-    /// Last datagram from the device: a queue-mode device is reachable for a while after it.
-    last_uplink: Instant,
-    /// Boxed: most devices have nothing in flight, and an idle session stays small.
+/// What a session has going on with its device. Allocated when the first command or observation
+/// arrives and dropped when all of it is over again ([`Session::settle`]): an idle registration
+/// then carries 8 bytes for it instead of 64.
+#[derive(Debug, Default)]
+struct Work {
+    /// Boxed: an observed device usually has nothing in flight.
     inflight: Option<Box<Exchange>>,
     queue: VecDeque<Queued>,
     observations: IntMap<u64, Observation>,
 }
 
+impl Work {
+    fn is_idle(&self) -> bool {
+        self.inflight.is_none() && self.queue.is_empty() && self.observations.is_empty()
+    }
+}
+
+/// Instants a session keeps are nanoseconds since the shard's epoch ([`Shard::stamp`]): 8 bytes
+/// instead of 16, and exact.
+type Stamp = u64;
+
+#[derive(Debug)]
+struct Session {
+    reg: Registration,
+    peer: Peer,
+    expires_at: Stamp,
+    /// Last datagram from the device: a queue-mode device is reachable for a while after it.
+    last_uplink: Stamp,
+    work: Option<Box<Work>>,
+}
+
 impl Session {
-    fn reachable(&self, now: Instant, window: Duration) -> bool {
-        !self.reg.queue_mode || now < self.last_uplink + window
+    fn reachable(&self, now: Stamp, window: Duration) -> bool {
+        !self.reg.queue_mode || now < self.last_uplink.saturating_add(nanos(window))
+    }
+
+    fn work_mut(&mut self) -> &mut Work {
+        self.work.get_or_insert_with(Box::default)
+    }
+
+    fn inflight(&self) -> Option<&Exchange> {
+        self.work.as_ref()?.inflight.as_deref()
+    }
+
+    fn inflight_mut(&mut self) -> Option<&mut Exchange> {
+        self.work.as_mut()?.inflight.as_deref_mut()
+    }
+
+    fn take_inflight(&mut self) -> Option<Box<Exchange>> {
+        self.work.as_mut()?.inflight.take()
+    }
+
+    /// Releases the `Work` once nothing is in flight, queued or observed.
+    fn settle(&mut self) {
+        if self.work.as_ref().is_some_and(|w| w.is_idle()) {
+            self.work = None;
+        }
     }
 
     fn versions(&self) -> &[(u16, Box<str>)] {
@@ -246,8 +289,16 @@ pub struct Shard {
     cfg: Arc<ShardConfig>,
     /// Boxed sessions keep the map's slots small: hash maps over-allocate slots as they grow.
     sessions: IntMap<u64, Box<Session>>,
-    by_endpoint: HashMap<Box<str>, u64>,
-    by_addr: HashMap<SocketAddr, u64>,
+    /// Registration ids by their session's endpoint name, and by its address (the registration
+    /// that bound it last). The tables hold only ids and hash and compare through the session,
+    /// so a name or address is stored once, in the session. Both are chosen by devices: hashed
+    /// with the randomly keyed `keys` (SipHash), never with the Fx hash of [`IntMap`].
+    ///
+    /// Invariant: an id in `by_endpoint` / `by_addr` has a session, hashed by its current
+    /// endpoint / `peer.addr`; a session's address changes only while it is out of `by_addr`.
+    by_endpoint: HashTable<u64>,
+    by_addr: HashTable<u64>,
+    keys: RandomState,
     /// Tokens of requests in flight and of observations.
     by_token: IntMap<u64, u64>,
     by_mid: IntMap<u16, u64>,
@@ -255,10 +306,18 @@ pub struct Shard {
     /// Memory held by Block2 reassembly, per registration and in total.
     reassembly: Reassembly<u64>,
     timers: Timers<Timer>,
+    /// Registration lifetimes, apart from `timers`: one 16-byte entry per registration.
+    lifetimes: Expiries,
+    /// Origin of the session [`Stamp`]s: the first `now` the shard was given.
+    epoch: Option<Instant>,
     next_reg_seq: u64,
     next_mid_seq: u32,
     rng: SmallRng,
     buf: Vec<u8>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn reason_bytes(r: &str) -> &[u8] {
@@ -288,13 +347,16 @@ impl Shard {
             id,
             cfg,
             sessions: IntMap::default(),
-            by_endpoint: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_endpoint: HashTable::new(),
+            by_addr: HashTable::new(),
+            keys: RandomState::new(),
             by_token: IntMap::default(),
             by_mid: IntMap::default(),
             dedup: DedupCache::new(lifetime, max),
             reassembly: Reassembly::new(budget),
             timers: Timers::new(),
+            lifetimes: Expiries::default(),
+            epoch: None,
             next_reg_seq: 1,
             next_mid_seq: 0,
             rng: SmallRng::seed_from_u64(seed),
@@ -308,13 +370,86 @@ impl Shard {
 
     /// Observations currently established on this shard.
     pub fn observations(&self) -> usize {
-        self.sessions.values().map(|s| s.observations.len()).sum()
+        self.sessions
+            .values()
+            .map(|s| s.work.as_ref().map_or(0, |w| w.observations.len()))
+            .sum()
     }
 
     /// When [`Shard::on_timeout`] next has work to do: at or up to one timer tick (10 ms) after
     /// the earliest deadline, so that deadlines close together cost one wake-up.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let lifetimes = self.lifetimes.next_deadline();
+        match (self.timers.next_deadline(), lifetimes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `t` as a [`Stamp`]. Instants before the epoch (a caller's clock going backwards) count
+    /// as the epoch.
+    fn stamp(&self, t: Instant) -> Stamp {
+        self.epoch
+            .map_or(0, |e| nanos(t.saturating_duration_since(e)))
+    }
+
+    /// Fixes the epoch at the first `now` (every public entry point calls this).
+    fn start_clock(&mut self, now: Instant) {
+        self.epoch.get_or_insert(now);
+    }
+
+    fn endpoint_hash(&self, ep: &str) -> u64 {
+        self.keys.hash_one(ep)
+    }
+
+    fn addr_hash(&self, addr: SocketAddr) -> u64 {
+        self.keys.hash_one(addr)
+    }
+
+    fn find_endpoint(&self, ep: &str) -> Option<u64> {
+        let sessions = &self.sessions;
+        self.by_endpoint
+            .find(self.endpoint_hash(ep), |r| {
+                sessions.get(r).is_some_and(|s| &*s.reg.endpoint == ep)
+            })
+            .copied()
+    }
+
+    fn find_addr(&self, addr: SocketAddr) -> Option<u64> {
+        let sessions = &self.sessions;
+        self.by_addr
+            .find(self.addr_hash(addr), |r| {
+                sessions.get(r).is_some_and(|s| s.peer.addr == addr)
+            })
+            .copied()
+    }
+
+    /// Makes `reg` (whose session exists, with endpoint `ep`) the registration of `ep`.
+    fn index_endpoint(&mut self, ep: &str, reg: u64) {
+        let h = self.endpoint_hash(ep);
+        let (sessions, keys) = (&self.sessions, &self.keys);
+        let entry = self.by_endpoint.entry(
+            h,
+            |r| sessions.get(r).is_some_and(|s| &*s.reg.endpoint == ep),
+            |r| {
+                sessions
+                    .get(r)
+                    .map_or(0, |s| keys.hash_one(&*s.reg.endpoint))
+            },
+        );
+        match entry {
+            Entry::Occupied(mut e) => *e.get_mut() = reg,
+            Entry::Vacant(e) => {
+                e.insert(reg);
+            }
+        }
+    }
+
+    fn unindex_endpoint(&mut self, ep: &str, reg: u64) {
+        let h = self.endpoint_hash(ep);
+        if let Ok(e) = self.by_endpoint.find_entry(h, |&r| r == reg) {
+            e.remove();
+        }
     }
 
     fn alloc_mid(&mut self) -> u16 {
@@ -336,8 +471,9 @@ impl Shard {
 
     /// Any datagram from the device: it is awake (queue mode), so waiting commands may go.
     fn touch(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        let t = self.stamp(now);
         if let Some(s) = self.sessions.get_mut(&reg) {
-            s.last_uplink = now;
+            s.last_uplink = t;
         }
         self.pump(now, reg, out);
     }
@@ -345,6 +481,7 @@ impl Shard {
     // ---------------------------------------------------------------- datagrams
 
     pub fn on_datagram(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Output) {
+        self.start_clock(now);
         // The zero-copy view: the datagram was already checked by the event loop's router, and
         // parsing it again this way costs a third of coap-lite's `Packet` and allocates nothing
         // (benches/hotpath.rs).
@@ -405,7 +542,7 @@ impl Shard {
         let awaiting_ack = self
             .sessions
             .get(&reg)
-            .and_then(|s| s.inflight.as_ref())
+            .and_then(|s| s.inflight())
             .is_some_and(|e| e.mid == mid && e.state == ExchangeState::AwaitAck);
         if !awaiting_ack {
             return;
@@ -418,11 +555,12 @@ impl Shard {
         }
         // Empty ACK: a separate response is coming (RFC 7252 §5.2.2). Stop retransmitting, wait.
         let deadline = now + self.cfg.separate_response_timeout;
+        let t = self.stamp(now);
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        s.last_uplink = now;
-        let Some(ex) = s.inflight.as_mut() else {
+        s.last_uplink = t;
+        let Some(ex) = s.inflight_mut() else {
             return;
         };
         ex.state = ExchangeState::AwaitSeparate;
@@ -467,7 +605,7 @@ impl Shard {
         }
         out.transmits.push(Transmit { peer, bytes: b });
         // Commands queued for a device that just spoke may go now (after our answer).
-        if let Some(reg) = self.by_addr.get(&peer.addr).copied() {
+        if let Some(reg) = self.find_addr(peer.addr) {
             self.pump(now, reg, out);
         }
     }
@@ -562,14 +700,29 @@ impl Shard {
             })
     }
 
+    /// Makes `reg` the registration found at `addr`, which must be its session's address.
     fn bind_addr(&mut self, addr: SocketAddr, reg: u64, out: &mut Output) {
-        self.by_addr.insert(addr, reg);
+        let h = self.addr_hash(addr);
+        let (sessions, keys) = (&self.sessions, &self.keys);
+        let entry = self.by_addr.entry(
+            h,
+            |r| sessions.get(r).is_some_and(|s| s.peer.addr == addr),
+            |r| sessions.get(r).map_or(0, |s| keys.hash_one(s.peer.addr)),
+        );
+        match entry {
+            Entry::Occupied(mut e) => *e.get_mut() = reg,
+            Entry::Vacant(e) => {
+                e.insert(reg);
+            }
+        }
         out.index.push(IndexUpdate::Bind(addr));
     }
 
+    /// Forgets `addr` if `reg` holds it (`addr` is, or was until now, its session's address).
     fn unbind_addr(&mut self, addr: SocketAddr, reg: u64, out: &mut Output) {
-        if self.by_addr.get(&addr) == Some(&reg) {
-            self.by_addr.remove(&addr);
+        let h = self.addr_hash(addr);
+        if let Ok(e) = self.by_addr.find_entry(h, |&r| r == reg) {
+            e.remove();
             out.index.push(IndexUpdate::Unbind(addr));
         }
     }
@@ -598,10 +751,10 @@ impl Shard {
         // the endpoint carry over (they address the device, not one registration of it), the one
         // in flight is sent again; observations end (the device forgot them, TS §6.4).
         let mut carried = VecDeque::new();
-        if let Some(old) = self.by_endpoint.get(endpoint.as_str()).copied() {
-            if let Some(s) = self.sessions.get_mut(&old) {
-                carried = std::mem::take(&mut s.queue);
-                if let Some(ex) = s.inflight.take() {
+        if let Some(old) = self.find_endpoint(&endpoint) {
+            if let Some(w) = self.sessions.get_mut(&old).and_then(|s| s.work.as_mut()) {
+                carried = std::mem::take(&mut w.queue);
+                if let Some(ex) = w.inflight.take() {
                     self.by_token.remove(&ex.token);
                     self.by_mid.remove(&ex.mid);
                     // The rest of a notification is moot: observations end with the registration.
@@ -626,14 +779,18 @@ impl Shard {
         self.next_reg_seq += 1;
         let reg = Registration::new(&endpoint, lifetime, version, &params, objects);
         let expires_at = now + reg.lifetime_duration();
+        let work = (!carried.is_empty()).then(|| {
+            Box::new(Work {
+                queue: carried,
+                ..Work::default()
+            })
+        });
         let session = Session {
             reg,
             peer,
-            expires_at,
-            last_uplink: now,
-            inflight: None,
-            queue: carried,
-            observations: IntMap::default(),
+            expires_at: self.stamp(expires_at),
+            last_uplink: self.stamp(now),
+            work,
         };
         let payload = session.reg.event_json("register");
         out.publish(
@@ -644,9 +801,9 @@ impl Shard {
         );
         let auto = self.auto_observe_paths(&session.reg);
         self.sessions.insert(reg_id, Box::new(session));
-        self.by_endpoint.insert(endpoint.as_str().into(), reg_id);
+        self.index_endpoint(&endpoint, reg_id);
         self.bind_addr(peer.addr, reg_id, out);
-        self.timers.push(now, expires_at, Timer::Lifetime(reg_id));
+        self.lifetimes.push(now, expires_at, reg_id);
         for path in auto {
             let mut echo = Map::new();
             echo.insert("is_auto_observe".into(), Value::Bool(true));
@@ -710,16 +867,22 @@ impl Shard {
         };
         // Endpoint and version are fixed at Register (TS §6.2.2); ignore them here.
         params.all.retain(|(k, _)| k != "ep" && k != "lwm2m");
+        let old_lifetime = s.reg.lifetime;
         s.reg.apply_update(&params);
         let had_objects = objects.is_some();
         if objects.is_some() {
             s.reg.objects = objects;
         }
         let old_addr = s.peer.addr;
-        s.peer = peer;
-        s.expires_at = now + s.reg.lifetime_duration();
-        s.last_uplink = now;
-        let expires_at = s.expires_at;
+        s.peer.listener = peer.listener;
+        let expires_at = now + s.reg.lifetime_duration();
+        let shorter = s.reg.lifetime < old_lifetime;
+        let (t_exp, t_now) = (self.stamp(expires_at), self.stamp(now));
+        let Some(s) = self.sessions.get_mut(&reg_id) else {
+            return Ok(());
+        };
+        s.expires_at = t_exp;
+        s.last_uplink = t_now;
         let publish = match self.cfg.update_condition {
             UpdatePublishCondition::Always => true,
             UpdatePublishCondition::ContainsObjectList => had_objects,
@@ -728,12 +891,21 @@ impl Shard {
             let payload = s.reg.event_json("update");
             out.publish(&self.cfg.topics.update, &s.reg.endpoint, s.host(), payload);
         }
-        // NAT rebinding: the device's address is wherever its Update came from.
+        // NAT rebinding: the device's address is wherever its Update came from. Out of
+        // `by_addr` under the old address first: the table hashes through the session.
         if old_addr != peer.addr {
             self.unbind_addr(old_addr, reg_id, out);
+            if let Some(s) = self.sessions.get_mut(&reg_id) {
+                s.peer.addr = peer.addr;
+            }
             self.bind_addr(peer.addr, reg_id, out);
         }
-        self.timers.push(now, expires_at, Timer::Lifetime(reg_id));
+        // The pending lifetime timer fires no later than the new expiry unless the lifetime
+        // shrank; when it fires early it is set again for `expires_at` (see `on_timeout`). So
+        // a registration has one entry however often it updates.
+        if shorter {
+            self.lifetimes.push(now, expires_at, reg_id);
+        }
         Ok(())
     }
 
@@ -745,7 +917,7 @@ impl Shard {
         pkt: &MessageView,
         out: &mut Output,
     ) -> Result<(), Rejection> {
-        let Some(reg) = self.by_addr.get(&peer.addr).copied() else {
+        let Some(reg) = self.find_addr(peer.addr) else {
             return Err(Rejection {
                 code: code::NOT_FOUND,
                 reason: "Send from an unregistered address".into(),
@@ -761,13 +933,14 @@ impl Shard {
                 reason: "Send needs SenML JSON/CBOR or LwM2M CBOR".into(),
             });
         };
+        let t = self.stamp(now);
         let Some(s) = self.sessions.get_mut(&reg) else {
             return Err(Rejection {
                 code: code::NOT_FOUND,
                 reason: "gone".into(),
             });
         };
-        s.last_uplink = now;
+        s.last_uplink = t;
         let types = self.cfg.model.types_for(s.versions());
         let records =
             codec::decode(cf, &Path::ROOT, pkt.payload(), &types).map_err(|e| Rejection {
@@ -784,28 +957,27 @@ impl Shard {
     /// Ends a registration: publishes `deregister` with `reason` and answers every command still
     /// waiting for this device, so none vanishes silently. Its observations end with it.
     fn remove_session(&mut self, reg_id: u64, reason: &str, out: &mut Output) {
-        let Some(s) = self.sessions.remove(&reg_id) else {
+        let Some(mut s) = self.sessions.remove(&reg_id) else {
             return;
         };
         self.reassembly.release(reg_id);
-        if self.by_endpoint.get(&s.reg.endpoint) == Some(&reg_id) {
-            self.by_endpoint.remove(&s.reg.endpoint);
-        }
+        self.unindex_endpoint(&s.reg.endpoint, reg_id);
         self.unbind_addr(s.peer.addr, reg_id, out);
-        if let Some(ex) = &s.inflight {
+        let w = s.work.take().map(|w| *w).unwrap_or_default();
+        if let Some(ex) = &w.inflight {
             self.by_token.remove(&ex.token);
             self.by_mid.remove(&ex.mid);
         }
-        for token in s.observations.keys() {
+        for token in w.observations.keys() {
             self.by_token.remove(token);
         }
         let (ep, ph) = (&*s.reg.endpoint, s.host());
         let resp = &self.cfg.topics.response;
-        let waiting = s
+        let waiting = w
             .inflight
             .iter()
             .map(|e| &e.cmd)
-            .chain(s.queue.iter().map(|q| &q.cmd));
+            .chain(w.queue.iter().map(|q| &q.cmd));
         for cmd in waiting {
             let why = format!("endpoint {reason}");
             let data = envelope::response_data(
@@ -849,16 +1021,21 @@ impl Shard {
         if mtype == MsgType::Con {
             self.ack(now, peer, mid, out);
         }
+        let t = self.stamp(now);
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        s.last_uplink = now;
+        s.last_uplink = t;
         // Matched by our 56-bit random token alone: lwm2m-node-lib sometimes answers with a
         // piggybacked ACK carrying its own message id instead of ours (RFC 7252 §4.4 says it must
         // echo ours), and the token leaves no doubt about which request it answers.
-        if s.inflight.as_ref().is_some_and(|e| e.token == token) {
+        if s.inflight().is_some_and(|e| e.token == token) {
             self.exchange_response(now, reg, pkt, out);
-        } else if s.observations.contains_key(&token) {
+        } else if s
+            .work
+            .as_ref()
+            .is_some_and(|w| w.observations.contains_key(&token))
+        {
             self.notification(now, reg, token, pkt, out);
         }
         self.pump(now, reg, out);
@@ -890,7 +1067,7 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(ex) = s.inflight.as_ref() else {
+        let Some(ex) = s.inflight() else {
             return;
         };
         let observe = observe.or(ex.first_observe);
@@ -913,7 +1090,7 @@ impl Shard {
             // The remaining blocks of a notification: publish the whole as that notification.
             let payload = respond("notify", seq);
             out.publish(&self.cfg.topics.notify, &s.reg.endpoint, s.host(), payload);
-            if let Some(ex) = s.inflight.take() {
+            if let Some(ex) = s.take_inflight() {
                 self.by_mid.remove(&ex.mid);
                 self.by_token.remove(&ex.token);
             }
@@ -929,12 +1106,13 @@ impl Shard {
             s.host(),
             payload,
         );
-        let Some(ex) = s.inflight.take() else { return };
+        let Some(ex) = s.take_inflight() else { return };
         self.by_mid.remove(&ex.mid);
+        let w = s.work_mut();
         if ex.op.starts_observation() && code::is_success(resp_code) && observe.is_some() {
             // RFC 7641 §3.1: an Observe option in the answer means the observation is on.
             // An older observation of the same target is replaced.
-            let same: Vec<u64> = s
+            let same: Vec<u64> = w
                 .observations
                 .iter()
                 .filter(|(_, o)| {
@@ -943,10 +1121,10 @@ impl Shard {
                 .map(|(t, _)| *t)
                 .collect();
             for t in same {
-                s.observations.remove(&t);
+                w.observations.remove(&t);
                 self.by_token.remove(&t);
             }
-            s.observations.insert(
+            w.observations.insert(
                 ex.token,
                 Observation {
                     head: envelope::ResponseHead::new(
@@ -963,16 +1141,14 @@ impl Shard {
             );
         } else {
             self.by_token.remove(&ex.token);
-            if ex.op.cancels_observation() && s.observations.remove(&ex.token).is_some() {
+            if ex.op.cancels_observation() && w.observations.remove(&ex.token).is_some() {
                 // The cancel reused the observation's token; both are done now.
             }
         }
     }
 
     fn inflight_mut(&mut self, reg: u64) -> Option<&mut Exchange> {
-        self.sessions
-            .get_mut(&reg)
-            .and_then(|s| s.inflight.as_deref_mut())
+        self.sessions.get_mut(&reg).and_then(|s| s.inflight_mut())
     }
 
     /// Block-wise bookkeeping of a response to the exchange in flight: asks for the next Block2 or
@@ -1079,7 +1255,11 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(obs) = s.observations.get_mut(&token) else {
+        let host = s.host();
+        let Some(w) = s.work.as_deref_mut() else {
+            return;
+        };
+        let Some(obs) = w.observations.get_mut(&token) else {
             return;
         };
         if let (Some(v1), Some(v2)) = (obs.last_seq, seq) {
@@ -1108,11 +1288,11 @@ impl Shard {
                         seq,
                     }),
                 };
-                s.queue.push_front(q);
+                w.queue.push_front(q);
                 self.start_transfer(now, reg);
                 if !self.reassembly.try_reserve(reg, pkt.payload().len()) {
-                    if let Some(s) = self.sessions.get_mut(&reg) {
-                        s.queue.pop_front();
+                    if let Some(w) = self.sessions.get_mut(&reg).and_then(|s| s.work.as_mut()) {
+                        w.queue.pop_front();
                     }
                 }
                 return;
@@ -1134,10 +1314,10 @@ impl Shard {
                 reason.as_deref(),
             ),
         };
-        out.publish(&self.cfg.topics.notify, &s.reg.endpoint, s.host(), payload);
+        out.publish(&self.cfg.topics.notify, &s.reg.endpoint, host, payload);
         // An error, or a response without Observe, ends the observation (RFC 7641 §3.2, §4.2).
         if !code::is_success(resp_code) || seq.is_none() {
-            s.observations.remove(&token);
+            w.observations.remove(&token);
             self.by_token.remove(&token);
         }
     }
@@ -1153,12 +1333,16 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(ex) = s.inflight.take() else {
+        let Some(ex) = s.take_inflight() else {
             return;
         };
         self.reassembly.release(reg);
         self.by_mid.remove(&ex.mid);
-        if !s.observations.contains_key(&ex.token) {
+        if !s
+            .work
+            .as_ref()
+            .is_some_and(|w| w.observations.contains_key(&ex.token))
+        {
             self.by_token.remove(&ex.token);
         }
         let (msg_type, data) = describe(&ex);
@@ -1188,7 +1372,8 @@ impl Shard {
         expiry: Option<Duration>,
         out: &mut Output,
     ) {
-        let reg = self.by_endpoint.get(ep).copied();
+        self.start_clock(now);
+        let reg = self.find_endpoint(ep);
         let peerhost = reg
             .and_then(|r| self.sessions.get(&r))
             .and_then(|s| s.host());
@@ -1277,7 +1462,7 @@ impl Shard {
             Ok(r) => r,
             Err(why) => return refuse(out, code::BAD_REQUEST, &why),
         };
-        if s.queue.len() >= self.cfg.downlink_queue_max {
+        if s.work.as_ref().map_or(0, |w| w.queue.len()) >= self.cfg.downlink_queue_max {
             return refuse(out, code::SERVICE_UNAVAILABLE, "downlink queue full");
         }
         let expires_at = [self.cfg.downlink_queue_max_age, expiry]
@@ -1286,7 +1471,7 @@ impl Shard {
             .min()
             .map(|a| now + a);
         if let Some(s) = self.sessions.get_mut(&reg) {
-            s.queue.push_back(Queued {
+            s.work_mut().queue.push_back(Queued {
                 cmd,
                 op,
                 request,
@@ -1298,27 +1483,41 @@ impl Shard {
 
     /// Sends the next queued request if none is in flight (NSTART = 1) and the device is
     /// reachable; answers commands that expired while waiting.
+    ///
+    /// Every path that ends an exchange, an observation or a queued command ends up here, so
+    /// this is where a session's `Work` is released.
     fn pump(&mut self, now: Instant, reg: u64, out: &mut Output) {
+        self.pump_next(now, reg, out);
+        if let Some(s) = self.sessions.get_mut(&reg) {
+            s.settle();
+        }
+    }
+
+    fn pump_next(&mut self, now: Instant, reg: u64, out: &mut Output) {
         self.expire_queue(now, reg, out);
         let window = self.cfg.qmode_time_window;
+        let t_now = self.stamp(now);
         let Some(s) = self.sessions.get(&reg) else {
             return;
         };
-        if s.inflight.is_some() || s.queue.is_empty() {
+        let Some(w) = s.work.as_deref() else {
+            return;
+        };
+        if w.inflight.is_some() || w.queue.is_empty() {
             return;
         }
-        if !s.reachable(now, window) {
-            if let Some(t) = s.queue.iter().filter_map(|q| q.expires_at).min() {
+        if !s.reachable(t_now, window) {
+            if let Some(t) = w.queue.iter().filter_map(|q| q.expires_at).min() {
                 self.timers.push(now, t, Timer::Queue(reg));
             }
             return;
         }
         // Cancelling an observation reuses its token (RFC 7641 §3.6).
-        let reuse = s.queue.front().and_then(|q| {
+        let reuse = w.queue.front().and_then(|q| {
             if !q.op.cancels_observation() {
                 return None;
             }
-            s.observations
+            w.observations
                 .iter()
                 .find(|(_, o)| {
                     o.request.path == q.request.path && o.request.paths == q.request.paths
@@ -1331,10 +1530,10 @@ impl Shard {
         };
         let block_size = 16usize << self.cfg.block_szx;
         let szx = self.cfg.block_szx;
-        let Some(s) = self.sessions.get_mut(&reg) else {
+        let Some(w) = self.sessions.get_mut(&reg).and_then(|s| s.work.as_mut()) else {
             return;
         };
-        let Some(q) = s.queue.pop_front() else {
+        let Some(q) = w.queue.pop_front() else {
             return;
         };
         let Queued {
@@ -1350,7 +1549,7 @@ impl Shard {
             Some(c) => (Some(c.assembly), Some(c.next), Some(c.seq)),
             None => (None, None, None),
         };
-        s.inflight = Some(Box::new(Exchange {
+        w.inflight = Some(Box::new(Exchange {
             cmd,
             op,
             request,
@@ -1379,7 +1578,8 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        let Some(ex) = s.inflight.as_mut() else {
+        // Field by field: the exchange is borrowed mutably next to the registration and peer.
+        let Some(ex) = s.work.as_mut().and_then(|w| w.inflight.as_deref_mut()) else {
             return;
         };
         let alt = s.reg.objects.as_ref().map_or("/", |o| o.alternate_path());
@@ -1414,17 +1614,20 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&reg) else {
             return;
         };
-        if !s
+        let Some(w) = s.work.as_mut() else {
+            return;
+        };
+        if !w
             .queue
             .iter()
             .any(|q| q.expires_at.is_some_and(|t| t <= now))
         {
             return;
         }
-        let (expired, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut s.queue)
+        let (expired, kept): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut w.queue)
             .into_iter()
             .partition(|q| q.expires_at.is_some_and(|t| t <= now));
-        s.queue = kept;
+        w.queue = kept;
         for q in expired {
             let mut d = q.cmd.data.clone();
             d.insert("reason".into(), "expired in queue".into());
@@ -1441,14 +1644,23 @@ impl Shard {
     // ---------------------------------------------------------------- timers
 
     pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
+        self.start_clock(now);
         self.dedup.expire(now);
+        let t_now = self.stamp(now);
+        while let Some(reg) = self.lifetimes.pop_due(now) {
+            let Some(s) = self.sessions.get(&reg) else {
+                continue;
+            };
+            if s.expires_at <= t_now {
+                self.remove_session(reg, "expired", out);
+            } else if let Some(e) = self.epoch {
+                // An Update moved the expiry after this timer was set: set it again.
+                let at = e + Duration::from_nanos(s.expires_at);
+                self.lifetimes.push(now, at, reg);
+            }
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Lifetime(reg) => {
-                    if self.sessions.get(&reg).is_some_and(|s| s.expires_at <= now) {
-                        self.remove_session(reg, "expired", out);
-                    }
-                }
                 Timer::Exchange { reg, token } => self.exchange_timer(now, reg, token, out),
                 Timer::Queue(reg) => self.pump(now, reg, out),
                 Timer::Transfers => self.expire_transfers(now, out),
@@ -1494,8 +1706,9 @@ impl Shard {
             return;
         };
         let Some(ex) = s
-            .inflight
+            .work
             .as_mut()
+            .and_then(|w| w.inflight.as_deref_mut())
             .filter(|e| e.token == token && e.deadline <= now)
         else {
             return;
@@ -1580,5 +1793,30 @@ fn response_content(
             Content::None,
             Some(format!("cannot decode {} payload: {e}", f.name())),
         ),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A million of these live at once: growth here is memory per device.
+    #[test]
+    fn an_idle_session_stays_small() {
+        assert!(std::mem::size_of::<Session>() <= 208);
+        let mut s = Session {
+            reg: Registration::new("ep", 60, "1.1", &Default::default(), None),
+            peer: Peer {
+                listener: 0,
+                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            },
+            expires_at: 0,
+            last_uplink: 0,
+            work: None,
+        };
+        assert!(s.inflight().is_none());
+        assert!(s.work_mut().is_idle());
+        assert!(s.work.is_some());
+        s.settle();
+        assert!(s.work.is_none(), "an empty Work is released");
     }
 }

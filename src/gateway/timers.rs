@@ -5,8 +5,9 @@
 //! ignores them when they fire. In a binary heap each such timer costs two O(log n) sift
 //! operations over tens of thousands of entries (the heap was the first item of a worker's
 //! profile at 10,000 commands per second). Here a deadline less than [`SLOTS`] ticks away goes
-//! into the slot of its tick, O(1) in and out; only far deadlines (registration lifetimes) use the
-//! heap.
+//! into the slot of its tick, O(1) in and out; only far deadlines use the heap. Registration
+//! lifetimes, one per device and a million at once, have a heap of their own with 16-byte entries
+//! ([`Expiries`]).
 //!
 //! Contract: [`Timers::pop_due`] yields exactly the entries whose deadline is `<= now`, each once;
 //! within one tick the order is insertion order, across ticks it is deadline order.
@@ -159,6 +160,58 @@ impl<T: Ord + Copy> Timers<T> {
     }
 }
 
+/// Far deadlines of one kind, each naming a `u64` (registration lifetimes): a heap of 16-byte
+/// entries (nanoseconds since the first `now` pushed, id) where [`Timers`] spends 40 on an
+/// `(Instant, T)`. A million registrations keep a million of these.
+///
+/// Contract: [`Expiries::pop_due`] yields exactly the entries whose deadline is `<= now`, each
+/// once, in deadline order; [`Expiries::next_deadline`] is the earliest deadline, exactly.
+#[derive(Debug, Default)]
+pub struct Expiries {
+    origin: Option<Instant>,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+impl Expiries {
+    /// Nanoseconds from the origin; deadlines before it (overdue when set) count as the origin.
+    fn offset(origin: Instant, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets a deadline for `id`; `now` is the caller's clock.
+    pub fn push(&mut self, now: Instant, deadline: Instant, id: u64) {
+        let origin = *self.origin.get_or_insert(now);
+        self.heap
+            .push(Reverse((Self::offset(origin, deadline), id)));
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let origin = self.origin?;
+        let Reverse((at, _)) = self.heap.peek()?;
+        Some(origin + Duration::from_nanos(*at))
+    }
+
+    /// Removes and returns one id due at `now`, or `None` when none is.
+    pub fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        let origin = self.origin?;
+        // Before the origin nothing is due (only a clock going backwards gets here).
+        let now = now.checked_duration_since(origin)?;
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, id))| id),
+            _ => None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +317,33 @@ mod tests {
             let deadline = t0 + Duration::from_millis(expect[i as usize].0);
             assert!(deadline <= at && at - deadline <= TICK);
         }
+    }
+
+    #[test]
+    fn expiries_fire_exactly_at_their_deadline_in_order() {
+        let t0 = Instant::now();
+        let mut e = Expiries::default();
+        assert_eq!(e.next_deadline(), None);
+        assert_eq!(e.pop_due(t0), None);
+        e.push(t0, t0 + Duration::from_secs(86_400), 1);
+        e.push(t0, t0 + Duration::from_nanos(1_500_000_001), 2);
+        e.push(t0, t0 - Duration::from_secs(1), 3); // overdue when set
+        let later = t0 + Duration::from_secs(1);
+        e.push(later, later + Duration::from_millis(500), 4);
+        assert_eq!(e.next_deadline(), Some(t0));
+        assert_eq!(e.pop_due(t0), Some(3));
+        assert_eq!(e.pop_due(t0 + Duration::from_millis(1499)), None);
+        assert_eq!(e.pop_due(t0 + Duration::from_millis(1500)), Some(4));
+        assert_eq!(
+            e.next_deadline(),
+            Some(t0 + Duration::from_nanos(1_500_000_001))
+        );
+        assert_eq!(e.pop_due(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(e.pop_due(t0 + Duration::from_nanos(1_500_000_001)), Some(2));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.pop_due(t0 + Duration::from_secs(86_399)), None);
+        assert_eq!(e.pop_due(t0 + Duration::from_secs(86_400)), Some(1));
+        assert!(e.is_empty());
+        assert_eq!(std::mem::size_of::<Reverse<(u64, u64)>>(), 16);
     }
 }
