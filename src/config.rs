@@ -119,6 +119,8 @@ pub struct MqttConfig {
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub workers: usize,
+    /// Registrations the gateway makes room for at start (0: grow on demand).
+    pub expected_devices: usize,
     pub worker_queue: usize,
     pub recv_buffer: usize,
     pub lifetime_min: u32,
@@ -157,6 +159,7 @@ impl Default for Config {
         };
         Config {
             listen: vec!["0.0.0.0:5683".parse().expect("literal")],
+            expected_devices: 0,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -222,6 +225,10 @@ pub struct Args {
     /// Worker threads handling devices [default: number of CPUs].
     #[arg(long, short = 'w')]
     pub workers: Option<usize>,
+    /// Registrations to make room for at start, so that a registration storm does not stall on
+    /// growing tables; 0 grows on demand [default: 0].
+    #[arg(long)]
+    pub expected_devices: Option<usize>,
     /// Datagrams/commands queued per worker before the event loop drops and counts [default: 65536].
     #[arg(long)]
     pub worker_queue: Option<usize>,
@@ -353,6 +360,7 @@ pub struct Args {
 struct FileConfig {
     listen: Option<Vec<SocketAddr>>,
     workers: Option<usize>,
+    expected_devices: Option<usize>,
     worker_queue: Option<usize>,
     recv_buffer: Option<usize>,
     lifetime_min: Option<u32>,
@@ -497,6 +505,7 @@ impl Config {
     fn apply_file(&mut self, f: FileConfig) -> Result<(), ConfigError> {
         set(&mut self.listen, f.listen);
         set(&mut self.workers, f.workers);
+        set(&mut self.expected_devices, f.expected_devices);
         set(&mut self.worker_queue, f.worker_queue);
         set(&mut self.recv_buffer, f.recv_buffer);
         set(&mut self.lifetime_min, f.lifetime_min);
@@ -593,6 +602,7 @@ impl Config {
             self.listen = a.listen.clone();
         }
         set(&mut self.workers, a.workers);
+        set(&mut self.expected_devices, a.expected_devices);
         set(&mut self.worker_queue, a.worker_queue);
         set(&mut self.recv_buffer, a.recv_buffer);
         set(&mut self.lifetime_min, a.lifetime_min);
@@ -676,6 +686,13 @@ impl Config {
         }
         if self.worker_queue == 0 {
             return Err(invalid("worker_queue", "must be at least 1"));
+        }
+        // Reserved up front, about 100 bytes each: a typo must not take the machine's memory.
+        if self.expected_devices > 100_000_000 {
+            return Err(invalid(
+                "expected_devices",
+                format!("{} is above 100000000", self.expected_devices),
+            ));
         }
         if self.lifetime_min > self.lifetime_max {
             return Err(invalid(
@@ -894,6 +911,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.workers, 4);
+        assert_eq!(c.expected_devices, 100_000);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
     }

@@ -62,6 +62,8 @@ pub struct DedupCache<P> {
     /// Entries in insertion (= expiry) order; the front one has sequence number `head`.
     entries: VecDeque<Entry<P>>,
     head: u64,
+    /// Capacity kept after a storm expires (see [`DedupCache::reserve`]).
+    floor: usize,
 }
 
 impl<P: Hash + Eq + Copy> DedupCache<P> {
@@ -73,7 +75,22 @@ impl<P: Hash + Eq + Copy> DedupCache<P> {
             index: HashTable::new(),
             entries: VecDeque::new(),
             head: 0,
+            floor: 1024,
         }
+    }
+
+    /// Makes room for `n` entries now (a registration storm then fills the cache without
+    /// reallocating it), and never shrinks below that.
+    pub fn reserve(&mut self, n: usize) {
+        let n = n.min(self.max_entries);
+        self.floor = self.floor.max(n);
+        self.entries.reserve(n);
+        let (entries, head, hasher) = (&self.entries, self.head, &self.hasher);
+        self.index.reserve(n, |&s| {
+            entries
+                .get(s.wrapping_sub(head) as usize)
+                .map_or(0, |e| hasher.hash_one((e.peer, e.mid)))
+        });
     }
 
     fn entry(&self, seq: u64) -> Option<&Entry<P>> {
@@ -145,7 +162,8 @@ impl<P: Hash + Eq + Copy> DedupCache<P> {
         }
         // After a storm has expired, give the space back rather than keep a table sized for the
         // peak (the storm may never come again).
-        if self.entries.capacity() > 1024 && self.entries.len() < self.entries.capacity() / 8 {
+        if self.entries.capacity() > self.floor && self.entries.len() < self.entries.capacity() / 8
+        {
             self.entries.shrink_to(self.entries.len() * 2);
             let (entries, head, hasher) = (&self.entries, self.head, &self.hasher);
             self.index.shrink_to(entries.len() * 2, |&s| {

@@ -28,6 +28,14 @@ impl AddrIndex {
         AddrIndex::default()
     }
 
+    /// Room for `n` IPv4 devices up front (see `expected_devices`).
+    pub fn with_capacity(n: usize) -> AddrIndex {
+        AddrIndex {
+            v4: DashMap::with_capacity(n),
+            v6: DashMap::new(),
+        }
+    }
+
     /// The worker owning `addr`, if a device is registered there.
     pub fn get(&self, addr: &SocketAddr) -> Option<u16> {
         match addr {

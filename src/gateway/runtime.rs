@@ -235,7 +235,7 @@ impl Gateway {
         let shard_cfg = Arc::new(ShardConfig::new(&config, model).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let index = Arc::new(AddrIndex::new());
+        let index = Arc::new(AddrIndex::with_capacity(config.expected_devices));
         let mut threads = Vec::new();
 
         // MQTT first: workers publish through clones of its client.

@@ -106,6 +106,8 @@ pub struct ShardConfig {
     pub transmission: TransmissionParams,
     pub separate_response_timeout: Duration,
     pub dedup_max_entries: usize,
+    /// Registrations each shard makes room for at start (`expected_devices` / workers).
+    pub expected_per_shard: usize,
     pub downlink_queue_max: usize,
     pub downlink_queue_max_age: Option<Duration>,
     pub qmode_time_window: Duration,
@@ -126,6 +128,7 @@ impl ShardConfig {
             transmission: c.coap,
             separate_response_timeout: c.separate_response_timeout,
             dedup_max_entries: c.dedup_max_entries,
+            expected_per_shard: c.expected_devices.div_ceil(c.workers.max(1)),
             downlink_queue_max: c.downlink_queue_max,
             downlink_queue_max_age: c.downlink_queue_max_age,
             qmode_time_window: c.qmode_time_window,
@@ -343,7 +346,7 @@ impl Shard {
             per_peer_max: cfg.block_max_body,
             total_max: cfg.block_total_max,
         };
-        Shard {
+        let mut shard = Shard {
             id,
             cfg,
             sessions: IntMap::default(),
@@ -361,7 +364,25 @@ impl Shard {
             next_mid_seq: 0,
             rng: SmallRng::seed_from_u64(seed),
             buf: Vec::with_capacity(256),
+        };
+        // Growing a table rehashes all of it at once: at 57k and 114k devices that stalled
+        // every registration behind it for milliseconds. A fleet of known size avoids that.
+        let n = shard.cfg.expected_per_shard;
+        if n > 0 {
+            shard.sessions.reserve(n);
+            let (sessions, keys) = (&shard.sessions, &shard.keys);
+            shard.by_endpoint.reserve(n, |id| {
+                sessions
+                    .get(id)
+                    .map_or(0, |s| keys.hash_one(&*s.reg.endpoint))
+            });
+            shard.by_addr.reserve(n, |id| {
+                sessions.get(id).map_or(0, |s| keys.hash_one(s.peer.addr))
+            });
+            shard.dedup.reserve(n);
+            shard.lifetimes.reserve(n);
         }
+        shard
     }
 
     pub fn registrations(&self) -> usize {

@@ -173,6 +173,11 @@ pub struct Expiries {
 }
 
 impl Expiries {
+    /// Room for `n` registrations up front.
+    pub fn reserve(&mut self, n: usize) {
+        self.heap.reserve(n);
+    }
+
     /// Nanoseconds from the origin; deadlines before it (overdue when set) count as the origin.
     fn offset(origin: Instant, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
