@@ -63,9 +63,10 @@ echo "baseline ceiling ${CEILING}/s -> notify at ${NOTIFY_RATE}/s" >&2
 
 start_gateway
 run notify notify -n 10000 --rate "$NOTIFY_RATE" --duration 10
-start_gateway
+# A fleet of known size: the gateway makes room up front (see README, expected_devices).
+start_gateway --expected-devices 100000
 run register register -n 100000 --rate 31000
-start_gateway --auto-observe /3/0,/3303/0
+start_gateway --expected-devices 100000 --auto-observe /3/0,/3303/0
 run register_auto_observe register -n 100000 --rate 15500
 start_gateway
 run command command -n 10000 --rate 10000 --duration 10
@@ -76,6 +77,7 @@ for w in 1 2; do
     run "scaling_register_w$w" register -n 100000
 done
 if [ "${MEMORY:-0}" = 1 ]; then
+    # Default configuration (nothing reserved up front): the growth is what devices cost.
     start_gateway
     run memory register -n 1000000 --timeout 900 --settle "${MEMORY_SETTLE:-250}"
 fi
