@@ -79,7 +79,7 @@ done
 if [ "${MEMORY:-0}" = 1 ]; then
     # Default configuration (nothing reserved up front): the growth is what devices cost.
     start_gateway
-    run memory register -n 1000000 --timeout 900 --settle "${MEMORY_SETTLE:-250}"
+    run memory register -n 1000000 --rate 30000 --timeout 900 --settle "${MEMORY_SETTLE:-250}"
 fi
 stop_gateway
 
@@ -104,7 +104,8 @@ if n:
         own = sum((th[r].get("us_per_message") or 0) for r in th if r != "embedded broker")
     row("notify rate vs baseline", f"{fmt(rate,'{:.0f}')}/s = {rate/ceiling:.2f} x {ceiling:.0f}/s, {n.get('delivered_percent',0):.2f}% delivered",
         ">= 0.80 x, >= 99.9%", rate >= 0.8 * ceiling * 0.99 and n.get("delivered_percent", 0) >= 99.9)
-    row("gateway CPU per notification", f"{fmt(cpu)} us with the embedded broker, {fmt(own)} us without it", "<= 10 us", (own or 1e9) <= 10)
+    row("CPU per notification, gateway threads", f"{fmt(own)} us (event loop, workers, MQTT client)", "<= 10 us", (own or 1e9) <= 10)
+    row("CPU per notification, whole process", f"{fmt(cpu)} us (the above + the embedded broker's threads)", "<= 10 us", (cpu or 1e9) <= 10)
 for name, target_rate, label in (("register", 30000, "register 100k"), ("register_auto_observe", 15000, "register 100k, auto-observe 2 objects")):
     r = load(name)
     if r:
