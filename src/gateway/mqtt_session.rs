@@ -74,6 +74,8 @@ pub enum SessionError {
     Unexpected(&'static str),
     #[error("no PINGRESP within the keep-alive interval")]
     KeepAliveTimeout,
+    #[error("no CONNACK within {0:?}")]
+    ConnAckTimeout(Duration),
     #[error("publish of {len} bytes exceeds the maximum packet size {max}")]
     TooLarge { len: usize, max: usize },
 }
@@ -120,11 +122,16 @@ pub struct MqttSession {
     acks_since: Option<Instant>,
     last_sent: Instant,
     ping_sent: Option<Instant>,
+    /// When the current connection's CONNECT was queued.
+    connect_at: Instant,
 }
 
 /// Above this many buffered output bytes, [`MqttSession::can_publish`] says no until the socket
 /// takes some: the channel in front of the session is the queue, not this buffer.
 const OUT_HIGH_WATER: usize = 1 << 20;
+
+/// A broker that accepted the TCP connection but never answers CONNECT is given up on after this.
+pub const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a received command's PUBACK waits for company (see `MqttSession::acks`).
 pub const ACK_DELAY: Duration = Duration::from_millis(2);
@@ -150,6 +157,7 @@ impl MqttSession {
             acks_since: None,
             last_sent: now,
             ping_sent: None,
+            connect_at: now,
         }
     }
 
@@ -165,6 +173,7 @@ impl MqttSession {
         self.ping_sent = None;
         self.window = self.slots.len() - 1;
         self.phase = Phase::AwaitConnAck;
+        self.connect_at = now;
         let keep_alive = self.opts.keep_alive.as_secs().min(u16::MAX as u64) as u16;
         match self.opts.version {
             MqttVersion::V311 => {
@@ -293,6 +302,9 @@ impl MqttSession {
 
     /// When [`MqttSession::on_tick`] next has something to do.
     pub fn next_deadline(&self) -> Instant {
+        if self.phase == Phase::AwaitConnAck {
+            return self.connect_at + CONNACK_TIMEOUT;
+        }
         let keep_alive = match self.ping_sent {
             Some(t) => t + self.opts.keep_alive,
             None => self.last_sent + self.opts.keep_alive,
@@ -316,6 +328,9 @@ impl MqttSession {
                 self.out.unsplit(self.acks.split());
                 self.acks_since = None;
             }
+        }
+        if self.phase == Phase::AwaitConnAck && now >= self.connect_at + CONNACK_TIMEOUT {
+            return Err(SessionError::ConnAckTimeout(CONNACK_TIMEOUT));
         }
         if self.opts.keep_alive.is_zero() || self.phase != Phase::Connected {
             return Ok(());
@@ -433,6 +448,10 @@ impl MqttSession {
                 }
                 if let Some(mp) = a.properties.as_ref().and_then(|p| p.max_packet_size) {
                     self.opts.max_packet_size = self.opts.max_packet_size.min(mp as usize);
+                }
+                // The broker may impose its own keep-alive (MQTT 5, 3.2.2.3.14).
+                if let Some(ka) = a.properties.as_ref().and_then(|p| p.server_keep_alive) {
+                    self.opts.keep_alive = Duration::from_secs(ka as u64);
                 }
                 self.on_connected(events)?;
             }
@@ -850,6 +869,19 @@ mod tests {
         assert_eq!(
             resent,
             vec![("t3".to_string(), 1, true), ("t4".to_string(), 2, true)]
+        );
+    }
+
+    #[test]
+    fn a_silent_broker_is_given_up_after_the_connack_timeout() {
+        let now = Instant::now();
+        let mut s = MqttSession::new(opts(MqttVersion::V311, 4), now);
+        s.start(now);
+        assert_eq!(s.next_deadline(), now + CONNACK_TIMEOUT);
+        s.on_tick(now + CONNACK_TIMEOUT / 2).unwrap();
+        assert_eq!(
+            s.on_tick(now + CONNACK_TIMEOUT),
+            Err(SessionError::ConnAckTimeout(CONNACK_TIMEOUT))
         );
     }
 
