@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
         return;
     };
-    let versions = [(3u16, "1.1".to_string())];
+    let versions: [(u16, Box<str>); 1] = [(3, "1.1".into())];
     let types = registry().types_for(&versions);
     let devices: [(&str, &[u16]); 3] = [
         ("1.0", &[]),
