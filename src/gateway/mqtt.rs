@@ -282,13 +282,13 @@ fn drive(
                     payload,
                     expiry,
                 } => router.command(topic, payload, expiry),
-                Event::Oversized { len } => {
+                Event::Skipped { why } => {
                     router.metrics.commands_in.fetch_add(1, Ordering::Relaxed);
                     router
                         .metrics
                         .commands_dropped
                         .fetch_add(1, Ordering::Relaxed);
-                    warn!("skipped a {len}-byte MQTT packet above max_packet_size");
+                    warn!("skipped an incoming MQTT message: {why}");
                 }
             }
         }

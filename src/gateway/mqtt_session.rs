@@ -56,9 +56,9 @@ pub enum Event {
         /// MQTT 5 Message-Expiry-Interval.
         expiry: Option<Duration>,
     },
-    /// A packet too large to accept was skipped.
-    Oversized {
-        len: usize,
+    /// An incoming message that cannot be handled (too large, unreadable topic) was skipped.
+    Skipped {
+        why: String,
     },
 }
 
@@ -124,6 +124,10 @@ pub struct MqttSession {
     ping_sent: Option<Instant>,
     /// When the current connection's CONNECT was queued.
     connect_at: Instant,
+    /// This connection's keep-alive and largest outgoing packet: ours, unless an MQTT 5
+    /// broker's CONNACK lowers them (reset by every `start`).
+    keep_alive: Duration,
+    out_max: usize,
 }
 
 /// Above this many buffered output bytes, [`MqttSession::can_publish`] says no until the socket
@@ -144,7 +148,6 @@ impl MqttSession {
         MqttSession {
             slots: (0..=inflight).map(|_| None).collect(),
             window: inflight as usize,
-            opts,
             phase: Phase::Idle,
             out: BytesMut::with_capacity(64 * 1024),
             input: BytesMut::with_capacity(64 * 1024),
@@ -158,6 +161,9 @@ impl MqttSession {
             last_sent: now,
             ping_sent: None,
             connect_at: now,
+            keep_alive: opts.keep_alive,
+            out_max: opts.max_packet_size,
+            opts,
         }
     }
 
@@ -174,6 +180,8 @@ impl MqttSession {
         self.window = self.slots.len() - 1;
         self.phase = Phase::AwaitConnAck;
         self.connect_at = now;
+        self.keep_alive = self.opts.keep_alive;
+        self.out_max = self.opts.max_packet_size;
         let keep_alive = self.opts.keep_alive.as_secs().min(u16::MAX as u64) as u16;
         match self.opts.version {
             MqttVersion::V311 => {
@@ -206,10 +214,6 @@ impl MqttSession {
         self.last_sent = now;
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.phase == Phase::Connected
-    }
-
     /// Whether [`MqttSession::publish`] would take a QoS > 0 message now.
     pub fn can_publish(&self) -> bool {
         self.phase == Phase::Connected
@@ -227,10 +231,10 @@ impl MqttSession {
         payload: Vec<u8>,
     ) -> Result<(), SessionError> {
         let len = topic.len() + payload.len() + 4;
-        if len > self.opts.max_packet_size {
+        if len > self.out_max {
             return Err(SessionError::TooLarge {
                 len,
-                max: self.opts.max_packet_size,
+                max: self.out_max,
             });
         }
         let payload = bytes::Bytes::from(payload);
@@ -306,8 +310,8 @@ impl MqttSession {
             return self.connect_at + CONNACK_TIMEOUT;
         }
         let keep_alive = match self.ping_sent {
-            Some(t) => t + self.opts.keep_alive,
-            None => self.last_sent + self.opts.keep_alive,
+            Some(t) => t + self.keep_alive,
+            None => self.last_sent + self.keep_alive,
         };
         match (self.acks_since, self.acks.is_empty()) {
             (_, true) => keep_alive,
@@ -332,16 +336,16 @@ impl MqttSession {
         if self.phase == Phase::AwaitConnAck && now >= self.connect_at + CONNACK_TIMEOUT {
             return Err(SessionError::ConnAckTimeout(CONNACK_TIMEOUT));
         }
-        if self.opts.keep_alive.is_zero() || self.phase != Phase::Connected {
+        if self.keep_alive.is_zero() || self.phase != Phase::Connected {
             return Ok(());
         }
         if let Some(sent) = self.ping_sent {
-            if now >= sent + self.opts.keep_alive {
+            if now >= sent + self.keep_alive {
                 return Err(SessionError::KeepAliveTimeout);
             }
             return Ok(());
         }
-        if now >= self.last_sent + self.opts.keep_alive {
+        if now >= self.last_sent + self.keep_alive {
             match self.opts.version {
                 MqttVersion::V311 => {
                     let _ = v4::PingReq.write(&mut self.out);
@@ -380,7 +384,9 @@ impl MqttSession {
                 return Ok(());
             };
             if remaining > self.opts.max_packet_size {
-                events.push(Event::Oversized { len: remaining });
+                events.push(Event::Skipped {
+                    why: format!("{remaining}-byte packet above max_packet_size"),
+                });
                 self.skip = header + remaining;
                 continue;
             }
@@ -417,8 +423,12 @@ impl MqttSession {
                     .all(|c| matches!(c, v4::SubscribeReasonCode::Success(_))),
             }),
             v4::Packet::Publish(p) => {
-                let qos = p.qos as u8;
-                self.on_message(p.topic, p.payload.to_vec(), None, qos, p.pkid, events);
+                let message = Event::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    expiry: None,
+                };
+                self.on_message(message, p.qos as u8, p.pkid, events);
             }
             v4::Packet::PubAck(a) => self.on_acked(a.pkid, 1),
             v4::Packet::PubRec(r) => self.on_pubrec(r.pkid),
@@ -447,11 +457,11 @@ impl MqttSession {
                     self.window = (rm as usize).clamp(1, self.slots.len() - 1);
                 }
                 if let Some(mp) = a.properties.as_ref().and_then(|p| p.max_packet_size) {
-                    self.opts.max_packet_size = self.opts.max_packet_size.min(mp as usize);
+                    self.out_max = self.out_max.min(mp as usize);
                 }
                 // The broker may impose its own keep-alive (MQTT 5, 3.2.2.3.14).
                 if let Some(ka) = a.properties.as_ref().and_then(|p| p.server_keep_alive) {
-                    self.opts.keep_alive = Duration::from_secs(ka as u64);
+                    self.keep_alive = Duration::from_secs(ka as u64);
                 }
                 self.on_connected(events)?;
             }
@@ -462,16 +472,24 @@ impl MqttSession {
                     .all(|c| matches!(c, v5::SubscribeReasonCode::Success(_))),
             }),
             v5::Packet::Publish(p) => {
-                let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
-                    return Err(SessionError::Malformed("topic is not UTF-8".into()));
-                };
                 let expiry = p
                     .properties
                     .as_ref()
                     .and_then(|pr| pr.message_expiry_interval)
                     .map(|s| Duration::from_secs(s as u64));
-                let qos = p.qos as u8;
-                self.on_message(topic, p.payload.to_vec(), expiry, qos, p.pkid, events);
+                // A topic that is not UTF-8 names no endpoint: skipped (and acknowledged, so
+                // the broker does not send it again), the connection kept.
+                let event = match String::from_utf8(p.topic.to_vec()) {
+                    Ok(topic) => Event::Message {
+                        topic,
+                        payload: p.payload.to_vec(),
+                        expiry,
+                    },
+                    Err(_) => Event::Skipped {
+                        why: "topic is not UTF-8".into(),
+                    },
+                };
+                self.on_message(event, p.qos as u8, p.pkid, events);
             }
             v5::Packet::PubAck(a) => self.on_acked(a.pkid, 1),
             v5::Packet::PubRec(r) => self.on_pubrec(r.pkid),
@@ -517,38 +535,20 @@ impl MqttSession {
         Ok(())
     }
 
-    fn on_message(
-        &mut self,
-        topic: String,
-        payload: Vec<u8>,
-        expiry: Option<Duration>,
-        qos: u8,
-        pkid: u16,
-        events: &mut Vec<Event>,
-    ) {
+    /// Acknowledges an incoming PUBLISH as its QoS requires and reports `event` (the message,
+    /// or why it was skipped) once: a resent QoS 2 message (same id before PUBREL) is
+    /// acknowledged again, not reported again.
+    fn on_message(&mut self, event: Event, qos: u8, pkid: u16, events: &mut Vec<Event>) {
         match qos {
-            0 => events.push(Event::Message {
-                topic,
-                payload,
-                expiry,
-            }),
+            0 => events.push(event),
             1 => {
                 write_ack(self.opts.version, &mut self.acks, AckKind::Ack, pkid);
-                events.push(Event::Message {
-                    topic,
-                    payload,
-                    expiry,
-                });
+                events.push(event);
             }
             _ => {
-                // A resent QoS 2 message (same id before PUBREL) is acknowledged, not delivered.
                 if !self.awaiting_rel.contains(&pkid) {
                     self.awaiting_rel.push(pkid);
-                    events.push(Event::Message {
-                        topic,
-                        payload,
-                        expiry,
-                    });
+                    events.push(event);
                 }
                 self.encode_ack(AckKind::Rec, pkid);
             }
@@ -872,6 +872,95 @@ mod tests {
         );
     }
 
+    fn connack5(props: v5::ConnAckProperties) -> Vec<u8> {
+        bytes5(v5::Packet::ConnAck(v5::ConnAck {
+            session_present: false,
+            code: v5::ConnectReturnCode::Success,
+            properties: Some(props),
+        }))
+    }
+
+    fn no_props() -> v5::ConnAckProperties {
+        v5::ConnAckProperties {
+            session_expiry_interval: None,
+            receive_max: None,
+            max_qos: None,
+            retain_available: None,
+            max_packet_size: None,
+            assigned_client_identifier: None,
+            topic_alias_max: None,
+            reason_string: None,
+            user_properties: Vec::new(),
+            wildcard_subscription_available: None,
+            subscription_identifiers_available: None,
+            shared_subscription_available: None,
+            server_keep_alive: None,
+            response_information: None,
+            server_reference: None,
+            authentication_method: None,
+            authentication_data: None,
+        }
+    }
+
+    #[test]
+    fn v5_broker_limits_last_one_connection() {
+        let now = Instant::now();
+        let mut s = MqttSession::new(opts(MqttVersion::V5, 4), now);
+        s.start(now);
+        let _ = sent5(&mut s, now);
+        let limited = v5::ConnAckProperties {
+            server_keep_alive: Some(5),
+            max_packet_size: Some(100),
+            ..no_props()
+        };
+        s.on_read(&connack5(limited), &mut Vec::new()).unwrap();
+        assert_eq!(s.next_deadline(), now + Duration::from_secs(5));
+        assert!(matches!(
+            s.publish("t".into(), 0, vec![0; 200]),
+            Err(SessionError::TooLarge { max: 100, .. })
+        ));
+        // The next connection announces our own settings again and starts from them.
+        s.start(now);
+        match &sent5(&mut s, now)[..] {
+            [v5::Packet::Connect(c, None, None)] => {
+                assert_eq!(c.keep_alive, 30);
+                assert_eq!(c.properties.as_ref().unwrap().max_packet_size, Some(1024));
+            }
+            other => panic!("expected CONNECT, got {other:?}"),
+        }
+        s.on_read(&connack5(no_props()), &mut Vec::new()).unwrap();
+        assert_eq!(s.next_deadline(), now + Duration::from_secs(30));
+        s.publish("t".into(), 0, vec![0; 200]).unwrap();
+    }
+
+    #[test]
+    fn v5_message_with_a_non_utf8_topic_is_skipped_and_acknowledged() {
+        let now = Instant::now();
+        let mut s = MqttSession::new(opts(MqttVersion::V5, 4), now);
+        s.start(now);
+        let _ = sent5(&mut s, now);
+        let mut ev = Vec::new();
+        s.on_read(&connack5(no_props()), &mut ev).unwrap();
+        let bad = v5::Publish {
+            dup: false,
+            qos: Q5::AtLeastOnce,
+            retain: false,
+            topic: bytes::Bytes::from_static(&[0xff, 0xfe, b'/', b'd', b'n']),
+            pkid: 9,
+            payload: bytes::Bytes::from_static(b"{}"),
+            properties: None,
+        };
+        let good = v5::Publish::new("lwm2m/ep/dn", Q5::AtMostOnce, &b"{}"[..], None);
+        let mut wire = bytes5(v5::Packet::Publish(bad));
+        wire.extend(bytes5(v5::Packet::Publish(good)));
+        s.on_read(&wire, &mut ev).unwrap();
+        assert!(matches!(&ev[1], Event::Skipped { why } if why.contains("UTF-8")));
+        assert!(matches!(&ev[2], Event::Message { topic, .. } if topic == "lwm2m/ep/dn"));
+        s.on_tick(now).unwrap();
+        s.on_tick(now + ACK_DELAY).unwrap();
+        assert!(matches!(&sent5(&mut s, now)[..], [v5::Packet::PubAck(a)] if a.pkid == 9));
+    }
+
     #[test]
     fn a_silent_broker_is_given_up_after_the_connack_timeout() {
         let now = Instant::now();
@@ -1024,7 +1113,7 @@ mod tests {
             s.on_read(b, &mut ev).unwrap();
         }
         assert_eq!(ev.len(), 2, "{ev:?}");
-        assert!(matches!(ev[0], Event::Oversized { len } if len > 5000));
+        assert!(matches!(&ev[0], Event::Skipped { why } if why.contains("max_packet_size")));
         assert_eq!(
             ev[1],
             Event::Message {
@@ -1080,32 +1169,11 @@ mod tests {
             other => panic!("expected CONNECT, got {other:?}"),
         }
         let props = v5::ConnAckProperties {
-            session_expiry_interval: None,
             receive_max: Some(2),
-            max_qos: None,
-            retain_available: None,
-            max_packet_size: None,
-            assigned_client_identifier: None,
-            topic_alias_max: None,
-            reason_string: None,
-            user_properties: Vec::new(),
-            wildcard_subscription_available: None,
-            subscription_identifiers_available: None,
-            shared_subscription_available: None,
-            server_keep_alive: None,
-            response_information: None,
-            server_reference: None,
-            authentication_method: None,
-            authentication_data: None,
-        };
-        let ack = v5::ConnAck {
-            session_present: false,
-            code: v5::ConnectReturnCode::Success,
-            properties: Some(props),
+            ..no_props()
         };
         let mut ev = Vec::new();
-        s.on_read(&bytes5(v5::Packet::ConnAck(ack)), &mut ev)
-            .unwrap();
+        s.on_read(&connack5(props), &mut ev).unwrap();
         s.publish("a".into(), 1, vec![1]).unwrap();
         s.publish("b".into(), 1, vec![2]).unwrap();
         assert!(!s.can_publish(), "broker's Receive Maximum of 2 reached");
