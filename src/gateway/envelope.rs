@@ -117,9 +117,14 @@ pub fn response(
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write_head(&mut out, echo, msg_type, seq_num.is_some());
-    let mut path = Vec::with_capacity(24);
-    json(&mut path, req_path);
-    write_tail(&mut out, seq_num, &path, code, content, reason);
+    write_tail(
+        &mut out,
+        seq_num,
+        |o| json(o, req_path),
+        code,
+        content,
+        reason,
+    );
     out
 }
 
@@ -158,7 +163,7 @@ impl ResponseHead {
         write_tail(
             &mut out,
             Some(seq_num),
-            &self.req_path,
+            |o| o.extend_from_slice(&self.req_path),
             code,
             content,
             reason,
@@ -189,11 +194,11 @@ fn write_head(out: &mut Vec<u8>, echo: &Map<String, Value>, msg_type: &str, own_
     json(out, msg_type);
 }
 
-/// `,"seqNum":..,"data":{..}}` after [`write_head`]; `req_path` is already JSON.
+/// `,"seqNum":..,"data":{..}}` after [`write_head`]; `req_path` writes the `reqPath` value.
 fn write_tail(
     out: &mut Vec<u8>,
     seq_num: Option<u32>,
-    req_path: &[u8],
+    req_path: impl FnOnce(&mut Vec<u8>),
     code: u8,
     content: &Content,
     reason: Option<&str>,
@@ -203,7 +208,7 @@ fn write_tail(
         write_u32(out, s);
     }
     out.extend_from_slice(b",\"data\":{\"reqPath\":");
-    out.extend_from_slice(req_path);
+    req_path(out);
     out.extend_from_slice(b",\"code\":\"");
     // "C.DD" without a String per message.
     let detail = code & 0x1f;
