@@ -37,9 +37,10 @@ start_gateway() {
     "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --stats-interval 0 --log-level warn \
         --workers "$WORKERS" "$@" >"$OUT/gateway.log" 2>&1 &
     GW_PID=$!
+    # Wait for the embedded broker to listen; the UDP sockets and threads follow within
+    # milliseconds, which the half second after covers.
     for _ in $(seq 100); do
-        grep -q "listening on" "$OUT/gateway.log" 2>/dev/null && break
-        ss -ltn 2>/dev/null | grep -q ':1883 ' && break
+        ss -ltn 2>/dev/null | grep -q '127.0.0.1:1883 ' && break
         sleep 0.1
     done
     sleep 0.5
