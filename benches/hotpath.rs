@@ -14,9 +14,9 @@ use std::time::Instant;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
-use lwm2m_gateway::gateway::envelope;
-use lwm2m_gateway::gateway::router::{route, shard_of_endpoint};
-use lwm2m_gateway::gateway::{Output, Peer, Shard, ShardConfig};
+use lwm2m_gateway::core::router::{route, shard_of_endpoint};
+use lwm2m_gateway::core::shard::{Output, Peer, Shard};
+use lwm2m_gateway::core::uplink as envelope;
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::json;
 
@@ -41,14 +41,15 @@ fn shard() -> Shard {
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("xml");
     let model = Arc::new(ObjectRegistry::load_dir(&dir).unwrap().0);
-    Shard::new(0, Arc::new(ShardConfig::new(&c, model).unwrap()), 1)
+    Shard::new(
+        lwm2m_gateway::core::ids::ShardId::default(),
+        Arc::new(c.shard_config(model).unwrap()),
+        1,
+    )
 }
 
 fn peer() -> Peer {
-    Peer {
-        listener: 0,
-        addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
-    }
+    Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], 40000)))
 }
 
 fn routing_and_parsing(c: &mut Criterion) {

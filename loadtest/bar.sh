@@ -12,7 +12,7 @@
 # EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
+BIN=${BIN:-target/release}
 OUT=${OUT:-/tmp/lwm2m-bar}
 WORKERS=${WORKERS:-2}
 mkdir -p "$OUT"

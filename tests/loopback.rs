@@ -903,7 +903,7 @@ fn mqtt5_expiry_with_mosquitto() {
 fn embedded_broker_connections_have_nagle_disabled() {
     let gw = TestGateway::start(None, |_| {});
     let _obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let flags = lwm2m_gateway::gateway::sockopt::nodelay_of_local(gw.broker);
+    let flags = lwm2m_gateway::runtime::sockopt::nodelay_of_local(gw.broker);
     // The listener, the gateway's own connection and the observer's.
     assert!(flags.len() >= 3, "broker sockets found: {flags:?}");
     assert!(flags.iter().all(|&nodelay| nodelay), "{flags:?}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
-use lwm2m_gateway::gateway::{IndexUpdate, Output, Peer, Publish, Shard, ShardConfig};
+use lwm2m_gateway::core::shard::{IndexUpdate, Output, Peer, Publish, Shard};
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::{json, Value};
 
@@ -24,10 +24,7 @@ struct Sim {
 }
 
 fn peer(port: u16) -> Peer {
-    Peer {
-        listener: 0,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
+    Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 fn xml_model() -> Arc<ObjectRegistry> {
@@ -44,9 +41,9 @@ impl Sim {
             ..Config::default()
         };
         f(&mut c);
-        let cfg = Arc::new(ShardConfig::new(&c, xml_model()).unwrap());
+        let cfg = Arc::new(c.shard_config(xml_model()).unwrap());
         Sim {
-            shard: Shard::new(0, cfg, 42),
+            shard: Shard::new(lwm2m_gateway::core::ids::ShardId::default(), cfg, 42),
             now: Instant::now(),
             out: Output::default(),
         }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use fuzz_common::check_datagram;
 use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::coap::{self, MessageBuilder, MessageView};
-use lwm2m_gateway::gateway::router::{route, Route};
+use lwm2m_gateway::core::router::{route, Route};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = MessageView::parse(data) {

@@ -6,8 +6,8 @@
 
 use fuzz_common::{check_datagram, registry};
 use libfuzzer_sys::fuzz_target;
-use lwm2m_gateway::gateway::downlink::{self, DeviceContext, Op};
-use lwm2m_gateway::gateway::envelope::parse_command;
+use lwm2m_gateway::core::request::{self as downlink, DeviceContext, Op};
+use lwm2m_gateway::core::uplink::parse_command;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(cmd) = parse_command(data) else {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::config::MqttVersion;
-use lwm2m_gateway::gateway::mqtt_session::{MqttSession, SessionOptions};
+use lwm2m_gateway::runtime::mqtt_session::{MqttSession, SessionOptions};
 
 fuzz_target!(|data: &[u8]| {
     let [v, split, rest @ ..] = data else {

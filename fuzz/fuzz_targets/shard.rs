@@ -21,7 +21,8 @@ use fuzz_common::{check_datagram, registry, Reader};
 use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
-use lwm2m_gateway::gateway::{Output, Peer, Shard, ShardConfig};
+use lwm2m_gateway::core::settings::ShardConfig;
+use lwm2m_gateway::core::shard::{Output, Peer, Shard};
 
 /// Endpoint names of the real-client captures used as seeds.
 const EPS: [&str; 3] = ["wakaama-ep1", "anjay-ep1", "node-ep1"];
@@ -50,16 +51,13 @@ fn shard_config() -> Arc<ShardConfig> {
             lifetime_max: 100_000,
             ..Config::default()
         };
-        Arc::new(ShardConfig::new(&c, registry().clone()).expect("shard config"))
+        Arc::new(c.shard_config(registry().clone()).expect("shard config"))
     })
     .clone()
 }
 
 fn peer(i: usize) -> Peer {
-    Peer {
-        listener: 0,
-        addr: SocketAddr::from(([127, 0, 0, 1], PORTS[i])),
-    }
+    Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], PORTS[i])))
 }
 
 /// Checks and forgets the output of one call, remembering the last CON request to each peer.
@@ -87,7 +85,7 @@ fn drain(out: &mut Output, last_req: &mut [Option<(u16, Vec<u8>)>; 3]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut shard = Shard::new(0, shard_config(), 42);
+    let mut shard = Shard::new(lwm2m_gateway::core::ids::ShardId::default(), shard_config(), 42);
     let mut now = Instant::now();
     let mut out = Output::default();
     let mut last_req: [Option<(u16, Vec<u8>)>; 3] = [None, None, None];

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use lwm2m_gateway::config::{Args, Config};
-use lwm2m_gateway::gateway::runtime::Gateway;
+use lwm2m_gateway::runtime::Gateway;
 
 fn main() {
     let args = Args::parse();

@@ -16,10 +16,8 @@ pub mod codec;
 pub mod json;
 pub mod link_format;
 pub mod model;
-mod node;
 mod path;
 mod value;
 
-pub use node::{Node, NodeError, Resource};
 pub use path::{Path, PathError};
 pub use value::{ContentFormat, NoTypes, Record, ResourceType, ResourceTypes, Value};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use lwm2m_gateway::coap::{MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
-use lwm2m_gateway::gateway::runtime::Gateway;
+use lwm2m_gateway::runtime::Gateway;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
@@ -69,7 +69,7 @@ impl TestGateway {
         }
     }
 
-    pub fn metrics(&self) -> std::sync::Arc<lwm2m_gateway::gateway::runtime::Metrics> {
+    pub fn metrics(&self) -> std::sync::Arc<lwm2m_gateway::runtime::Metrics> {
         self.gw.as_ref().unwrap().metrics()
     }
 }

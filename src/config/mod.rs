@@ -9,53 +9,14 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::coap::block::BlockOpt;
 use crate::coap::TransmissionParams;
-
-/// When an Update is published on MQTT (EMQX `update_msg_publish_condition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum UpdatePublishCondition {
-    Always,
-    ContainsObjectList,
-}
-
-/// EMQX `auto_observe`: observe objects of every new registration.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AutoObserve {
-    #[default]
-    Off,
-    /// Every registered object/instance, except objects 0, 1, 2, 4, 5, 6, 7, 9, 15 and objects
-    /// without a definition (EMQX master).
-    All,
-    /// These paths, in this order, when the device registered exactly that entry.
-    Paths(Vec<String>),
-}
-
-impl AutoObserve {
-    /// `false`/`off`, `true`/`on`, or a comma/space separated path list.
-    pub fn parse(s: &str) -> Result<AutoObserve, String> {
-        match s.trim() {
-            "false" | "off" | "" => Ok(AutoObserve::Off),
-            "true" | "on" => Ok(AutoObserve::All),
-            list => AutoObserve::from_list(
-                list.split([',', ' '])
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-            ),
-        }
-    }
-
-    fn from_list(paths: Vec<String>) -> Result<AutoObserve, String> {
-        for p in &paths {
-            let path = crate::lwm2m::Path::parse(p).map_err(|e| format!("{p:?}: {e}"))?;
-            if path.is_root() || !p.starts_with('/') {
-                return Err(format!("{p:?} is not an absolute object path like /3/0"));
-            }
-        }
-        Ok(AutoObserve::Paths(paths))
-    }
-}
+use crate::core::settings::ShardConfig;
+pub use crate::core::settings::{AutoObserve, UpdatePublishCondition};
+use crate::core::topics::Topics;
+pub use crate::core::topics::{Translator, Translators};
+use crate::lwm2m::model::ObjectRegistry;
+use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -77,23 +38,6 @@ pub enum MqttVersion {
     #[serde(rename = "5")]
     #[value(name = "5")]
     V5,
-}
-
-/// One MQTT topic template with its QoS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Translator {
-    pub topic: String,
-    pub qos: u8,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Translators {
-    pub command: Translator,
-    pub response: Translator,
-    pub notify: Translator,
-    pub register: Translator,
-    pub update: Translator,
-    pub deregister: Translator,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -719,7 +663,8 @@ impl Config {
                 return Err(invalid(name, "empty topic"));
             }
         }
-        crate::gateway::topics::Topics::new(self).map_err(|e| invalid("translators.command", e))?;
+        crate::core::topics::Topics::new(&self.mountpoint, &self.translators)
+            .map_err(|e| invalid("translators.command", e))?;
         let f = self.coap.ack_random_factor;
         if !(f.is_finite() && (1.0..=10.0).contains(&f)) {
             return Err(invalid(
@@ -770,6 +715,31 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The settings of the sans-IO core, with the topics compiled and the object model.
+    pub fn shard_config(&self, model: Arc<ObjectRegistry>) -> Result<ShardConfig, String> {
+        let c = self;
+        Ok(ShardConfig {
+            shards: c.workers as u16,
+            lifetime_range: (c.lifetime_min, c.lifetime_max),
+            transmission: c.coap,
+            separate_response_timeout: c.separate_response_timeout,
+            dedup_max_entries: c.dedup_max_entries,
+            expected_per_shard: c.expected_devices.div_ceil(c.workers.max(1)),
+            downlink_queue_max: c.downlink_queue_max,
+            downlink_queue_max_age: c.downlink_queue_max_age,
+            qmode_time_window: c.qmode_time_window,
+            update_condition: c.update_msg_publish_condition,
+            auto_observe: c.auto_observe.clone(),
+            block_szx: BlockOpt::from_size(c.block_size),
+            block_max_body: c.block_max_body,
+            block_total_max: c.block_total_max,
+            topics: Topics::new(&c.mountpoint, &c.translators)?,
+            model,
+        })
     }
 }
 
@@ -902,7 +872,7 @@ mod tests {
 
     #[test]
     fn readme_example_config_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme.find("```toml\n").expect("README has a toml example") + 8;
         let end = start + readme[start..].find("```").unwrap();
         let c = Config::from_parts(

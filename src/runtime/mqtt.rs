@@ -25,12 +25,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{parse_mqtt_url, Config};
 
+use crate::core::router;
+use crate::core::topics::Topics;
+use crate::core::uplink as envelope;
+
 use super::doorbell::Doorbell;
-use super::envelope;
 use super::mqtt_session::{Event, MqttSession, SessionOptions};
-use super::router;
-use super::runtime::{Metrics, WorkerMsg, WorkerTx};
-use super::topics::Topics;
+use super::{Metrics, WorkerMsg, WorkerTx};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);

@@ -21,12 +21,21 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::config::{Config, MqttVersion};
 use crate::lwm2m::model::ObjectRegistry;
 
-use super::addr_index::AddrIndex;
-use super::doorbell::Doorbell;
-use super::mqtt::{self, MqttClient};
-use super::router::{self, Route};
-use super::shard::{IndexUpdate, Output, Peer, Shard, ShardConfig};
-use super::{sockopt, udp};
+use crate::core::ids::ShardId;
+use crate::core::router::{self, Route};
+use crate::core::settings::ShardConfig;
+use crate::core::shard::{IndexUpdate, Output, Peer, Shard};
+
+use addr_index::AddrIndex;
+use doorbell::Doorbell;
+use mqtt::MqttClient;
+
+pub mod addr_index;
+pub mod doorbell;
+pub mod mqtt;
+pub mod mqtt_session;
+pub mod sockopt;
+pub mod udp;
 
 /// Counters shared by every thread, read by the stats line and by tests.
 #[derive(Debug, Default)]
@@ -232,7 +241,8 @@ impl Gateway {
     }
 
     pub fn start_with_model(config: Config, model: Arc<ObjectRegistry>) -> anyhow::Result<Gateway> {
-        let shard_cfg = Arc::new(ShardConfig::new(&config, model).map_err(anyhow::Error::msg)?);
+        let shard_cfg: Arc<ShardConfig> =
+            Arc::new(config.shard_config(model).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
         let index = Arc::new(AddrIndex::with_capacity(config.expected_devices));
@@ -278,7 +288,8 @@ impl Gateway {
                 tx,
                 bell: bell.clone(),
             });
-            let shard = Shard::new(id as u8, shard_cfg.clone(), rand::random());
+            let shard_id = ShardId::new(id).context("too many workers")?;
+            let shard = Shard::new(shard_id, shard_cfg.clone(), rand::random());
             let w = Worker {
                 id: id as u16,
                 shard,
@@ -465,10 +476,7 @@ impl EventLoop {
                         ) {
                             Route::Worker(w) => {
                                 let msg = WorkerMsg::Datagram {
-                                    peer: Peer {
-                                        listener: li as u16,
-                                        addr,
-                                    },
+                                    peer: Peer::plain(li as u16, addr),
                                     bytes: bytes.to_vec(),
                                 };
                                 match self.workers[w].try_send(msg) {

@@ -7,7 +7,7 @@ use crate::coap::block::BlockOpt;
 use crate::coap::{code, opt};
 use crate::lwm2m::{codec, json, ContentFormat, Path, Record, ResourceTypes};
 
-use super::envelope::Command;
+use super::uplink::Command;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -28,28 +28,19 @@ use serde_json::{Map, Value};
 use crate::coap::block::{
     Block1Sender, Block1Step, Block2Assembly, Block2Step, BlockBudget, BlockOpt, Reassembly,
 };
-use crate::coap::{
-    code, decode_uint, opt, DedupCache, MessageBuilder, MessageView, MsgType, TransmissionParams,
-};
-use crate::config::{AutoObserve, Config, UpdatePublishCondition};
+use crate::coap::{code, decode_uint, opt, DedupCache, MessageBuilder, MessageView, MsgType};
 use crate::lwm2m::link_format::{self, RegisteredObjects};
-use crate::lwm2m::model::ObjectRegistry;
 use crate::lwm2m::{codec, json, ContentFormat, Path};
 
-use super::downlink::{self, Blocks, DeviceContext, Op, Request};
-use super::envelope::{self, Command, Content};
+use super::ids::ShardId;
 use super::intmap::IntMap;
+pub use super::peer::Peer;
 use super::registration::{self, Registration, Rejection};
+use super::request::{self as downlink, Blocks, DeviceContext, Op, Request};
+use super::settings::{AutoObserve, ShardConfig, UpdatePublishCondition};
 use super::timers::{Expiries, Timers};
-use super::topics::{Template, Topics};
-
-/// Where a datagram came from: the listening socket it arrived on and the remote address.
-/// Kept abstract so a DTLS listener can later add an authenticated identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Peer {
-    pub listener: u16,
-    pub addr: SocketAddr,
-}
+use super::topics::Template;
+use super::uplink::{self as envelope, Command, Content};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -95,51 +86,6 @@ impl Output {
         self.publishes.clear();
         self.index.clear();
         self.dropped = 0;
-    }
-}
-
-/// The part of [`Config`] a shard needs, plus the compiled topics and the object model.
-#[derive(Debug)]
-pub struct ShardConfig {
-    pub shards: u16,
-    pub lifetime_range: (u32, u32),
-    pub transmission: TransmissionParams,
-    pub separate_response_timeout: Duration,
-    pub dedup_max_entries: usize,
-    /// Registrations each shard makes room for at start (`expected_devices` / workers).
-    pub expected_per_shard: usize,
-    pub downlink_queue_max: usize,
-    pub downlink_queue_max_age: Option<Duration>,
-    pub qmode_time_window: Duration,
-    pub update_condition: UpdatePublishCondition,
-    pub auto_observe: AutoObserve,
-    pub block_szx: u8,
-    pub block_max_body: usize,
-    pub block_total_max: usize,
-    pub topics: Topics,
-    pub model: Arc<ObjectRegistry>,
-}
-
-impl ShardConfig {
-    pub fn new(c: &Config, model: Arc<ObjectRegistry>) -> Result<ShardConfig, String> {
-        Ok(ShardConfig {
-            shards: c.workers as u16,
-            lifetime_range: (c.lifetime_min, c.lifetime_max),
-            transmission: c.coap,
-            separate_response_timeout: c.separate_response_timeout,
-            dedup_max_entries: c.dedup_max_entries,
-            expected_per_shard: c.expected_devices.div_ceil(c.workers.max(1)),
-            downlink_queue_max: c.downlink_queue_max,
-            downlink_queue_max_age: c.downlink_queue_max_age,
-            qmode_time_window: c.qmode_time_window,
-            update_condition: c.update_msg_publish_condition,
-            auto_observe: c.auto_observe.clone(),
-            block_szx: BlockOpt::from_size(c.block_size),
-            block_max_body: c.block_max_body,
-            block_total_max: c.block_total_max,
-            topics: Topics::new(c)?,
-            model,
-        })
     }
 }
 
@@ -341,7 +287,8 @@ const AUTO_OBSERVE_SKIP: [u16; 9] = [0, 1, 2, 4, 5, 6, 7, 9, 15];
 
 impl Shard {
     /// `seed` feeds the token / retransmission-jitter RNG (fixed in tests, random in production).
-    pub fn new(id: u8, cfg: Arc<ShardConfig>, seed: u64) -> Shard {
+    pub fn new(id: ShardId, cfg: Arc<ShardConfig>, seed: u64) -> Shard {
+        let id = id.index() as u8;
         let lifetime = cfg.transmission.exchange_lifetime();
         let max = cfg.dedup_max_entries;
         let budget = BlockBudget {
@@ -1828,10 +1775,7 @@ mod tests {
         assert!(std::mem::size_of::<Session>() <= 208);
         let mut s = Session {
             reg: Registration::new("ep", 60, "1.1", &Default::default(), None),
-            peer: Peer {
-                listener: 0,
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            },
+            peer: Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], 1))),
             expires_at: 0,
             last_uplink: 0,
             work: None,

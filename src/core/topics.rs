@@ -9,7 +9,22 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::config::{Config, Translator};
+/// One MQTT topic template with its QoS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translator {
+    pub topic: String,
+    pub qos: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Translators {
+    pub command: Translator,
+    pub response: Translator,
+    pub notify: Translator,
+    pub register: Translator,
+    pub update: Translator,
+    pub deregister: Translator,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
@@ -128,9 +143,8 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub fn new(c: &Config) -> Result<Topics, String> {
-        let tr = &c.translators;
-        let command = format!("{}{}", c.mountpoint, tr.command.topic);
+    pub fn new(mountpoint: &str, tr: &Translators) -> Result<Topics, String> {
+        let command = format!("{mountpoint}{}", tr.command.topic);
         let mut levels = Vec::new();
         let mut filter = Vec::new();
         let mut endpoint_levels = 0;
@@ -182,7 +196,7 @@ impl Topics {
                  otherwise commands cannot be told apart per device"
             ));
         }
-        let t = |tr: &Translator| Template::new(&c.mountpoint, tr);
+        let t = |tr: &Translator| Template::new(mountpoint, tr);
         let (response, notify, register, update, deregister) = (
             t(&tr.response),
             t(&tr.notify),
@@ -240,12 +254,9 @@ mod tests {
     use super::*;
 
     fn topics(mount: &str, cmd: &str) -> Result<Topics, String> {
-        let mut c = Config {
-            mountpoint: mount.into(),
-            ..Config::default()
-        };
+        let mut c = crate::config::Config::default();
         c.translators.command.topic = cmd.into();
-        Topics::new(&c)
+        Topics::new(mount, &c.translators)
     }
 
     #[test]
