@@ -29,9 +29,10 @@ use crate::core::router;
 use crate::core::topics::Topics;
 use crate::core::uplink as envelope;
 
+use super::channel::{WorkerMsg, WorkerTx};
 use super::doorbell::Doorbell;
+use super::metrics::Metrics;
 use super::mqtt_session::{Event, MqttSession, SessionOptions};
-use super::{Metrics, WorkerMsg, WorkerTx};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);

@@ -1,0 +1,181 @@
+//! The event loop: one thread (`event-loop`) owning the UDP listeners, which reads every
+//! datagram, routes it ([`router::route`]) and hands it to the worker owning its device.
+//!
+//! It keeps no per-device state: what it needs to route traffic whose identifiers the device
+//! chose is the shared [`AddrIndex`], which the workers write. Stateless answers (a `RST` to a
+//! CoAP ping or to a message it cannot parse, a `4.04` to a request for no known path) leave
+//! straight from here.
+//!
+//! Back-pressure: the loop never blocks on a worker. A full worker queue drops the datagram and
+//! counts it in `dropped_queue_full`; CoAP clients retransmit. When a worker's queue is gone
+//! (the worker ended), the loop ends too.
+//!
+//! Hot path (about 100k datagrams/s): one `recvmmsg(2)` per batch, then per datagram a route, one
+//! copy of the bytes into the [`WorkerMsg`] and a channel push. That copy is the loop's only
+//! allocation per datagram; keep it that way.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use log::{error, warn};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crossbeam_channel::TrySendError;
+
+use crate::core::router::{self, Route};
+use crate::core::shard::Peer;
+
+use super::addr_index::AddrIndex;
+use super::channel::{WorkerMsg, WorkerTx};
+use super::metrics::Metrics;
+use super::udp::RecvBatch;
+
+/// The waker's token; listener `i` is `Token(i)`.
+const WAKE: Token = Token(usize::MAX);
+
+/// A worker's queue is disconnected: the gateway is going down.
+struct WorkersGone;
+
+pub(super) struct EventLoop {
+    poll: Poll,
+    sockets: Vec<mio::net::UdpSocket>,
+    workers: Vec<WorkerTx>,
+    index: Arc<AddrIndex>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    /// Message ids of the stateless NON answers (see [`router::route`]).
+    nonce: u16,
+}
+
+impl EventLoop {
+    /// Registers `sockets` (already bound and non-blocking). The returned waker makes
+    /// [`EventLoop::run`] look at `stop` again.
+    pub(super) fn new(
+        sockets: Vec<std::net::UdpSocket>,
+        workers: Vec<WorkerTx>,
+        index: Arc<AddrIndex>,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<(EventLoop, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let mut mio_sockets = Vec::with_capacity(sockets.len());
+        for (i, s) in sockets.into_iter().enumerate() {
+            let mut m = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut m, Token(i), Interest::READABLE)?;
+            mio_sockets.push(m);
+        }
+        let el = EventLoop {
+            poll,
+            sockets: mio_sockets,
+            workers,
+            index,
+            metrics,
+            stop,
+            nonce: 0,
+        };
+        Ok((el, waker))
+    }
+
+    /// The body of the event-loop thread; returns on `stop`, a failed poll or a worker gone.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut batch = RecvBatch::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("event loop poll failed: {e}");
+                return;
+            }
+            for ev in events.iter() {
+                // The waker only interrupts the poll so that `stop` is read again.
+                let li = ev.token().0;
+                if ev.token() == WAKE || li >= self.sockets.len() {
+                    continue;
+                }
+                if self.drain(li, &mut batch).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads listener `li` until `WouldBlock`, a batch per system call: mio is edge-triggered,
+    /// so whatever is left unread now would not be signalled again.
+    fn drain(&mut self, li: usize, batch: &mut RecvBatch) -> Result<(), WorkersGone> {
+        loop {
+            let n = match batch.recv(&self.sockets[li]) {
+                Ok(n) => n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(()),
+                    // ICMP port unreachable from an earlier send surfaces here on Linux.
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionReset => continue,
+                    _ => {
+                        warn!("recv on listener {li} failed: {e}");
+                        return Ok(());
+                    }
+                },
+            };
+            self.metrics
+                .datagrams_in
+                .fetch_add(n as u64, Ordering::Relaxed);
+            for (bytes, addr) in (0..n).filter_map(|i| batch.get(i)) {
+                self.dispatch(li, bytes, addr)?;
+            }
+        }
+    }
+
+    /// Routes one datagram of listener `li`. `bytes` borrows the receive batch.
+    fn dispatch(&mut self, li: usize, bytes: &[u8], addr: SocketAddr) -> Result<(), WorkersGone> {
+        self.nonce = self.nonce.wrapping_add(1);
+        let index = &self.index;
+        let route = router::route(
+            bytes,
+            addr,
+            self.workers.len(),
+            |a| index.get(a).map(usize::from),
+            self.nonce,
+        );
+        match route {
+            Route::Worker(w) => return self.hand_over(w, Peer::plain(li as u16, addr), bytes),
+            Route::Reply(r) => self.reply(li, &r, addr),
+            Route::Drop => {
+                self.metrics
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn hand_over(&self, w: usize, peer: Peer, bytes: &[u8]) -> Result<(), WorkersGone> {
+        // The datagram's one copy: the next `recvmmsg` overwrites the batch's buffers.
+        let msg = WorkerMsg::Datagram {
+            peer,
+            bytes: bytes.to_vec(),
+        };
+        match self.workers[w].try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.metrics
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(WorkersGone),
+        }
+    }
+
+    fn reply(&self, li: usize, bytes: &[u8], to: SocketAddr) {
+        if self.sockets[li].send_to(bytes, to).is_ok() {
+            self.metrics.datagrams_out.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! A worker: one thread (`worker-N`) owning one [`Shard`], the sans-IO state machine for the
+//! devices routed to it. It takes [`WorkerMsg`]s from its queue, feeds them to the shard, and
+//! carries out the shard's [`Output`]: datagrams to send, MQTT messages to publish, address
+//! index updates, counters.
+//!
+//! Every call into the shard is in this file, the message-driven ones in [`Worker::handle`], so
+//! that a change of the core's API is adapted here alone.
+//!
+//! Back-pressure: a worker never blocks on MQTT. A publish that does not fit the MQTT thread's
+//! queue is dropped and counted (`publish_dropped`); a datagram the socket will not take is
+//! counted as a send error (CoAP retransmission covers it). When its own bounded queue is full,
+//! the producers drop or refuse (see `channel`). It sleeps on its doorbell only when the queue is
+//! empty and no timer is due.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, TryRecvError};
+use log::debug;
+
+use crate::core::ids::ShardId;
+use crate::core::settings::ShardConfig;
+use crate::core::shard::{IndexUpdate, Output, Shard};
+
+use super::addr_index::AddrIndex;
+use super::channel::{WorkerMsg, WorkerRx};
+use super::doorbell::Doorbell;
+use super::metrics::Metrics;
+use super::mqtt::MqttClient;
+use super::udp;
+
+/// Messages a worker handles between two flushes of its replies and publishes.
+const FLUSH_EVERY: usize = 32;
+
+/// Messages taken in one round before the timers run again.
+const ROUND: usize = 256;
+
+pub(super) struct Worker {
+    id: u16,
+    shard: Shard,
+    rx: Receiver<WorkerMsg>,
+    bell: Arc<Doorbell>,
+    /// Every listener, indexed like `Peer::listener`: replies leave from the socket the request
+    /// came in on.
+    sockets: Arc<Vec<UdpSocket>>,
+    mqtt: MqttClient,
+    index: Arc<AddrIndex>,
+    metrics: Arc<Metrics>,
+    /// The shard's registration count as last added to `metrics.registrations`.
+    registrations: usize,
+}
+
+impl Worker {
+    /// Worker number `id`, with a fresh shard.
+    pub(super) fn new(
+        id: usize,
+        config: Arc<ShardConfig>,
+        queue: WorkerRx,
+        sockets: Arc<Vec<UdpSocket>>,
+        mqtt: MqttClient,
+        index: Arc<AddrIndex>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Worker> {
+        let shard_id = ShardId::new(id).context("too many workers")?;
+        let shard = Shard::new(shard_id, config, rand::random());
+        Ok(Worker {
+            id: id as u16,
+            shard,
+            rx: queue.rx,
+            bell: queue.bell,
+            sockets,
+            mqtt,
+            index,
+            metrics,
+            registrations: 0,
+        })
+    }
+
+    /// The body of the worker thread; returns on [`WorkerMsg::Stop`] or a closed queue.
+    pub(super) fn run(mut self) {
+        self.bell.bind_current();
+        let mut out = Output::default();
+        loop {
+            let first = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    if !self.timer_due_or_sleep() {
+                        continue;
+                    }
+                    None
+                }
+            };
+            let now = Instant::now();
+            if let Some(m) = first {
+                if !self.handle_round(now, m, &mut out) {
+                    return;
+                }
+            }
+            self.shard.on_timeout(now, &mut out);
+            self.flush(&mut out);
+        }
+    }
+
+    /// With the queue empty: true if a shard timer is due; otherwise sleeps until the next
+    /// deadline or a message, and returns false.
+    fn timer_due_or_sleep(&mut self) -> bool {
+        let now = Instant::now();
+        let deadline = self.shard.next_deadline();
+        if deadline.is_some_and(|d| d <= now) {
+            return true;
+        }
+        let rx = &self.rx;
+        self.bell.sleep(deadline.map(|d| d - now), || rx.is_empty());
+        false
+    }
+
+    /// Handles `first` and whatever else is queued, up to [`ROUND`] messages so that timers still
+    /// run under load. Replies leave every [`FLUSH_EVERY`] messages (one `sendmmsg` each) so the
+    /// first of a burst does not wait for the whole burst. False on [`WorkerMsg::Stop`].
+    fn handle_round(&mut self, now: Instant, first: WorkerMsg, out: &mut Output) -> bool {
+        if !self.handle(now, first, out) {
+            return false;
+        }
+        for i in 1..ROUND {
+            let Ok(m) = self.rx.try_recv() else {
+                break;
+            };
+            if !self.handle(now, m, out) {
+                return false;
+            }
+            if i % FLUSH_EVERY == 0 {
+                self.flush(out);
+            }
+        }
+        true
+    }
+
+    /// Feeds one message to the shard. False on [`WorkerMsg::Stop`].
+    fn handle(&mut self, now: Instant, m: WorkerMsg, out: &mut Output) -> bool {
+        match m {
+            WorkerMsg::Datagram { peer, bytes } => self.shard.on_datagram(now, peer, &bytes, out),
+            WorkerMsg::Command {
+                endpoint,
+                payload,
+                expiry,
+            } => self
+                .shard
+                .on_command_with_expiry(now, &endpoint, &payload, expiry, out),
+            WorkerMsg::Stop => return false,
+        }
+        true
+    }
+
+    /// Carries out and clears everything `out` holds.
+    fn flush(&mut self, out: &mut Output) {
+        self.send_transmits(out);
+        out.transmits.clear();
+        self.publish(out);
+        for u in out.index.drain(..) {
+            match u {
+                IndexUpdate::Bind(a) => self.index.bind(a, self.id),
+                IndexUpdate::Unbind(a) => self.index.unbind(a, self.id),
+            }
+        }
+        if out.dropped > 0 {
+            self.metrics
+                .dropped_malformed
+                .fetch_add(out.dropped, Ordering::Relaxed);
+        }
+        out.clear();
+        self.report_registrations();
+    }
+
+    /// One `sendmmsg` per listener for everything this round produced.
+    fn send_transmits(&self, out: &Output) {
+        for (li, sock) in self.sockets.iter().enumerate() {
+            let batch: Vec<(&[u8], SocketAddr)> = out
+                .transmits
+                .iter()
+                .filter(|t| t.peer.listener as usize == li)
+                .map(|t| (t.bytes.as_slice(), t.peer.addr))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = udp::send_batch(sock, &batch);
+            self.metrics
+                .datagrams_out
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            self.metrics
+                .send_errors
+                .fetch_add((batch.len() - sent) as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn publish(&self, out: &mut Output) {
+        for p in out.publishes.drain(..) {
+            match self.mqtt.try_publish(p.topic, p.qos, p.payload) {
+                Ok(()) => self.metrics.publishes.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    debug!("publish dropped: {e}");
+                    self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Adds the change of this shard's registration count to the gateway-wide one, which every
+    /// worker updates for its own shard.
+    fn report_registrations(&mut self) {
+        let n = self.shard.registrations();
+        if n > self.registrations {
+            self.metrics
+                .registrations
+                .fetch_add(n - self.registrations, Ordering::Relaxed);
+        } else if n < self.registrations {
+            self.metrics
+                .registrations
+                .fetch_sub(self.registrations - n, Ordering::Relaxed);
+        }
+        self.registrations = n;
+    }
+}
