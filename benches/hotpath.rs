@@ -14,10 +14,13 @@ use std::time::Instant;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
+use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::router::{route, shard_of_endpoint};
 use lwm2m_gateway::core::shard::{Output, Peer, Shard};
-use lwm2m_gateway::core::uplink as envelope;
+use lwm2m_gateway::core::topics::Topics;
+use lwm2m_gateway::core::uplink::{self, Answer, Content, Uplink};
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
+use lwm2m_gateway::lwm2m::{Path, Record, Value};
 use serde_json::json;
 
 fn register_datagram(ep: &str, mid: u16) -> Vec<u8> {
@@ -115,7 +118,13 @@ fn shard_work(c: &mut Criterion) {
     s.on_datagram(now, peer(), &register_datagram("obs-dev", 1), &mut out);
     out.clear();
     let cmd = json!({"reqID": 1, "msgType": "observe", "data": {"path": "/3303/0/5700", "format": "text"}}).to_string();
-    s.on_command(now, "obs-dev", cmd.as_bytes(), &mut out);
+    s.on_command(
+        now,
+        "obs-dev",
+        command::parse(cmd.as_bytes()),
+        None,
+        &mut out,
+    );
     let req = out.transmits[0].bytes.clone();
     let v = MessageView::parse(&req).unwrap();
     let token = v.token().to_vec();
@@ -149,23 +158,30 @@ fn shard_work(c: &mut Criterion) {
 }
 
 fn envelope_json(c: &mut Criterion) {
-    let cmd = envelope::parse_command(br#"{"reqID":42,"msgType":"read","data":{"path":"/3/0/9"}}"#)
-        .unwrap();
-    let content = json!([{"path": "/3/0/9", "value": 87}]);
+    let cmd = command::parse(br#"{"reqID":42,"msgType":"read","data":{"path":"/3/0/9"}}"#).unwrap();
+    let cfg = Config::default();
+    let topics = Topics::new(&cfg.mountpoint, &cfg.translators).unwrap();
+    let answer = Answer {
+        code: code::CONTENT,
+        content: Content::Records(vec![Record::new(
+            Path::parse("/3/0/9").unwrap(),
+            Value::Integer(87),
+        )]),
+        reason: None,
+    };
     c.bench_function("envelope/read_response", |b| {
         b.iter(|| {
-            let data = envelope::response_data(
-                &envelope::req_path_of(&cmd.data),
-                code::CONTENT,
-                Some(content.clone()),
-                None,
-            );
-            envelope::message(black_box(&cmd.echo), "read", None, data)
+            let ev = Uplink::Response {
+                cmd: black_box(&cmd.head),
+                seq_num: None,
+                answer: &answer,
+            };
+            uplink::render(&topics, "ep", None, &ev)
         })
     });
     c.bench_function("envelope/parse_command", |b| {
         b.iter(|| {
-            envelope::parse_command(black_box(
+            command::parse(black_box(
                 br#"{"reqID":42,"msgType":"read","data":{"path":"/3/0/9"}}"#,
             ))
             .unwrap()

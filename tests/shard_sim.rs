@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
+use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::shard::{IndexUpdate, Output, Peer, Publish, Shard};
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::{json, Value};
@@ -59,8 +60,13 @@ impl Sim {
         self.shard.on_datagram(self.now, from, bytes, &mut self.out);
     }
     fn command(&mut self, ep: &str, cmd: Value) {
-        self.shard
-            .on_command(self.now, ep, cmd.to_string().as_bytes(), &mut self.out);
+        self.shard.on_command(
+            self.now,
+            ep,
+            command::parse(cmd.to_string().as_bytes()),
+            None,
+            &mut self.out,
+        );
     }
     fn take(&mut self) -> Taken {
         let t = self
@@ -773,7 +779,8 @@ fn bad_commands_get_error_responses() {
     s.register(peer(5000), "bad", 1);
     s.take();
     let mut check = |payload: &[u8], expect: Value| {
-        s.shard.on_command(s.now, "bad", payload, &mut s.out);
+        s.shard
+            .on_command(s.now, "bad", command::parse(payload), None, &mut s.out);
         let (t, pubs, _) = s.take();
         assert!(
             t.is_empty(),
@@ -829,7 +836,8 @@ fn bad_commands_get_error_responses() {
     s.shard.on_command(
         s.now,
         "nobody",
-        br#"{"reqID":9,"msgType":"read","data":{"path":"/3/0/0"}}"#,
+        command::parse(br#"{"reqID":9,"msgType":"read","data":{"path":"/3/0/0"}}"#),
+        None,
         &mut s.out,
     );
     let pubs = s.publishes();
@@ -1904,16 +1912,21 @@ fn mqtt5_message_expiry_bounds_the_wait_for_a_sleeping_device() {
     s.take();
     s.advance(Duration::from_secs(11));
     let cmd = json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}).to_string();
-    s.shard.on_command_with_expiry(
+    s.shard.on_command(
         s.now,
         "exp5",
-        cmd.as_bytes(),
+        command::parse(cmd.as_bytes()),
         Some(Duration::from_secs(5)),
         &mut s.out,
     );
     let cmd2 = json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}).to_string();
-    s.shard
-        .on_command_with_expiry(s.now, "exp5", cmd2.as_bytes(), None, &mut s.out);
+    s.shard.on_command(
+        s.now,
+        "exp5",
+        command::parse(cmd2.as_bytes()),
+        None,
+        &mut s.out,
+    );
     assert!(s.take().0.is_empty());
     s.advance(Duration::from_secs(5));
     let pubs = s.publishes();

@@ -1,19 +1,16 @@
-//! `gateway::envelope::parse_command`: the JSON of an MQTT downlink command. A parsed command is
-//! also built into a CoAP request (`downlink::build`, which runs the encoders on MQTT-supplied
+//! `core::command::parse`: the JSON of an MQTT downlink command. A parsed command is
+//! also built into a CoAP request (`core::request::build`, which runs the encoders on MQTT-supplied
 //! values) for three kinds of device, as the shard does, and the request must encode to a
 //! well-formed datagram.
 #![no_main]
 
 use fuzz_common::{check_datagram, registry};
 use libfuzzer_sys::fuzz_target;
-use lwm2m_gateway::core::request::{self as downlink, DeviceContext, Op};
-use lwm2m_gateway::core::uplink::parse_command;
+use lwm2m_gateway::core::command;
+use lwm2m_gateway::core::request::{self, DeviceContext};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(cmd) = parse_command(data) else {
-        return;
-    };
-    let Some(op) = Op::from_msg_type(&cmd.msg_type) else {
+    let Ok(cmd) = command::parse(data) else {
         return;
     };
     let versions: [(u16, Box<str>); 1] = [(3, "1.1".into())];
@@ -29,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             announced_formats: announced,
             types: &types,
         };
-        if let Ok(req) = downlink::build(&cmd, op, &dev) {
+        if let Ok(req) = request::build(&cmd, &dev) {
             let mut buf = Vec::new();
             req.encode(&mut buf, 0x1234, &[1, 2, 3, 4, 5, 6, 7, 8], "/");
             check_datagram(&buf);

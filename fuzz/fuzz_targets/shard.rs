@@ -21,6 +21,7 @@ use fuzz_common::{check_datagram, registry, Reader};
 use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
+use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::settings::ShardConfig;
 use lwm2m_gateway::core::shard::{Output, Peer, Shard};
 
@@ -104,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 let ep = EPS[(op as usize >> 3) % 3];
                 let payload = rd.long();
-                shard.on_command(now, ep, payload, &mut out);
+                shard.on_command(now, ep, command::parse(payload), None, &mut out);
             }
             2 => {
                 let n = rd.u16() as u64;

@@ -129,7 +129,7 @@ impl MidAllocator {
         }
     }
 
-    pub fn next(&mut self) -> u16 {
+    pub fn alloc(&mut self) -> u16 {
         let per = 65536 / self.shards;
         let k = self.next % per;
         self.next = self.next.wrapping_add(1);
@@ -166,7 +166,7 @@ mod tests {
                 assert_eq!(Token::from_bytes(&t.to_bytes()).map(Token::shard), Some(s));
                 let mut m = MidAllocator::new(s, shards);
                 for _ in 0..70_000 {
-                    assert_eq!(MidAllocator::shard_of(m.next(), shards), s);
+                    assert_eq!(MidAllocator::shard_of(m.alloc(), shards), s);
                 }
             }
         }

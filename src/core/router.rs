@@ -2,13 +2,15 @@
 //! (pure; used by the event loop on every datagram).
 //!
 //! Register is routed by a hash of `ep`; everything the gateway addressed itself carries the shard
-//! in an identifier it chose (registration id, message id, token; see `shard.rs`). Only traffic
+//! in an identifier it chose (registration id, message id, token), decoded by [`super::ids`]. Only traffic
 //! whose identifiers the client chose falls back to the address index. Requests for paths the
 //! gateway does not serve are answered here without bothering a worker.
 
 use std::net::SocketAddr;
 
 use crate::coap::{code, opt, MessageBuilder, MessageView, MsgType};
+
+use super::ids::{MidAllocator, RegId, Token};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -74,7 +76,9 @@ pub fn route(
     if c == code::EMPTY {
         return match t {
             MsgType::Con | MsgType::Non => reply(MsgType::Rst, code::EMPTY, v.message_id(), &[]),
-            MsgType::Ack | MsgType::Rst => Route::Worker(v.message_id() as usize % workers.max(1)),
+            MsgType::Ack | MsgType::Rst => {
+                Route::Worker(MidAllocator::shard_of(v.message_id(), workers).index())
+            }
         };
     }
     if code::is_request(c) {
@@ -101,24 +105,18 @@ pub fn route(
                     .unwrap_or_default();
                 Route::Worker(shard_of_endpoint(ep, workers))
             }
-            (Some(b"rd"), Some(id), None) => {
-                let shard = std::str::from_utf8(id)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .map(|id| (id & 0xff) as usize);
-                match shard {
-                    Some(s) if s < workers => Route::Worker(s),
-                    _ => answer(code::NOT_FOUND),
-                }
-            }
+            (Some(b"rd"), Some(id), None) => match RegId::parse(id).map(|r| r.shard().index()) {
+                Some(s) if s < workers => Route::Worker(s),
+                _ => answer(code::NOT_FOUND),
+            },
             (Some(b"dp"), None, _) => by_index_or(answer(code::NOT_FOUND)),
             _ => answer(code::NOT_FOUND),
         };
     }
     if code::is_response(c) {
-        let token = v.token();
-        if token.len() == 8 && (token[0] as usize) < workers {
-            return Route::Worker(token[0] as usize);
+        let shard = Token::from_bytes(v.token()).map(|t| t.shard().index());
+        if let Some(s) = shard.filter(|s| *s < workers) {
+            return Route::Worker(s);
         }
         return by_index_or(match t {
             MsgType::Con | MsgType::Non => reply(MsgType::Rst, code::EMPTY, v.message_id(), &[]),
@@ -174,7 +172,10 @@ mod tests {
         let b = req(
             MsgType::Con,
             code::POST,
-            &["rd", &((7u64 << 8) | 2).to_string()],
+            &[
+                "rd",
+                &RegId::new(7, crate::core::ids::ShardId::new(2).unwrap()).to_string(),
+            ],
             &[],
             &[],
         );

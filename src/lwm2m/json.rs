@@ -294,18 +294,24 @@ fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| format!("{s:?} is not hex"))
 }
 
-/// Records of an EMQX batch write/create `content: [{path, type, value}]` under `base`.
+/// One item of an EMQX batch write/create `content: [{path, type, value}]`, checked but not yet
+/// typed: the type may only be known once the device's object versions are (see [`WriteItem::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteItem {
+    pub path: Path,
+    /// The item's `type`, if it gave one.
+    pub ty: Option<ResourceType>,
+    /// A JSON scalar (string, number or boolean); checked against the type by [`value_from_json`].
+    pub value: Json,
+}
+
+/// The items of `content` under `base`.
 ///
-/// `path` is relative to `base` (leading `/` ignored; missing or empty = `base` itself). The type
-/// comes from the item's `type`, else the model; neither is an error. When a path repeats, the last
-/// item wins but keeps the first one's position (EMQX builds a map; order only matters for bytes).
-pub fn records_from_write_content(
-    base: &Path,
-    content: &[Json],
-    types: &dyn ResourceTypes,
-    hex: bool,
-) -> Result<Vec<Record>, String> {
-    let mut out: Vec<Record> = Vec::with_capacity(content.len());
+/// `path` is relative to `base` (leading `/` ignored; missing or empty = `base` itself). When a
+/// path repeats, the last item wins but keeps the first one's position (EMQX builds a map; order
+/// only matters for bytes).
+pub fn write_items(base: &Path, content: &[Json]) -> Result<Vec<WriteItem>, String> {
+    let mut out: Vec<WriteItem> = Vec::with_capacity(content.len());
     let mut seen: std::collections::HashMap<Path, usize> = std::collections::HashMap::new();
     for (idx, item) in content.iter().enumerate() {
         let Json::Object(obj) = item else {
@@ -328,12 +334,38 @@ pub fn records_from_write_content(
             })?;
         }
         let ty = match obj.get("type") {
-            Some(Json::String(name)) => resource_type_from_name(name)
-                .ok_or_else(|| format!("content[{idx}].type {name:?} is not a known type"))?,
+            Some(Json::String(name)) => Some(
+                resource_type_from_name(name)
+                    .ok_or_else(|| format!("content[{idx}].type {name:?} is not a known type"))?,
+            ),
             Some(other) if !other.is_null() => {
                 return Err(format!("content[{idx}].type must be a string, got {other}"))
             }
-            _ => match (path.object(), path.resource()) {
+            _ => None,
+        };
+        let value = obj
+            .get("value")
+            .ok_or_else(|| format!("content[{idx}] has no value"))?
+            .clone();
+        let item = WriteItem { path, ty, value };
+        match seen.get(&path) {
+            Some(&i) => out[i] = item,
+            None => {
+                seen.insert(path, out.len());
+                out.push(item);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl WriteItem {
+    /// The record to write: the item's type, else the model's; neither is an error.
+    pub fn resolve(&self, types: &dyn ResourceTypes, hex: bool) -> Result<Record, String> {
+        let path = self.path;
+        let ty = match self.ty {
+            Some(t) => t,
+            None => match (path.object(), path.resource()) {
                 (Some(o), Some(r)) => types.resource_type(o, r),
                 _ => None,
             }
@@ -341,20 +373,22 @@ pub fn records_from_write_content(
                 format!("no type for {path}: give \"type\" or load the object definition")
             })?,
         };
-        let value = obj
-            .get("value")
-            .ok_or_else(|| format!("content[{idx}] has no value"))?;
-        let value = value_from_json(ty, value, hex).map_err(|e| format!("{path}: {e}"))?;
-        let rec = Record::new(path, value);
-        match seen.get(&path) {
-            Some(&i) => out[i] = rec,
-            None => {
-                seen.insert(path, out.len());
-                out.push(rec);
-            }
-        }
+        let value = value_from_json(ty, &self.value, hex).map_err(|e| format!("{path}: {e}"))?;
+        Ok(Record::new(path, value))
     }
-    Ok(out)
+}
+
+/// Records of an EMQX batch write/create `content` under `base` ([`write_items`], each resolved).
+pub fn records_from_write_content(
+    base: &Path,
+    content: &[Json],
+    types: &dyn ResourceTypes,
+    hex: bool,
+) -> Result<Vec<Record>, String> {
+    write_items(base, content)?
+        .iter()
+        .map(|i| i.resolve(types, hex))
+        .collect()
 }
 
 #[cfg(test)]

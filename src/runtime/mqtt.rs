@@ -25,9 +25,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{parse_mqtt_url, Config};
 
+use crate::core::command;
 use crate::core::router;
 use crate::core::topics::Topics;
-use crate::core::uplink as envelope;
+use crate::core::uplink::{self, Uplink};
 
 use super::channel::{WorkerMsg, WorkerTx};
 use super::doorbell::Doorbell;
@@ -402,24 +403,16 @@ impl CommandRouter {
 
 /// Answers a command that could not be queued to its worker.
 fn overloaded(client: &MqttClient, topics: &Topics, endpoint: &str, payload: &[u8]) {
-    let (echo, msg_type, req_path) = match envelope::parse_command(payload) {
-        Ok(c) => {
-            let rp = envelope::req_path_of(&c.data);
-            (c.echo, c.msg_type, rp)
-        }
-        Err(e) => (
-            e.echo,
-            e.msg_type.unwrap_or_else(|| "error".into()),
-            serde_json::Value::Null,
-        ),
+    let parsed = command::parse(payload);
+    let head = match &parsed {
+        Ok(c) => &c.head,
+        Err(e) => &e.head,
     };
-    let data = envelope::response_data(
-        &req_path,
-        crate::coap::code::SERVICE_UNAVAILABLE,
-        None,
-        Some("gateway overloaded"),
-    );
-    let msg = envelope::message(&echo, &msg_type, None, data);
-    let t = &topics.response;
-    let _ = client.try_publish(t.render(endpoint, ""), t.qos, msg);
+    let ev = Uplink::Refused {
+        cmd: head,
+        code: crate::coap::code::SERVICE_UNAVAILABLE,
+        reason: "gateway overloaded",
+    };
+    let p = uplink::render(topics, endpoint, None, &ev);
+    let _ = client.try_publish(p.topic, p.qos, p.payload);
 }

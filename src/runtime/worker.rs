@@ -21,6 +21,7 @@ use anyhow::Context;
 use crossbeam_channel::{Receiver, TryRecvError};
 use log::debug;
 
+use crate::core::command;
 use crate::core::ids::ShardId;
 use crate::core::settings::ShardConfig;
 use crate::core::shard::{IndexUpdate, Output, Shard};
@@ -147,9 +148,11 @@ impl Worker {
                 endpoint,
                 payload,
                 expiry,
-            } => self
-                .shard
-                .on_command_with_expiry(now, &endpoint, &payload, expiry, out),
+            } => {
+                // Parsed here, at the core's edge: the shard sees typed commands only.
+                let cmd = command::parse(&payload);
+                self.shard.on_command(now, &endpoint, cmd, expiry, out)
+            }
             WorkerMsg::Stop => return false,
         }
         true
