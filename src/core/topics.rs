@@ -26,6 +26,24 @@ pub struct Translators {
     pub deregister: Translator,
 }
 
+impl Default for Translators {
+    /// EMQX's defaults (with mountpoint `lwm2m/%e/`).
+    fn default() -> Self {
+        let t = |topic: &str| Translator {
+            topic: topic.to_string(),
+            qos: 1,
+        };
+        Translators {
+            command: t("dn/#"),
+            response: t("up/resp"),
+            notify: t("up/notify"),
+            register: t("up/resp"),
+            update: t("up/resp"),
+            deregister: t("up/resp"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Lit(String),
@@ -254,9 +272,9 @@ mod tests {
     use super::*;
 
     fn topics(mount: &str, cmd: &str) -> Result<Topics, String> {
-        let mut c = crate::config::Config::default();
-        c.translators.command.topic = cmd.into();
-        Topics::new(mount, &c.translators)
+        let mut tr = Translators::default();
+        tr.command.topic = cmd.into();
+        Topics::new(mount, &tr)
     }
 
     #[test]

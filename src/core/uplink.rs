@@ -239,24 +239,11 @@ fn write_u32(out: &mut Vec<u8>, mut n: u32) {
 mod tests {
     use super::*;
     use crate::core::command::parse;
-    use crate::core::topics::Translators;
     use crate::lwm2m::{Path, Value as V};
     use serde_json::{json, Value};
 
     fn topics() -> Topics {
-        let t = |topic: &str| crate::core::topics::Translator {
-            topic: topic.into(),
-            qos: 1,
-        };
-        let tr = Translators {
-            command: t("dn/#"),
-            response: t("up/resp"),
-            notify: t("up/notify"),
-            register: t("up/resp"),
-            update: t("up/resp"),
-            deregister: t("up/resp"),
-        };
-        Topics::new("lwm2m/%e/", &tr).unwrap()
+        Topics::new("lwm2m/%e/", &crate::core::topics::Translators::default()).unwrap()
     }
 
     fn json_of(ev: &Uplink) -> (String, Value) {
