@@ -456,6 +456,10 @@ fn path_and_query(s: &str, key: &str) -> Result<Target, String> {
         ),
         None => (s, Vec::new()),
     };
+    // "" is no path (the root is "/"); EMQX answers it 4.00 like any other bad path.
+    if p.is_empty() {
+        return Err(format!("data.{key} is empty"));
+    }
     let path = Path::parse(p).map_err(|e| format!("data.{key} {s:?}: {e}"))?;
     Ok(Target { path, query: q })
 }

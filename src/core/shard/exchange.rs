@@ -387,11 +387,16 @@ impl Shard {
 
     /// Accounts a new block-wise reassembly and makes sure the expiry sweep runs.
     pub(super) fn start_transfer(&mut self, now: Instant, reg: RegId) {
-        if self.reassembly.is_empty() {
+        self.arm_transfer_sweep(now);
+        self.reassembly.insert(now, reg);
+    }
+
+    /// Makes sure the once-a-second sweep of partial transfers runs (before one is recorded).
+    pub(super) fn arm_transfer_sweep(&mut self, now: Instant) {
+        if self.reassembly.is_empty() && self.incoming_budget.is_empty() {
             self.timers
                 .push(now, now + Duration::from_secs(1), Timer::Transfers);
         }
-        self.reassembly.insert(now, reg);
     }
 
     /// Partial block-wise transfers expire after EXCHANGE_LIFETIME even if the device keeps
@@ -406,7 +411,8 @@ impl Shard {
             self.finish_exchange(reg, ending, out);
             self.pump(now, reg, out);
         }
-        if !self.reassembly.is_empty() {
+        self.expire_incoming(now);
+        if !self.reassembly.is_empty() || !self.incoming_budget.is_empty() {
             self.timers
                 .push(now, now + Duration::from_secs(1), Timer::Transfers);
         }

@@ -20,6 +20,7 @@
 //! loop can route replies without a lookup. Responses and notifications are matched by token
 //! alone (never by source address), so NAT rebinding does not break observations.
 
+mod block1;
 mod exchange;
 mod index;
 mod observe;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::coap::block::{BlockBudget, Reassembly};
+use crate::coap::block::{BlockBudget, BlockOpt, Reassembly};
 use crate::coap::{code, decode_uint, opt, DedupCache, MessageBuilder, MessageView, MsgType};
 
 use super::ids::{MidAllocator, RegId, ShardId, Token};
@@ -45,6 +46,7 @@ use super::uplink::{self, Uplink};
 pub use super::peer::Peer;
 pub use super::uplink::Publish;
 
+use block1::Block1In;
 use index::Sessions;
 use session::{nanos, ExchangeState, Session, Stamp};
 
@@ -99,6 +101,9 @@ pub struct Shard {
     dedup: DedupCache<Peer>,
     /// Memory held by Block2 reassembly, per registration and in total.
     reassembly: Reassembly<RegId>,
+    /// Request bodies arriving in Block1 blocks, and the memory they hold.
+    incoming: block1::IncomingTransfers,
+    incoming_budget: Reassembly<Peer>,
     timers: Timers<Timer>,
     /// Registration lifetimes, apart from `timers`: one 16-byte entry per registration.
     lifetimes: Expiries,
@@ -134,6 +139,8 @@ impl Shard {
             sessions: Sessions::default(),
             dedup: DedupCache::new(lifetime, cfg.dedup_max_entries),
             reassembly: Reassembly::new(budget),
+            incoming: Default::default(),
+            incoming_budget: Reassembly::new(budget),
             timers: Timers::new(),
             lifetimes: Expiries::default(),
             epoch: None,
@@ -257,11 +264,53 @@ impl Shard {
     /// A request from a device: answered here (piggybacked on the ACK of a CON, or as a NON),
     /// with the registration interface's answer or an error and its reason.
     fn on_request(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {
-        let con = pkt.msg_type() == MsgType::Con;
-        let (resp_code, location, reason) = match self.handle_request(now, peer, pkt, out) {
+        let (assembled, view);
+        let (request, block1) = match self.block1_request(now, peer, pkt) {
+            Block1In::Whole => (pkt, None),
+            Block1In::Continue(b) => {
+                return self.answer(now, peer, pkt, (code::CONTINUE, None, None), Some(b), out)
+            }
+            Block1In::Refused(r) => {
+                let answer = (r.code, None, Some(r.reason));
+                return self.answer(now, peer, pkt, answer, None, out);
+            }
+            Block1In::Assembled(bytes, b) => {
+                assembled = bytes;
+                match MessageView::parse(&assembled) {
+                    Ok(v) => {
+                        view = v;
+                        (&view, Some(b))
+                    }
+                    Err(_) => {
+                        let answer = (code::BAD_REQUEST, None, Some("malformed".to_string()));
+                        return self.answer(now, peer, pkt, answer, None, out);
+                    }
+                }
+            }
+        };
+        let answer = match self.handle_request(now, peer, request, out) {
             Ok((c, loc)) => (c, loc, None),
             Err(r) => (r.code, None, Some(r.reason)),
         };
+        self.answer(now, peer, pkt, answer, block1, out);
+        // Commands queued for a device that just spoke may go now (after our answer).
+        if let Some(reg) = self.sessions.find_addr(peer.addr) {
+            self.pump(now, reg, out);
+        }
+    }
+
+    /// Answers request `pkt` with (code, Location-Path registration, diagnostic reason) and the
+    /// Block1 option of a block-wise request.
+    fn answer(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        pkt: &MessageView,
+        (resp_code, location, reason): (u8, Option<RegId>, Option<String>),
+        block1: Option<BlockOpt>,
+        out: &mut Output,
+    ) {
+        let con = pkt.msg_type() == MsgType::Con;
         let mut b = Vec::with_capacity(32);
         let (t, mid) = if con {
             (MsgType::Ack, pkt.message_id())
@@ -273,15 +322,15 @@ impl Shard {
         if let Some(id) = &id {
             m = m.options(opt::LOCATION_PATH, [b"rd".as_slice(), id.as_bytes()]);
         }
+        let mut tmp = [0u8; 3];
+        if let Some(b1) = block1 {
+            m = m.option(opt::BLOCK1, b1.encode(&mut tmp));
+        }
         m.payload(reason.as_deref().map(reason_bytes).unwrap_or_default());
         if con {
             self.dedup.insert(now, peer, pkt.message_id(), &b);
         }
         out.transmits.push(Transmit { peer, bytes: b });
-        // Commands queued for a device that just spoke may go now (after our answer).
-        if let Some(reg) = self.sessions.find_addr(peer.addr) {
-            self.pump(now, reg, out);
-        }
     }
 
     fn on_empty(&mut self, now: Instant, peer: Peer, pkt: &MessageView, out: &mut Output) {

@@ -280,13 +280,17 @@ impl Shard {
 
 /// The object list of a Register or Update, if it carries one.
 fn parse_objects(pkt: &MessageView) -> Result<Option<RegisteredObjects>, Rejection> {
-    if let Some(cf) = content_format(pkt) {
-        if cf != ContentFormat::LinkFormat.as_u16() {
-            return Err(rejection(
-                code::UNSUPPORTED_CONTENT_FORMAT,
-                "object list must be link-format (40)",
-            ));
-        }
+    // text/plain (0) too: EMQX's own test clients and some firmware label the link-format
+    // object list so, and EMQX accepts it.
+    let link_format = [
+        ContentFormat::LinkFormat.as_u16(),
+        ContentFormat::Text.as_u16(),
+    ];
+    if content_format(pkt).is_some_and(|cf| !link_format.contains(&cf)) {
+        return Err(rejection(
+            code::UNSUPPORTED_CONTENT_FORMAT,
+            "object list must be link-format (40)",
+        ));
     }
     if pkt.payload().is_empty() {
         return Ok(None);
