@@ -358,7 +358,7 @@ fn register_rejections() {
         (
             vec!["ep=a"],
             b"</3/0>",
-            Some(0),
+            Some(42),
             code::UNSUPPORTED_CONTENT_FORMAT,
         ),
     ];
