@@ -25,38 +25,22 @@ fn python_ready() -> bool {
     if import_ok() {
         return true;
     }
-    let req =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/requirements.txt");
     let _ = Command::new("python3")
         .args(["-m", "pip", "install", "-q", "-r"])
-        .arg(req)
+        .arg(repo_path("tests/interop/requirements.txt"))
         .status();
     if import_ok() {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("python3 with aiocoap is required in CI (pip install -r tests/interop/requirements.txt)");
-    }
-    eprintln!("NOTE: python3 with aiocoap unavailable: the aiocoap interop test did not run");
+    missing_tool(
+        "python3 with aiocoap is unavailable (pip install -r tests/interop/requirements.txt)",
+        "the aiocoap interop test",
+    );
     false
 }
 
 fn spawn(gw: &TestGateway, ep: &str, extra: &[&str]) -> ClientProcess {
-    let port = gw.udp.port().to_string();
-    let mut args = vec![
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--ep",
-        ep,
-        "--lifetime",
-        "120",
-        "--timeout",
-        "90",
-    ];
-    args.extend_from_slice(extra);
-    ClientProcess::spawn("python3", "aiocoap-client.py", &args)
+    ClientProcess::lwm2m_client("python3", "aiocoap-client.py", gw, ep, 120, extra)
 }
 
 #[test]
@@ -65,10 +49,10 @@ fn aiocoap_senml_client_end_to_end() {
         return;
     }
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let obs = gw.observer();
     let ep = format!("aio-{}", rand_u16());
     let mut c = spawn(&gw, &ep, &[]);
-    let cmd = |v: serde_json::Value| obs.publish(&format!("lwm2m/{ep}/dn"), &v.to_string());
+    let cmd = |v: serde_json::Value| obs.command(&ep, v);
 
     c.expect("REGISTERED rd/");
     let (_, reg) = obs.next_of("register");
@@ -222,10 +206,10 @@ fn aiocoap_queue_mode_client_gets_commands_in_order_after_waking() {
         return;
     }
     let gw = TestGateway::start(None, |c| c.qmode_time_window = Duration::from_millis(800));
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let obs = gw.observer();
     let ep = format!("aioq-{}", rand_u16());
     let mut c = spawn(&gw, &ep, &["--queue"]);
-    let cmd = |v: serde_json::Value| obs.publish(&format!("lwm2m/{ep}/dn"), &v.to_string());
+    let cmd = |v: serde_json::Value| obs.command(&ep, v);
     c.expect("REGISTERED");
     let (_, reg) = obs.next_of("register");
     assert_eq!(reg["data"]["Q"], "");

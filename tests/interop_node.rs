@@ -8,30 +8,25 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 
-fn interop_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
 /// Makes sure node_modules exists; `false` (with a note) when Node/npm are unavailable.
 fn node_ready() -> bool {
-    let dir = interop_dir();
+    let dir = repo_path("tests/interop");
     let have_node = Command::new("node")
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !have_node {
-        if std::env::var_os("CI").is_some() {
-            panic!("node is not installed, but CI must run the lwm2m-node-lib interop test");
-        }
-        eprintln!("NOTE: Node.js not installed: the lwm2m-node-lib interop test did not run");
+        missing_tool(
+            "Node.js is not installed",
+            "the lwm2m-node-lib interop test",
+        );
         return false;
     }
     if !dir.join("node_modules/lwm2m-node-lib").exists() {
@@ -52,25 +47,9 @@ fn lwm2m_node_lib_client_end_to_end() {
         return;
     }
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let obs = gw.observer();
     let ep = format!("node-interop-{}", rand_u16());
-    let port = gw.udp.port().to_string();
-    let mut c = ClientProcess::spawn(
-        "node",
-        "node-client.js",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--ep",
-            &ep,
-            "--lifetime",
-            "60",
-            "--timeout",
-            "90",
-        ],
-    );
+    let mut c = ClientProcess::lwm2m_client("node", "node-client.js", &gw, &ep, 60, &[]);
     c.expect("REGISTERED rd/");
     let (topic, ev) = obs.next_of("register");
     assert_eq!(topic, format!("lwm2m/{ep}/up/resp"));
@@ -81,7 +60,7 @@ fn lwm2m_node_lib_client_end_to_end() {
     objects.sort();
     assert_eq!(objects, ["/1/0", "/3/0"]);
 
-    let cmd = |v: serde_json::Value| obs.publish(&format!("lwm2m/{ep}/dn"), &v.to_string());
+    let cmd = |v: serde_json::Value| obs.command(&ep, v);
     cmd(json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
     let (_, r) = obs.next_of("read");
     assert_eq!(

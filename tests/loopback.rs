@@ -6,8 +6,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lwm2m_gateway::coap::{code, MessageBuilder, MessageView, MsgType};
-use serde_json::{json, Value};
+use lwm2m_gateway::coap::{code, opt, MessageView, MsgType};
+use serde_json::json;
 use support::*;
 
 /// lwm2m-node-lib's captured Register: ep=node-ep1, lt=60, lwm2m=1.0, b=U, payload
@@ -16,20 +16,24 @@ fn node_lib() -> Vec<Vec<u8>> {
     captured_client_datagrams("lwm2m-node-lib-1.0.jsonl")
 }
 
-fn command(obs: &Observer, ep: &str, cmd: Value) {
-    obs.publish(&format!("lwm2m/{ep}/dn"), &cmd.to_string());
+/// Registers the captured lwm2m-node-lib device `dev` (endpoint `node-ep1`) and waits for the
+/// register event.
+fn register_node_lib(dev: &Device, obs: &Observer) {
+    dev.send(&node_lib()[0]);
+    dev.recv();
+    obs.next_of("register");
 }
 
 fn full_session(broker: Option<SocketAddr>) {
     let gw = TestGateway::start(broker, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    let reg = &node_lib()[0];
-    dev.send(reg);
-    let (t, c, mid, token, loc) = parse_reply(&dev.recv());
+    let obs = gw.observer();
+    let dev = gw.device();
+    dev.send(&node_lib()[0]);
+    let created = dev.recv();
+    let (t, c, mid, token) = reply_of(&created);
     assert_eq!((t, c, mid), (MsgType::Ack, code::CREATED, 0x59cd));
     assert_eq!(token, hex("6da68917"));
-    let id = loc.expect("Location-Path rd/<id>");
+    let id = location_id(&created).expect("Location-Path rd/<id>");
     let (topic, ev) = obs.next();
     assert_eq!(topic, "lwm2m/node-ep1/up/resp");
     assert_eq!(
@@ -39,8 +43,7 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // read: no Accept for a 1.0 device that announced no formats; text answer without CF.
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -50,7 +53,7 @@ fn full_session(broker: Option<SocketAddr>) {
         (v.msg_type(), v.code(), uri_path(&req)),
         (MsgType::Con, code::GET, "/3/0/0".to_string())
     );
-    assert_eq!(v.first_option(17), None, "no Accept option");
+    assert_eq!(v.first_option(opt::ACCEPT), None, "no Accept option");
     dev.send(&answer(&req, code::CONTENT, None, b"Open Mobile Alliance"));
     let (topic, resp) = obs.next();
     assert_eq!(topic, "lwm2m/node-ep1/up/resp");
@@ -61,8 +64,7 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // read typed through the object model: /3/0/9 battery level is an Integer.
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": "b", "msgType": "read", "data": {"path": "3/0/9"}}),
     );
@@ -74,9 +76,8 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // write (text for a device without announced formats)
-    command(
-        &obs,
-        "node-ep1",
+    obs.command(
+"node-ep1",
         json!({"reqID": 2, "msgType": "write", "data": {"path": "/3/0/14", "type": "String", "value": "+01:00"}}),
     );
     let req = dev.recv();
@@ -92,9 +93,8 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // write as TLV when asked (EMQX example bytes)
-    command(
-        &obs,
-        "node-ep1",
+    obs.command(
+"node-ep1",
         json!({"reqID": 3, "msgType": "write", "data": {"path": "/3/0/13", "type": "Integer", "value": "12345", "format": "tlv"}}),
     );
     let req = dev.recv();
@@ -107,8 +107,7 @@ fn full_session(broker: Option<SocketAddr>) {
     assert_eq!(obs.next().1["data"]["code"], "2.04");
 
     // execute with arguments
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 4, "msgType": "execute", "data": {"path": "/3/0/4", "args": "0"}}),
     );
@@ -125,13 +124,15 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // discover: Accept 40, content split on every comma
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 5, "msgType": "discover", "data": {"path": "/3/0"}}),
     );
     let req = dev.recv();
-    assert_eq!(MessageView::parse(&req).unwrap().uint_option(17), Some(40));
+    assert_eq!(
+        MessageView::parse(&req).unwrap().uint_option(opt::ACCEPT),
+        Some(40)
+    );
     dev.send(&answer(
         &req,
         code::CONTENT,
@@ -144,8 +145,7 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // delete
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 6, "msgType": "delete", "data": {"path": "/5/0"}}),
     );
@@ -158,19 +158,17 @@ fn full_session(broker: Option<SocketAddr>) {
     assert_eq!(obs.next().1["data"]["codeMsg"], "deleted");
 
     // Update from a new source port (NAT rebinding): 2.04, update event, downlinks follow.
-    let moved = Device::new(gw.udp);
-    let mut upd = Vec::new();
-    MessageBuilder::new(&mut upd, MsgType::Con, code::POST, 0x4242, &[1])
-        .options(11, [b"rd".as_slice(), id.as_bytes()])
-        .option(15, b"lt=120")
-        .finish();
-    moved.send(&upd);
-    assert_eq!(parse_reply(&moved.recv()).1, code::CHANGED);
+    let moved = gw.device();
+    let upd = Msg::con(code::POST, 0x4242)
+        .token(&[1])
+        .path(&["rd", &id])
+        .query(&["lt=120"]);
+    moved.send(&upd.build());
+    assert_eq!(reply_of(&moved.recv()).1, code::CHANGED);
     let (_, ev) = obs.next();
     assert_eq!(ev["msgType"], "update");
     assert_eq!(ev["data"]["lt"], 120);
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 7, "msgType": "read", "data": {"path": "/1/0/1"}}),
     );
@@ -182,17 +180,16 @@ fn full_session(broker: Option<SocketAddr>) {
     );
 
     // Deregister: the captured datagram (from yet another port), location rewritten to ours.
-    let third = Device::new(gw.udp);
+    let third = gw.device();
     third.send(&rewrite(&node_lib()[3], None, None, Some(&id)));
-    assert_eq!(parse_reply(&third.recv()).1, code::DELETED);
+    assert_eq!(reply_of(&third.recv()).1, code::DELETED);
     assert_eq!(
         obs.next().1,
         json!({"msgType":"deregister","data":{"ep":"node-ep1","reason":"deregistered"}})
     );
 
     // A command to the now unregistered endpoint is answered, not dropped.
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 8, "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -214,32 +211,33 @@ fn node_lib_session_through_embedded_broker() {
 
 #[test]
 fn node_lib_session_through_mosquitto() {
-    if let Some(m) = Mosquitto::start() {
-        full_session(Some(m.addr));
-    }
+    with_mosquitto(full_session);
 }
 
 #[test]
 fn wakaama_register_and_senml_read() {
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
+    let obs = gw.observer();
+    let dev = gw.device();
     let cap = captured_client_datagrams("wakaama-1.1-session.jsonl");
     dev.send(&cap[0]);
-    let (_, c, _, _, loc) = parse_reply(&dev.recv());
-    assert_eq!(c, code::CREATED);
+    let created = dev.recv();
+    assert_eq!(reply_of(&created).1, code::CREATED);
+    let loc = location_id(&created);
     let (_, ev) = obs.next();
     assert_eq!(ev["data"]["lwm2m"], "1.1");
     assert_eq!(ev["data"]["objectList"][0], "/1");
     assert_eq!(ev["data"]["alternatePath"], "/");
     // Wakaama announced ct=110: reads ask for SenML JSON.
-    command(
-        &obs,
+    obs.command(
         "wakaama-ep1",
         json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0"}}),
     );
     let req = dev.recv();
-    assert_eq!(MessageView::parse(&req).unwrap().uint_option(17), Some(110));
+    assert_eq!(
+        MessageView::parse(&req).unwrap().uint_option(opt::ACCEPT),
+        Some(110)
+    );
     let v = MessageView::parse(&req).unwrap();
     // Wakaama's captured answer, re-addressed to our request.
     dev.send(&rewrite(
@@ -265,20 +263,21 @@ fn wakaama_register_and_senml_read() {
     );
     // Wakaama's own Deregister of location "0", rewritten to ours.
     dev.send(&rewrite(cap.last().unwrap(), None, None, loc.as_deref()));
-    assert_eq!(parse_reply(&dev.recv()).1, code::DELETED);
+    assert_eq!(reply_of(&dev.recv()).1, code::DELETED);
     assert_eq!(obs.next().1["msgType"], "deregister");
 }
 
 #[test]
 fn anjay_registers_with_1_2_at_first_attempt_and_reads_tlv() {
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
+    let obs = gw.observer();
+    let dev = gw.device();
     let cap = captured_client_datagrams("anjay-1.2-fallback-tlv.jsonl");
     dev.send(&cap[0]);
-    let (_, c, _, _, loc) = parse_reply(&dev.recv());
+    let created = dev.recv();
+    let loc = location_id(&created);
     assert_eq!(
-        c,
+        reply_of(&created).1,
         code::CREATED,
         "1.2 is accepted: no 4.12 fallback round trip"
     );
@@ -288,8 +287,7 @@ fn anjay_registers_with_1_2_at_first_attempt_and_reads_tlv() {
         .as_array()
         .unwrap()
         .contains(&json!("/1/1")));
-    command(
-        &obs,
+    obs.command(
         "anjay-ep1",
         json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -308,7 +306,7 @@ fn anjay_registers_with_1_2_at_first_attempt_and_reads_tlv() {
     );
     // Anjay's Update with lt=120, re-addressed.
     dev.send(&rewrite(&cap[4], None, None, loc.as_deref()));
-    assert_eq!(parse_reply(&dev.recv()).1, code::CHANGED);
+    assert_eq!(reply_of(&dev.recv()).1, code::CHANGED);
     assert_eq!(obs.next().1["data"]["lt"], 120);
 }
 
@@ -318,13 +316,10 @@ fn timeout_and_reset_reach_mqtt() {
         c.coap.ack_timeout = Duration::from_millis(50);
         c.coap.max_retransmit = 2;
     });
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    dev.send(&node_lib()[0]);
-    dev.recv();
-    obs.next_of("register");
-    command(
-        &obs,
+    let obs = gw.observer();
+    let dev = gw.device();
+    register_node_lib(&dev, &obs);
+    obs.command(
         "node-ep1",
         json!({"reqID": [1, 2], "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -335,8 +330,7 @@ fn timeout_and_reset_reach_mqtt() {
         obs.next().1,
         json!({"reqID":[1,2],"msgType":"coap_timeout","data":{"path":"/3/0/0"}})
     );
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 3, "msgType": "read", "data": {"path": "/3/0/1"}}),
     );
@@ -352,12 +346,10 @@ fn timeout_and_reset_reach_mqtt() {
 #[test]
 fn hostile_datagrams_and_commands_do_not_disturb_other_devices() {
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    dev.send(&node_lib()[0]);
-    dev.recv();
-    obs.next_of("register");
-    let attacker = Device::new(gw.udp);
+    let obs = gw.observer();
+    let dev = gw.device();
+    register_node_lib(&dev, &obs);
+    let attacker = gw.device();
     let junk: Vec<Vec<u8>> = vec![
         vec![],
         vec![0xff],
@@ -376,12 +368,10 @@ fn hostile_datagrams_and_commands_do_not_disturb_other_devices() {
         attacker.send(j);
     }
     // Register of an endpoint name that would reach into other devices' topics.
-    let mut evil = Vec::new();
-    MessageBuilder::new(&mut evil, MsgType::Con, code::POST, 9, &[])
-        .option(11, b"rd")
-        .option(15, b"ep=node-ep1/dn")
-        .finish();
-    attacker.send(&evil);
+    let evil = Msg::con(code::POST, 9)
+        .path(&["rd"])
+        .query(&["ep=node-ep1/dn"]);
+    attacker.send(&evil.build());
     // Every CON answered or dropped; the good device is still served.
     let mut answers = 0;
     while let Some(r) = attacker.try_recv(Duration::from_millis(300)) {
@@ -411,8 +401,7 @@ fn hostile_datagrams_and_commands_do_not_disturb_other_devices() {
         (t.as_str(), r["reqID"].clone(), r["data"]["code"].clone()),
         ("lwm2m/node-ep1/up/resp", json!(1), json!("4.00"))
     );
-    command(
-        &obs,
+    obs.command(
         "node-ep1",
         json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -434,28 +423,18 @@ fn reconnects_to_a_restarted_broker_and_subscribes_again() {
     let gw = TestGateway::start(Some(m.addr), |_| {});
     let metrics = gw.metrics();
     drop(m);
-    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !f() {
-            assert!(std::time::Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     use std::sync::atomic::Ordering::Relaxed;
-    wait_for("the gateway notices the broker is gone", &|| {
+    wait_until("the gateway notices the broker is gone", || {
         !metrics.mqtt_connected.load(Relaxed)
     });
     let _m2 = Mosquitto::start_on(Some(port)).unwrap();
-    wait_for("the gateway reconnects and subscribes again", &|| {
+    wait_until("the gateway reconnects and subscribes again", || {
         metrics.mqtt_subscribed.load(Relaxed)
     });
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    dev.send(&node_lib()[0]);
-    dev.recv();
-    obs.next_of("register");
-    command(
-        &obs,
+    let obs = gw.observer();
+    let dev = gw.device();
+    register_node_lib(&dev, &obs);
+    obs.command(
         "node-ep1",
         json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}),
     );
@@ -464,49 +443,20 @@ fn reconnects_to_a_restarted_broker_and_subscribes_again() {
     assert_eq!(obs.next_of("read").1["data"]["content"][0]["value"], "back");
 }
 
-/// Device side of a block-wise exchange: answers one request of the gateway.
-fn block_answer(
-    req: &[u8],
-    c: u8,
-    cf: Option<u32>,
-    block: Option<(u16, u32, bool, u8)>,
-    observe: Option<u32>,
-    payload: &[u8],
-) -> Vec<u8> {
-    let v = MessageView::parse(req).unwrap();
-    let mut out = Vec::new();
-    let mut b = MessageBuilder::new(&mut out, MsgType::Ack, c, v.message_id(), v.token());
-    if let Some(o) = observe {
-        b = b.uint_option(6, o);
-    }
-    if let Some(cf) = cf {
-        b = b.uint_option(12, cf);
-    }
-    let mut tmp = [0u8; 3];
-    if let Some((n, num, more, szx)) = block {
-        b = b.option(
-            n,
-            lwm2m_gateway::coap::block::BlockOpt { num, more, szx }.encode(&mut tmp),
-        );
-    }
-    b.payload(payload);
-    out
-}
-
 #[test]
 fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
     use base64::Engine;
     use lwm2m_gateway::coap::block::BlockOpt;
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    let mut reg = Vec::new();
-    MessageBuilder::new(&mut reg, MsgType::Con, code::POST, 1, &[1])
-        .option(11, b"rd")
-        .options(15, [b"ep=fw-dev".as_slice(), b"lt=300", b"lwm2m=1.0"])
+    let obs = gw.observer();
+    let dev = gw.device();
+    let reg = Msg::con(code::POST, 1)
+        .token(&[1])
+        .path(&["rd"])
+        .query(&["ep=fw-dev", "lt=300", "lwm2m=1.0"])
         .payload(b"</3/0>,</5/0>,</19/0>");
-    dev.send(&reg);
-    assert_eq!(parse_reply(&dev.recv()).1, code::CREATED);
+    dev.send(&reg.build());
+    assert_eq!(reply_of(&dev.recv()).1, code::CREATED);
     obs.next_of("register");
 
     // 1. Write the 100 KiB package to /5/0/0: Block1, 1024-byte blocks.
@@ -514,9 +464,8 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
-    command(
-        &obs,
-        "fw-dev",
+    obs.command(
+"fw-dev",
         json!({"reqID": "pkg", "msgType": "write", "data": {"path": "/5/0/0", "type": "Opaque", "value": b64}}),
     );
     let mut received = Vec::new();
@@ -527,27 +476,17 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
             (v.code(), uri_path(&req).as_str(), v.content_format()),
             (code::PUT, "/5/0/0", Some(42))
         );
-        let b1 = BlockOpt::decode(v.first_option(27).expect("Block1")).unwrap();
+        let b1 = BlockOpt::decode(v.first_option(opt::BLOCK1).expect("Block1")).unwrap();
         assert_eq!(b1.offset(), received.len());
         received.extend_from_slice(v.payload());
-        if b1.more {
-            dev.send(&block_answer(
-                &req,
-                code::CONTINUE,
-                None,
-                Some((27, b1.num, true, b1.szx)),
-                None,
-                b"",
-            ));
+        let c = if b1.more {
+            code::CONTINUE
         } else {
-            dev.send(&block_answer(
-                &req,
-                code::CHANGED,
-                None,
-                Some((27, b1.num, false, b1.szx)),
-                None,
-                b"",
-            ));
+            code::CHANGED
+        };
+        let ack = Msg::ack_to(&req, c).block(opt::BLOCK1, b1.num, b1.more, b1.szx);
+        dev.send(&ack.build());
+        if !b1.more {
             break;
         }
     }
@@ -562,27 +501,19 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
     );
 
     // 2. Observe the update state /5/0/3, 3. execute Update /5/0/2, states come as notifications.
-    command(
-        &obs,
+    obs.command(
         "fw-dev",
         json!({"reqID": "state", "msgType": "observe", "data": {"path": "/5/0/3"}}),
     );
     let req = dev.recv();
     let token = MessageView::parse(&req).unwrap().token().to_vec();
-    dev.send(&block_answer(
-        &req,
-        code::CONTENT,
-        Some(0),
-        None,
-        Some(1),
-        b"2",
-    ));
+    let first = Msg::ack_to(&req, code::CONTENT).observe(1).cf(0);
+    dev.send(&first.payload(b"2").build());
     assert_eq!(
         obs.next_of("observe").1["data"]["content"],
         json!([{"path":"/5/0/3","value":2}])
     );
-    command(
-        &obs,
+    obs.command(
         "fw-dev",
         json!({"reqID": "go", "msgType": "execute", "data": {"path": "/5/0/2"}}),
     );
@@ -591,21 +522,15 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
         (MessageView::parse(&req).unwrap().code(), uri_path(&req)),
         (code::POST, "/5/0/2".to_string())
     );
-    dev.send(&block_answer(&req, code::CHANGED, None, None, None, b""));
+    dev.send(&answer(&req, code::CHANGED, None, b""));
     assert_eq!(obs.next_of("execute").1["data"]["code"], "2.04");
     for (seq, state) in [(2u32, b"3"), (3, b"0")] {
-        let mut n = Vec::new();
-        MessageBuilder::new(
-            &mut n,
-            MsgType::Non,
-            code::CONTENT,
-            100 + seq as u16,
-            &token,
-        )
-        .uint_option(6, seq)
-        .uint_option(12, 0)
-        .payload(state);
-        dev.send(&n);
+        let n = Msg::non(code::CONTENT, 100 + seq as u16)
+            .token(&token)
+            .observe(seq)
+            .cf(0)
+            .payload(state);
+        dev.send(&n.build());
         let (topic, v) = obs.next_of("notify");
         assert_eq!(topic, "lwm2m/fw-dev/up/notify");
         assert_eq!(v["reqID"], "state");
@@ -614,28 +539,19 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
             std::str::from_utf8(state).unwrap().parse::<i64>().unwrap()
         );
     }
-    command(
-        &obs,
+    obs.command(
         "fw-dev",
         json!({"reqID": "result", "msgType": "read", "data": {"path": "/5/0/5"}}),
     );
     let req = dev.recv();
-    dev.send(&block_answer(
-        &req,
-        code::CONTENT,
-        Some(0),
-        None,
-        None,
-        b"1",
-    ));
+    dev.send(&answer(&req, code::CONTENT, Some(0), b"1"));
     assert_eq!(
         obs.next_of("read").1["data"]["content"],
         json!([{"path":"/5/0/5","value":1}])
     );
 
     // 4. A 100 KiB read, answered with Block2 (the device picks 512-byte blocks).
-    command(
-        &obs,
+    obs.command(
         "fw-dev",
         json!({"reqID": "blob", "msgType": "read", "data": {"path": "/19/0/0"}}),
     );
@@ -643,20 +559,16 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
         let req = dev.recv();
         let v = MessageView::parse(&req).unwrap();
         let num = v
-            .first_option(23)
+            .first_option(opt::BLOCK2)
             .and_then(BlockOpt::decode)
             .map_or(0, |b| b.num) as usize;
         let start = num * 512;
         let end = (start + 512).min(image.len());
         let more = end < image.len();
-        dev.send(&block_answer(
-            &req,
-            code::CONTENT,
-            Some(42),
-            Some((23, num as u32, more, 5)),
-            None,
-            &image[start..end],
-        ));
+        let block = Msg::ack_to(&req, code::CONTENT)
+            .cf(42)
+            .block(opt::BLOCK2, num as u32, more, 5);
+        dev.send(&block.payload(&image[start..end]).build());
         if !more {
             break;
         }
@@ -675,34 +587,26 @@ fn firmware_update_with_a_100_kib_blockwise_write_and_read() {
 #[test]
 fn write_attr_create_and_batch_write_over_mqtt() {
     let gw = TestGateway::start(None, |_| {});
-    let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
-    let dev = Device::new(gw.udp);
-    dev.send(&node_lib()[0]);
-    dev.recv();
-    obs.next_of("register");
-    let queries = |req: &[u8]| -> Vec<String> {
-        MessageView::parse(req)
-            .unwrap()
-            .option_values(15)
-            .map(|q| String::from_utf8(q.to_vec()).unwrap())
-            .collect()
-    };
+    let obs = gw.observer();
+    let dev = gw.device();
+    register_node_lib(&dev, &obs);
     // write-attr: PUT with one Uri-Query per attribute, no payload (strings or numbers accepted)
-    command(
-        &obs,
-        "node-ep1",
+    obs.command(
+"node-ep1",
         json!({"reqID": 1, "msgType": "write-attr", "data": {"path": "/3/0/9", "pmin": "1", "pmax": 5, "lt": "5", "gt": null}}),
     );
     let req = dev.recv();
     let v = MessageView::parse(&req).unwrap();
     assert_eq!((v.code(), v.payload().len()), (code::PUT, 0));
-    assert_eq!(queries(&req), ["pmin=1", "pmax=5", "lt=5"]);
+    assert_eq!(
+        option_strings(&req, opt::URI_QUERY),
+        ["pmin=1", "pmax=5", "lt=5"]
+    );
     dev.send(&answer(&req, code::CHANGED, None, b""));
     assert_eq!(obs.next_of("write-attr").1["data"]["code"], "2.04");
     // batch write on an instance: POST (partial update), TLV, EMQX's exact bytes
-    command(
-        &obs,
-        "node-ep1",
+    obs.command(
+"node-ep1",
         json!({"reqID": 2, "msgType": "write", "data": {"basePath": "/3/0/", "content": [
         {"path": "13", "type": "Integer", "value": "12345"}, {"path": "14", "type": "String", "value": "87x"},
         {"path": "6/0", "type": "Integer", "value": "1"}]}}),
@@ -720,9 +624,8 @@ fn write_attr_create_and_batch_write_over_mqtt() {
     dev.send(&answer(&req, code::CHANGED, None, b""));
     assert_eq!(obs.next_of("write").1["data"]["reqPath"], "/3/0/");
     // create: POST on the object with the new instance as TLV
-    command(
-        &obs,
-        "node-ep1",
+    obs.command(
+"node-ep1",
         json!({"reqID": 3, "msgType": "create", "data": {"basePath": "/6", "content": [
         {"path": "0/0", "type": "Float", "value": "1.5"}, {"path": "0/1", "type": "Float", "value": "2.5"}]}}),
     );
@@ -740,104 +643,21 @@ fn write_attr_create_and_batch_write_over_mqtt() {
     );
 }
 
-/// A minimal MQTT 5 client for the tests: subscribes, records, publishes with properties.
-struct Observer5 {
-    client: rumqttc::v5::Client,
-    rx: crossbeam_channel::Receiver<(String, Value)>,
-}
-
-impl Observer5 {
-    fn connect(broker: SocketAddr, filter: &str) -> Observer5 {
-        use rumqttc::v5::mqttbytes::v5::Packet;
-        use rumqttc::v5::mqttbytes::QoS;
-        use rumqttc::v5::{Client, Event, MqttOptions};
-        let mut o = MqttOptions::new(
-            format!("obs5-{}", rand_u16()),
-            broker.ip().to_string(),
-            broker.port(),
-        );
-        o.set_keep_alive(Duration::from_secs(10));
-        let (client, mut conn) = Client::new(o, 100);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (sub_tx, sub_rx) = crossbeam_channel::bounded(1);
-        let (c2, f) = (client.clone(), filter.to_string());
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = c2.try_subscribe(f.clone(), QoS::AtLeastOnce);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.try_send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                        if tx
-                            .send((String::from_utf8_lossy(&p.topic).into_owned(), v))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        });
-        sub_rx
-            .recv_timeout(WAIT)
-            .expect("MQTT 5 subscription acknowledged");
-        Observer5 { client, rx }
-    }
-
-    fn next_of(&self, kind: &str) -> Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (_, v) = self
-                .rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {kind} message"));
-            if v["msgType"] == kind {
-                return v;
-            }
-        }
-    }
-
-    fn command(&self, ep: &str, cmd: Value, expiry: Option<u32>) {
-        use rumqttc::v5::mqttbytes::v5::PublishProperties;
-        use rumqttc::v5::mqttbytes::QoS;
-        let props = PublishProperties {
-            message_expiry_interval: expiry,
-            ..Default::default()
-        };
-        self.client
-            .publish_with_properties(
-                format!("lwm2m/{ep}/dn"),
-                QoS::AtLeastOnce,
-                false,
-                cmd.to_string().into_bytes(),
-                props,
-            )
-            .unwrap();
-    }
-}
-
 fn mqtt5_session(broker: Option<SocketAddr>) {
     let gw = TestGateway::start(broker, |c| {
         c.mqtt.version = lwm2m_gateway::config::MqttVersion::V5;
         c.qmode_time_window = Duration::from_millis(300);
     });
-    let obs = Observer5::connect(gw.broker, "lwm2m/+/up/#");
-    let dev = Device::new(gw.udp);
-    let mut reg = Vec::new();
-    MessageBuilder::new(&mut reg, MsgType::Con, code::POST, 1, &[1])
-        .option(11, b"rd")
-        .options(15, [b"ep=q5".as_slice(), b"lt=300", b"b=UQ"])
+    let obs = Observer5::connect(gw.broker, UPLINK);
+    let dev = gw.device();
+    let reg = Msg::con(code::POST, 1)
+        .token(&[1])
+        .path(&["rd"])
+        .query(&["ep=q5", "lt=300", "b=UQ"])
         .payload(b"</3/0>");
-    dev.send(&reg);
-    let loc = parse_reply(&dev.recv()).4.unwrap();
-    assert_eq!(obs.next_of("register")["data"]["b"], "UQ");
+    dev.send(&reg.build());
+    let loc = location_id(&dev.recv()).unwrap();
+    assert_eq!(obs.next_of("register").1["data"]["b"], "UQ");
     // Awake: a command goes straight out.
     obs.command(
         "q5",
@@ -846,7 +666,7 @@ fn mqtt5_session(broker: Option<SocketAddr>) {
     );
     let req = dev.recv();
     dev.send(&answer(&req, code::CONTENT, None, b"now"));
-    assert_eq!(obs.next_of("read")["data"]["content"][0]["value"], "now");
+    assert_eq!(obs.next_of("read").1["data"]["content"][0]["value"], "now");
     // Asleep: one command expires (MQTT 5 expiry 1 s), the other waits for the Update.
     std::thread::sleep(Duration::from_millis(500));
     obs.command(
@@ -859,7 +679,7 @@ fn mqtt5_session(broker: Option<SocketAddr>) {
         json!({"reqID": 3, "msgType": "read", "data": {"path": "/3/0/2"}}),
         None,
     );
-    let t = obs.next_of("coap_timeout");
+    let (_, t) = obs.next_of("coap_timeout");
     assert_eq!(
         (t["reqID"].clone(), t["data"]["reason"].clone()),
         (json!(2), json!("expired in queue"))
@@ -868,16 +688,13 @@ fn mqtt5_session(broker: Option<SocketAddr>) {
         dev.try_recv(Duration::from_millis(200)).is_none(),
         "nothing reached the sleeping device"
     );
-    let mut upd = Vec::new();
-    MessageBuilder::new(&mut upd, MsgType::Con, code::POST, 2, &[2])
-        .options(11, [b"rd".as_slice(), loc.as_bytes()])
-        .finish();
-    dev.send(&upd);
-    assert_eq!(parse_reply(&dev.recv()).1, code::CHANGED);
+    let upd = Msg::con(code::POST, 2).token(&[2]).path(&["rd", &loc]);
+    dev.send(&upd.build());
+    assert_eq!(reply_of(&dev.recv()).1, code::CHANGED);
     let req = dev.recv();
     assert_eq!(uri_path(&req), "/3/0/2");
     dev.send(&answer(&req, code::CONTENT, None, b"later"));
-    let r = obs.next_of("read");
+    let (_, r) = obs.next_of("read");
     assert_eq!(
         (r["reqID"].clone(), r["data"]["content"][0]["value"].clone()),
         (json!(3), json!("later"))
@@ -891,9 +708,7 @@ fn mqtt5_expiry_with_the_embedded_broker() {
 
 #[test]
 fn mqtt5_expiry_with_mosquitto() {
-    if let Some(m) = Mosquitto::start() {
-        mqtt5_session(Some(m.addr));
-    }
+    with_mosquitto(mqtt5_session);
 }
 
 /// rumqttd never disables Nagle's algorithm; the gateway does it on the embedded broker's
@@ -902,7 +717,7 @@ fn mqtt5_expiry_with_mosquitto() {
 #[test]
 fn embedded_broker_connections_have_nagle_disabled() {
     let gw = TestGateway::start(None, |_| {});
-    let _obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
+    let _obs = gw.observer();
     let flags = lwm2m_gateway::runtime::sockopt::nodelay_of_local(gw.broker);
     // The listener, the gateway's own connection and the observer's.
     assert!(flags.len() >= 3, "broker sockets found: {flags:?}");

@@ -2,6 +2,8 @@
 //! trips for every format and value type (proptest), and hostile inputs that must come back as
 //! `Err` (never a panic, a hang or a huge allocation).
 
+mod support;
+
 use lwm2m_gateway::lwm2m::codec::{decode, encode, encode_paths, CodecError};
 use lwm2m_gateway::lwm2m::json::{content_json, records_from_write_content};
 use lwm2m_gateway::lwm2m::{
@@ -9,6 +11,7 @@ use lwm2m_gateway::lwm2m::{
 };
 use proptest::prelude::*;
 use serde_json::json;
+use support::hex;
 
 use ContentFormat::*;
 
@@ -58,14 +61,6 @@ fn p(s: &str) -> Path {
 
 fn rec(path: &str, v: Value) -> Record {
     Record::new(p(path), v)
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// The Device object instance of the TS TLV example (Core §7.4.3.2, "Single Object Instance").

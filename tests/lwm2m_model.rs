@@ -1,12 +1,14 @@
 //! The object definitions shipped in `xml/` and the loader's behaviour on a real directory.
 
+mod support;
+
 use std::path::{Path as FsPath, PathBuf};
 
 use lwm2m_gateway::lwm2m::model::{ObjectRegistry, Operations};
 use lwm2m_gateway::lwm2m::{ResourceType, ResourceTypes};
 
 fn shipped_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xml")
+    support::repo_path("xml")
 }
 
 fn shipped() -> ObjectRegistry {

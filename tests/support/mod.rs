@@ -1,26 +1,64 @@
-//! Shared helpers for the loopback tests: a gateway on ephemeral ports, an MQTT observer client,
-//! a raw UDP "device", and the captured real-client datagrams.
+//! Shared helpers of the integration tests:
+//!
+//! - here: a gateway on ephemeral ports, a raw UDP "device", the captured real-client datagrams
+//!   and real LwM2M client processes from `tests/interop`;
+//! - [`mqtt`]: MQTT observer clients and a Mosquitto broker;
+//! - [`coap`]: building the CoAP messages a device sends and reading those it gets;
+//! - [`sim`]: the fake-clock harness of the sans-IO shard tests.
+//!
+//! Each test crate uses a subset, hence `dead_code` allowed.
 #![allow(dead_code)]
 
+pub mod coap;
+pub mod mqtt;
+pub mod sim;
+
+// Every test crate takes what it needs from `support::*`; none needs all of it.
+#[allow(unused_imports)]
+pub use {coap::*, mqtt::*, sim::*};
+
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use lwm2m_gateway::coap::{MessageBuilder, MessageView, MsgType};
+use crossbeam_channel::Receiver;
+use lwm2m_gateway::coap::{opt, MessageView};
 use lwm2m_gateway::config::Config;
 use lwm2m_gateway::runtime::Gateway;
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
+/// `rel`, a path relative to the repository (`xml`, `tests/interop`...).
+pub fn repo_path(rel: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A tool some test needs (`what`) is missing. Under CI (`CI` set), where `.ci/run` installs
+/// every tool, that is a failure; elsewhere a note says that `test` did not run.
+pub fn missing_tool(what: &str, test: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what}, but CI must run {test}");
+    }
+    eprintln!("NOTE: {what}: {test} did not run");
+}
+
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `done` every 10 ms until it holds; fails with `what` after [`WAIT`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 pub fn test_config(broker: Option<SocketAddr>) -> Config {
     let mut c = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         workers: 2,
         stats_interval: Duration::ZERO,
-        xml_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("xml"),
+        xml_dir: repo_path("xml"),
         ..Config::default()
     };
     c.mqtt.broker_listen = "127.0.0.1:0".parse().unwrap();
@@ -54,14 +92,9 @@ impl TestGateway {
         let gw = Gateway::start(c).expect("gateway starts");
         let udp = gw.local_addrs()[0];
         let broker = broker.or(gw.broker_addr()).unwrap();
-        let deadline = Instant::now() + WAIT;
-        while !gw.metrics().mqtt_subscribed.load(Ordering::Relaxed) {
-            assert!(
-                Instant::now() < deadline,
-                "gateway never subscribed to its command topic"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("gateway never subscribed to its command topic", || {
+            gw.metrics().mqtt_subscribed.load(Ordering::Relaxed)
+        });
         TestGateway {
             gw: Some(gw),
             udp,
@@ -72,6 +105,16 @@ impl TestGateway {
     pub fn metrics(&self) -> std::sync::Arc<lwm2m_gateway::runtime::Metrics> {
         self.gw.as_ref().unwrap().metrics()
     }
+
+    /// An MQTT observer of everything the gateway publishes.
+    pub fn observer(&self) -> Observer {
+        Observer::connect(self.broker, &[UPLINK])
+    }
+
+    /// A new device, on its own UDP port.
+    pub fn device(&self) -> Device {
+        Device::new(self.udp)
+    }
 }
 
 impl Drop for TestGateway {
@@ -79,96 +122,6 @@ impl Drop for TestGateway {
         if let Some(gw) = self.gw.take() {
             gw.shutdown();
         }
-    }
-}
-
-/// An MQTT client that records every message on its subscriptions.
-pub struct Observer {
-    pub client: Client,
-    rx: Receiver<(String, Vec<u8>)>,
-}
-
-impl Observer {
-    pub fn connect(broker: SocketAddr, filters: &[&str]) -> Observer {
-        let mut opts = MqttOptions::new(
-            format!("obs-{}-{}", std::process::id(), rand_u16()),
-            broker.ip().to_string(),
-            broker.port(),
-        );
-        opts.set_keep_alive(Duration::from_secs(10));
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut conn) = Client::new(opts, 1000);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (sub_tx, sub_rx) = crossbeam_channel::bounded(16);
-        let c2 = client.clone();
-        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
-        let n_filters = filters.len();
-        std::thread::spawn(move || {
-            for ev in conn.iter() {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        for f in &filters {
-                            let _ = c2.try_subscribe(f.clone(), QoS::AtLeastOnce);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = sub_tx.try_send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        });
-        // Wait for every SubAck so that nothing published afterwards is missed.
-        for _ in 0..n_filters {
-            sub_rx
-                .recv_timeout(WAIT)
-                .expect("observer subscription acknowledged");
-        }
-        Observer { client, rx }
-    }
-
-    /// The next message, parsed as JSON.
-    pub fn next(&self) -> (String, Value) {
-        match self.rx.recv_timeout(WAIT) {
-            Ok((t, p)) => {
-                let v =
-                    serde_json::from_slice(&p).unwrap_or_else(|e| panic!("not JSON on {t}: {e}"));
-                (t, v)
-            }
-            Err(RecvTimeoutError::Timeout) => panic!("no MQTT message within {WAIT:?}"),
-            Err(e) => panic!("observer gone: {e}"),
-        }
-    }
-
-    /// The next message whose `msgType` is `kind`, skipping others.
-    pub fn next_of(&self, kind: &str) -> (String, Value) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            assert!(Instant::now() < deadline, "no {kind} message");
-            let (t, v) = self.next();
-            if v["msgType"] == kind {
-                return (t, v);
-            }
-        }
-    }
-
-    /// Asserts nothing more arrives within `d`.
-    pub fn quiet(&self, d: Duration) {
-        if let Ok((t, p)) = self.rx.recv_timeout(d) {
-            panic!("unexpected message on {t}: {}", String::from_utf8_lossy(&p));
-        }
-    }
-
-    pub fn publish(&self, topic: &str, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .unwrap();
     }
 }
 
@@ -211,13 +164,6 @@ impl Device {
     }
 }
 
-/// A Mosquitto broker on a free loopback port, killed on drop.
-pub struct Mosquitto {
-    child: std::process::Child,
-    pub addr: SocketAddr,
-    _dir: PathGuard,
-}
-
 pub struct PathGuard(pub std::path::PathBuf);
 impl Drop for PathGuard {
     fn drop(&mut self) {
@@ -225,90 +171,18 @@ impl Drop for PathGuard {
     }
 }
 
-impl Mosquitto {
-    /// Starts `mosquitto`. When it is not installed: `None` with a clear note, except under CI
-    /// (`CI` set), where `.ci/run` installs it and its absence is a failure.
-    pub fn start() -> Option<Mosquitto> {
-        Mosquitto::start_on(None)
-    }
-
-    /// Starts Mosquitto on `port` (a free one when `None`).
-    pub fn start_on(port: Option<u16>) -> Option<Mosquitto> {
-        let bin = [
-            "mosquitto",
-            "/usr/sbin/mosquitto",
-            "/usr/local/sbin/mosquitto",
-        ]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("-h")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok()
-        });
-        let Some(bin) = bin else {
-            if std::env::var_os("CI").is_some() {
-                panic!("mosquitto is not installed, but CI must exercise it (.ci/run installs it)");
-            }
-            eprintln!("NOTE: mosquitto not installed (apt-get install mosquitto): the Mosquitto variant of this test did not run");
-            return None;
-        };
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
-        let dir = std::env::temp_dir().join(format!("gw-mosq-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 100000\n")).unwrap();
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Mosquitto {
-            child,
-            addr,
-            _dir: PathGuard(dir),
-        })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The bytes of a hex string; anything but hex digits (spaces, line breaks) is skipped.
 pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
 
-/// Client->server datagrams of a capture in `shared/testdata/real-clients`, in order.
+/// Client->server datagrams of a capture in `tests/data/real-clients`, in order.
 pub fn captured_client_datagrams(file: &str) -> Vec<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/real-clients")
-        .join(file);
+    let path = repo_path("tests/data/real-clients").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -327,67 +201,19 @@ pub fn rewrite(
     location: Option<&str>,
 ) -> Vec<u8> {
     let v = MessageView::parse(bytes).unwrap();
-    let mut out = Vec::new();
-    let mut b = MessageBuilder::new(
-        &mut out,
-        v.msg_type(),
-        v.code(),
-        mid.unwrap_or(v.message_id()),
-        token.unwrap_or(v.token()),
-    );
+    let mut m = Msg::new(v.msg_type(), v.code(), mid.unwrap_or(v.message_id()))
+        .token(token.unwrap_or(v.token()));
     let mut path_index = 0;
-    for (n, val) in v.options() {
-        if n == 11 {
+    for (n, mut val) in v.options() {
+        if n == opt::URI_PATH {
             path_index += 1;
             if path_index == 2 {
-                if let Some(loc) = location {
-                    b = b.option(n, loc.as_bytes());
-                    continue;
-                }
+                val = location.map_or(val, str::as_bytes);
             }
         }
-        b = b.option(n, val);
+        m = m.option(n, val);
     }
-    b.payload(v.payload());
-    out
-}
-
-/// The (type, code, mid, token, location id) of a gateway reply.
-pub fn parse_reply(b: &[u8]) -> (MsgType, u8, u16, Vec<u8>, Option<String>) {
-    let v = MessageView::parse(b).unwrap();
-    let loc: Vec<_> = v
-        .option_values(8)
-        .map(|s| String::from_utf8(s.to_vec()).unwrap())
-        .collect();
-    (
-        v.msg_type(),
-        v.code(),
-        v.message_id(),
-        v.token().to_vec(),
-        loc.get(1).cloned(),
-    )
-}
-
-/// Path options of a request the gateway sent.
-pub fn uri_path(b: &[u8]) -> String {
-    let v = MessageView::parse(b).unwrap();
-    let segs: Vec<_> = v
-        .option_values(11)
-        .map(|s| String::from_utf8(s.to_vec()).unwrap())
-        .collect();
-    format!("/{}", segs.join("/"))
-}
-
-/// A piggybacked answer to a request the gateway sent.
-pub fn answer(req: &[u8], code: u8, cf: Option<u32>, payload: &[u8]) -> Vec<u8> {
-    let v = MessageView::parse(req).unwrap();
-    let mut out = Vec::new();
-    let mut b = MessageBuilder::new(&mut out, MsgType::Ack, code, v.message_id(), v.token());
-    if let Some(cf) = cf {
-        b = b.uint_option(12, cf);
-    }
-    b.payload(payload);
-    out
+    m.payload(v.payload()).build()
 }
 
 /// A real LwM2M client process from `tests/interop` speaking the line protocol documented in
@@ -401,9 +227,8 @@ pub struct ClientProcess {
 impl ClientProcess {
     pub fn spawn(program: &str, script: &str, args: &[&str]) -> ClientProcess {
         use std::io::BufRead;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
         let mut child = std::process::Command::new(program)
-            .arg(dir.join(script))
+            .arg(repo_path("tests/interop").join(script))
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -428,6 +253,33 @@ impl ClientProcess {
             stdin,
             lines,
         }
+    }
+
+    /// `program script`, an LwM2M client of `gw` registering as `ep` with lifetime `lifetime`,
+    /// giving up after 90 s; `extra` are further arguments of the script.
+    pub fn lwm2m_client(
+        program: &str,
+        script: &str,
+        gw: &TestGateway,
+        ep: &str,
+        lifetime: u32,
+        extra: &[&str],
+    ) -> ClientProcess {
+        let (port, lifetime) = (gw.udp.port().to_string(), lifetime.to_string());
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--ep",
+            ep,
+            "--lifetime",
+            &lifetime,
+            "--timeout",
+            "90",
+        ];
+        args.extend_from_slice(extra);
+        ClientProcess::spawn(program, script, &args)
     }
 
     /// The next line, which must start with `prefix`.

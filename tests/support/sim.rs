@@ -1,0 +1,210 @@
+//! The harness of the deterministic shard tests: one sans-IO [`Shard`] driven by a fake clock (an
+//! `Instant` advanced by hand), exact datagrams in, exact datagrams and MQTT messages out. Loss,
+//! duplication and reordering are simulated by not delivering, delivering twice, or swapping
+//! datagrams.
+//!
+//! Every call into the shard's API, and the only `ShardConfig`, is here: test bodies go through
+//! [`Sim`], so a change of that API is made in this file alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lwm2m_gateway::coap::{code, opt, MessageView, MsgType};
+use lwm2m_gateway::config::Config;
+use lwm2m_gateway::core::command;
+use lwm2m_gateway::core::ids::ShardId;
+use lwm2m_gateway::core::shard::{IndexUpdate, Output, Peer, Publish, Shard};
+use lwm2m_gateway::lwm2m::model::ObjectRegistry;
+use serde_json::Value;
+
+use super::coap::{location_id, path_of, reply_of, Msg};
+use super::repo_path;
+
+/// Datagrams sent, with their destination.
+pub type Sent = Vec<(Peer, Vec<u8>)>;
+/// Datagrams sent, MQTT publishes, index changes.
+pub type Taken = (Sent, Vec<Publish>, Vec<IndexUpdate>);
+
+/// A plain-CoAP device on loopback port `port`.
+pub fn peer(port: u16) -> Peer {
+    Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The object definitions shipped in `xml/`.
+pub fn xml_model() -> Arc<ObjectRegistry> {
+    Arc::new(
+        ObjectRegistry::load_dir(&repo_path("xml"))
+            .expect("xml dir")
+            .0,
+    )
+}
+
+pub struct Sim {
+    shard: Shard,
+    now: Instant,
+    out: Output,
+}
+
+impl Sim {
+    /// A shard with the test defaults (lifetimes 10..=100000 s), changed by `f`.
+    pub fn with(f: impl FnOnce(&mut Config)) -> Sim {
+        let mut c = Config {
+            workers: 1,
+            lifetime_min: 10,
+            lifetime_max: 100_000,
+            ..Config::default()
+        };
+        f(&mut c);
+        let cfg = Arc::new(c.shard_config(xml_model()).unwrap());
+        Sim {
+            shard: Shard::new(ShardId::default(), cfg, 42),
+            now: Instant::now(),
+            out: Output::default(),
+        }
+    }
+
+    pub fn new() -> Sim {
+        Sim::with(|_| {})
+    }
+
+    /// A shard with the test defaults and `ep` registered from `peer(5000)` (see
+    /// [`Sim::register`]).
+    pub fn registered(ep: &str) -> Sim {
+        let mut s = Sim::new();
+        s.register(peer(5000), ep, 1);
+        s
+    }
+
+    /// Moves the clock on by `d` and lets the shard's timers fire.
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.shard.on_timeout(self.now, &mut self.out);
+    }
+
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.shard.next_deadline()
+    }
+
+    /// How long until the shard's next deadline (zero when it has passed).
+    pub fn time_to_deadline(&mut self) -> Option<Duration> {
+        let now = self.now;
+        self.next_deadline()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// A datagram from `from`.
+    pub fn send(&mut self, from: Peer, bytes: &[u8]) {
+        self.shard.on_datagram(self.now, from, bytes, &mut self.out);
+    }
+
+    /// An MQTT command to `ep`.
+    pub fn command(&mut self, ep: &str, cmd: Value) {
+        self.command_bytes(ep, cmd.to_string().as_bytes());
+    }
+
+    /// An MQTT command to `ep` with this exact payload (which need not be JSON).
+    pub fn command_bytes(&mut self, ep: &str, payload: &[u8]) {
+        let cmd = command::parse(payload);
+        self.shard
+            .on_command(self.now, ep, cmd, None, &mut self.out);
+    }
+
+    /// An MQTT command to `ep` with an MQTT 5 message expiry.
+    pub fn command_with_expiry(&mut self, ep: &str, cmd: Value, expiry: Option<Duration>) {
+        let cmd = command::parse(cmd.to_string().as_bytes());
+        self.shard
+            .on_command(self.now, ep, cmd, expiry, &mut self.out);
+    }
+
+    /// Everything the shard asked for since the last call.
+    pub fn take(&mut self) -> Taken {
+        let t = self
+            .out
+            .transmits
+            .drain(..)
+            .map(|t| (t.peer, t.bytes))
+            .collect();
+        let p = self.out.publishes.drain(..).collect();
+        let i = self.out.index.drain(..).collect();
+        (t, p, i)
+    }
+
+    /// The MQTT messages since the last call, payloads parsed; the rest is discarded.
+    pub fn publishes(&mut self) -> Vec<(String, Value)> {
+        self.take()
+            .1
+            .into_iter()
+            .map(|p| (p.topic.clone(), payload_json(&p)))
+            .collect()
+    }
+
+    pub fn registrations(&self) -> usize {
+        self.shard.registrations()
+    }
+
+    pub fn observations(&self) -> usize {
+        self.shard.observations()
+    }
+
+    /// Sends `msg` from `from` and returns the code of the first datagram in answer; the rest is
+    /// discarded.
+    pub fn reply_code(&mut self, from: Peer, msg: &[u8]) -> u8 {
+        self.send(from, msg);
+        reply_of(&self.take().0[0].1).1
+    }
+
+    /// Registers `ep` and returns its location id.
+    pub fn register(&mut self, from: Peer, ep: &str, mid: u16) -> String {
+        let q = format!("ep={ep}");
+        let reg = Msg::con(code::POST, mid)
+            .token(&[7])
+            .path(&["rd"])
+            .query(&[&q, "lt=600", "lwm2m=1.1", "b=U"])
+            .cf(40)
+            .payload(b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>");
+        self.send(from, &reg.build());
+        let (t, _, _) = self.take();
+        assert_eq!(reply_of(&t[0].1).1, code::CREATED);
+        location_id(&t[0].1).unwrap()
+    }
+
+    /// An Update of registration `id` from `from`: the answer's code.
+    pub fn update(&mut self, from: Peer, id: &str, mid: u16, query: &[&str]) -> u8 {
+        let upd = Msg::con(code::POST, mid).path(&["rd", id]).query(query);
+        self.reply_code(from, &upd.build())
+    }
+
+    /// A `/dp` Send from `from`: the answer code and the endpoint of the publish, if any.
+    pub fn send_dp(&mut self, from: Peer, mid: u16) -> (u8, Option<String>) {
+        let body = br#"[{"bn":"/3/0/","n":"9","v":1}]"#;
+        let dp = Msg::con(code::POST, mid)
+            .path(&["dp"])
+            .cf(110)
+            .payload(body);
+        self.send(from, &dp.build());
+        let (t, pubs, _) = self.take();
+        let ep = pubs
+            .first()
+            .and_then(|p| p.topic.split('/').nth(1).map(str::to_string));
+        (reply_of(&t[0].1).1, ep)
+    }
+}
+
+/// The JSON payload of a publish.
+pub fn payload_json(p: &Publish) -> Value {
+    serde_json::from_slice(&p.payload).unwrap()
+}
+
+/// The one CON request among `t`: (message id, token, Uri-Path segments, Accept).
+pub fn sent_request(t: &[(Peer, Vec<u8>)]) -> (u16, Vec<u8>, Vec<String>, Option<u32>) {
+    assert_eq!(t.len(), 1, "exactly one datagram expected");
+    let v = MessageView::parse(&t[0].1).unwrap();
+    assert_eq!(v.msg_type(), MsgType::Con);
+    (
+        v.message_id(),
+        v.token().to_vec(),
+        path_of(&t[0].1),
+        v.uint_option(opt::ACCEPT),
+    )
+}
