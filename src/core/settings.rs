@@ -2,25 +2,42 @@
 //! configuration layer (`crate::config`) reads files and flags and fills these in; the core never
 //! reads the configuration itself.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, IntoDeserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::coap::TransmissionParams;
 use crate::lwm2m::model::ObjectRegistry;
 
 use super::topics::Topics;
 
-/// When an Update is published on MQTT (EMQX `update_msg_publish_condition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+/// When an Update is published on MQTT (EMQX `update_msg_publish_condition`). Spelled as in EMQX
+/// (`always`, `contains_object_list`); the kebab-case `contains-object-list` is accepted too, by
+/// [`FromStr`] and by serde alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpdatePublishCondition {
     Always,
+    #[serde(alias = "contains-object-list")]
     ContainsObjectList,
 }
 
-/// EMQX `auto_observe`: observe objects of every new registration.
+/// The serde spellings above, so that a flag accepts exactly what a file does.
+impl FromStr for UpdatePublishCondition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        UpdatePublishCondition::deserialize(s.into_deserializer())
+            .map_err(|e: de::value::Error| e.to_string())
+    }
+}
+
+/// EMQX `auto_observe`: observe objects of every new registration. Read by [`FromStr`] (see
+/// [`AutoObserve::parse`]) and by serde (a bool, that string, or a list of paths).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AutoObserve {
     #[default]
@@ -55,6 +72,61 @@ impl AutoObserve {
             }
         }
         Ok(AutoObserve::Paths(paths))
+    }
+}
+
+/// [`AutoObserve::parse`].
+impl FromStr for AutoObserve {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        AutoObserve::parse(s)
+    }
+}
+
+/// `auto_observe` in a file: a bool, a string for [`AutoObserve::parse`], or a list of paths.
+impl<'de> Deserialize<'de> for AutoObserve {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AutoObserve;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or object paths (\"/3/0,/3303/0\" or a list)")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AutoObserve, E> {
+                Ok(if v {
+                    AutoObserve::All
+                } else {
+                    AutoObserve::Off
+                })
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AutoObserve, E> {
+                AutoObserve::parse(v).map_err(E::custom)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AutoObserve, A::Error> {
+                let mut paths = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    paths.push(p);
+                }
+                AutoObserve::from_list(paths).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `false`, `true` or the list of paths: what [`Deserialize`] reads back.
+impl Serialize for AutoObserve {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AutoObserve::Off => s.serialize_bool(false),
+            AutoObserve::All => s.serialize_bool(true),
+            AutoObserve::Paths(p) => p.serialize(s),
+        }
     }
 }
 

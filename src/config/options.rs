@@ -1,0 +1,237 @@
+//! The options, defined once: [`Options`] is the partial configuration that both the TOML file
+//! (serde) and the flags (clap) are read into, `None` meaning "not given".
+//!
+//! Contract of every field: its serde name within its section is the file key; `long` is its
+//! flag; `id` is the key's dotted path (`coap.ack_timeout`), which is how help, errors and tests
+//! find the key of a flag. The doc comment is the flag's help; the default is not written here
+//! but appended from `Config::default()` (see `cli.rs`). Adding an option = a field here, a line
+//! in each direction in `convert.rs`, a default in `Config::default()`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::translators::TranslatorsOptions;
+use super::values::{MqttVersion, Seconds, Secret};
+use super::{AutoObserve, UpdatePublishCondition};
+
+/// Top-level keys, then one struct per `[section]`.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// UDP address to listen on for LwM2M devices; repeat the flag for several
+    #[arg(id = "listen", long = "listen", value_name = "ADDR")]
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Worker threads handling devices, 1..=256; the default is the number of CPUs
+    #[arg(id = "workers", long = "workers", short = 'w', value_name = "N")]
+    pub workers: Option<usize>,
+    /// Registrations to make room for at start (about 100 bytes each), so that a registration
+    /// storm does not stall on growing tables; 0 grows on demand
+    #[arg(id = "expected_devices", long = "expected-devices", value_name = "N")]
+    pub expected_devices: Option<usize>,
+    /// Datagrams/commands queued per worker before the event loop drops and counts
+    #[arg(id = "worker_queue", long = "worker-queue", value_name = "N")]
+    pub worker_queue: Option<usize>,
+    /// UDP socket receive buffer in bytes (the kernel may cap it at net.core.rmem_max)
+    #[arg(id = "recv_buffer", long = "recv-buffer", value_name = "BYTES")]
+    pub recv_buffer: Option<usize>,
+    /// Smallest lifetime (s) a Register/Update may ask for
+    #[arg(id = "lifetime_min", long = "lifetime-min", value_name = "S")]
+    pub lifetime_min: Option<u32>,
+    /// Largest lifetime (s) a Register/Update may ask for
+    #[arg(id = "lifetime_max", long = "lifetime-max", value_name = "S")]
+    pub lifetime_max: Option<u32>,
+    /// Directory of OMA DDF object definitions (*.xml)
+    #[arg(id = "xml_dir", long = "xml-dir", value_name = "DIR")]
+    pub xml_dir: Option<PathBuf>,
+    /// Topic prefix; %e or ${endpoint_name} = endpoint, %a or ${peerhost} = device IP
+    #[arg(id = "mountpoint", long = "mountpoint", value_name = "PREFIX")]
+    pub mountpoint: Option<String>,
+    /// When to publish Update events: always, or contains_object_list (only Updates carrying an
+    /// object list; contains-object-list is accepted too)
+    #[arg(
+        id = "update_msg_publish_condition",
+        long = "update-msg-publish-condition",
+        value_name = "WHEN"
+    )]
+    pub update_msg_publish_condition: Option<UpdatePublishCondition>,
+    /// Commands waiting per device behind the one in flight
+    #[arg(
+        id = "downlink_queue_max",
+        long = "downlink-queue-max",
+        value_name = "N"
+    )]
+    pub downlink_queue_max: Option<usize>,
+    /// Seconds a waiting command stays valid before it is answered with coap_timeout; 0 = forever
+    #[arg(
+        id = "downlink_queue_max_age",
+        long = "downlink-queue-max-age",
+        value_name = "S"
+    )]
+    pub downlink_queue_max_age: Option<u64>,
+    /// Seconds a queue-mode device stays reachable after its last message
+    #[arg(id = "qmode_time_window", long = "qmode-time-window", value_name = "S")]
+    pub qmode_time_window: Option<Seconds>,
+    /// Observe new registrations: false, true, or object paths like /3/0,/3303/0 (in the file
+    /// also a list)
+    #[arg(id = "auto_observe", long = "auto-observe", value_name = "V")]
+    pub auto_observe: Option<AutoObserve>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub translators: TranslatorsOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub blockwise: BlockwiseOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub coap: CoapOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub mqtt: MqttOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub log: LogOptions,
+}
+
+/// `[blockwise]`: block-wise transfers (RFC 7959).
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Block-wise transfers")]
+pub struct BlockwiseOptions {
+    /// Block size, a power of two in 16..=1024
+    #[arg(id = "blockwise.block_size", long = "block-size", value_name = "BYTES")]
+    pub block_size: Option<usize>,
+    /// Largest block-wise body reassembled per device, bytes
+    #[arg(
+        id = "blockwise.max_body",
+        long = "block-max-body",
+        value_name = "BYTES"
+    )]
+    pub max_body: Option<usize>,
+    /// Block-wise reassembly memory per worker, bytes
+    #[arg(
+        id = "blockwise.total_max",
+        long = "block-total-max",
+        value_name = "BYTES"
+    )]
+    pub total_max: Option<usize>,
+}
+
+/// `[coap]`: RFC 7252 transmission parameters and the caches built on them.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "CoAP")]
+pub struct CoapOptions {
+    /// CoAP ACK_TIMEOUT in seconds
+    #[arg(id = "coap.ack_timeout", long = "coap-ack-timeout", value_name = "S")]
+    pub ack_timeout: Option<Seconds>,
+    /// CoAP ACK_RANDOM_FACTOR, 1.0..=10.0
+    #[arg(
+        id = "coap.ack_random_factor",
+        long = "coap-ack-random-factor",
+        value_name = "F"
+    )]
+    pub ack_random_factor: Option<f64>,
+    /// CoAP MAX_RETRANSMIT, at most 20
+    #[arg(
+        id = "coap.max_retransmit",
+        long = "coap-max-retransmit",
+        value_name = "N"
+    )]
+    pub max_retransmit: Option<u32>,
+    /// Seconds to wait for a separate response after an empty ACK
+    #[arg(
+        id = "coap.separate_response_timeout",
+        long = "coap-separate-response-timeout",
+        value_name = "S"
+    )]
+    pub separate_response_timeout: Option<Seconds>,
+    /// Entries in each worker's message-id deduplication cache
+    #[arg(
+        id = "coap.dedup_max_entries",
+        long = "coap-dedup-max-entries",
+        value_name = "N"
+    )]
+    pub dedup_max_entries: Option<usize>,
+}
+
+/// `[mqtt]`: the gateway's MQTT connection, and the embedded broker used without `url`.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "MQTT")]
+pub struct MqttOptions {
+    /// External broker, mqtt://host[:port]; without it an embedded broker is started
+    #[arg(id = "mqtt.url", long = "mqtt-url", value_name = "URL")]
+    pub url: Option<String>,
+    /// MQTT protocol version: 3.1.1 or 5 (EMQX's v4 and v5 work too); 5 honours commands'
+    /// Message-Expiry-Interval
+    #[arg(id = "mqtt.version", long = "mqtt-version", value_name = "VERSION")]
+    pub version: Option<MqttVersion>,
+    /// Listen address of the embedded broker
+    #[arg(id = "mqtt.broker_listen", long = "broker-listen", value_name = "ADDR")]
+    pub broker_listen: Option<SocketAddr>,
+    /// MQTT client id of the gateway
+    #[arg(id = "mqtt.client_id", long = "mqtt-client-id", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// MQTT user name
+    #[arg(id = "mqtt.username", long = "mqtt-username", value_name = "NAME")]
+    pub username: Option<String>,
+    /// MQTT password
+    #[arg(
+        id = "mqtt.password",
+        long = "mqtt-password",
+        value_name = "PASSWORD",
+        env = "LWM2M_GATEWAY_MQTT_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<Secret>,
+    /// MQTT keep-alive in seconds, at least 5
+    #[arg(id = "mqtt.keep_alive", long = "mqtt-keep-alive", value_name = "S")]
+    pub keep_alive: Option<u64>,
+    /// QoS 1/2 publishes in flight to the broker
+    #[arg(id = "mqtt.inflight", long = "mqtt-inflight", value_name = "N")]
+    pub inflight: Option<u16>,
+    /// Publishes buffered towards the MQTT connection (kept while the broker is away) before
+    /// dropping and counting
+    #[arg(
+        id = "mqtt.channel_capacity",
+        long = "mqtt-channel-capacity",
+        value_name = "N"
+    )]
+    pub channel_capacity: Option<usize>,
+    /// Largest MQTT packet sent or accepted, bytes (also the embedded broker's limit)
+    #[arg(
+        id = "mqtt.max_packet_size",
+        long = "mqtt-max-packet-size",
+        value_name = "BYTES"
+    )]
+    pub max_packet_size: Option<usize>,
+    /// Seconds before the first reconnect after the connection is lost; doubles on every failure
+    #[arg(
+        id = "mqtt.reconnect_min",
+        long = "mqtt-reconnect-min",
+        value_name = "S"
+    )]
+    pub reconnect_min: Option<Seconds>,
+    /// Longest wait between reconnects, seconds
+    #[arg(
+        id = "mqtt.reconnect_max",
+        long = "mqtt-reconnect-max",
+        value_name = "S"
+    )]
+    pub reconnect_max: Option<Seconds>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Logging")]
+pub struct LogOptions {
+    /// Log level: error, warn, info, debug, trace or off; RUST_LOG overrides
+    #[arg(id = "log.level", long = "log-level", value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Seconds between one-line stats summaries at info level; 0 disables
+    #[arg(id = "log.stats_interval", long = "stats-interval", value_name = "S")]
+    pub stats_interval: Option<u64>,
+}
