@@ -125,10 +125,6 @@ pub struct Config {
 /// The defaults, written only here: `--help` and README show them as this function returns them.
 impl Default for Config {
     fn default() -> Self {
-        let t = |topic: &str| Translator {
-            topic: topic.to_string(),
-            qos: 1,
-        };
         Config {
             listen: vec!["0.0.0.0:5683".parse().expect("literal")],
             expected_devices: 0,
@@ -141,14 +137,8 @@ impl Default for Config {
             lifetime_max: 315_360_000,
             xml_dir: PathBuf::from("xml"),
             mountpoint: "lwm2m/%e/".to_string(),
-            translators: Translators {
-                command: t("dn/#"),
-                response: t("up/resp"),
-                notify: t("up/notify"),
-                register: t("up/resp"),
-                update: t("up/resp"),
-                deregister: t("up/resp"),
-            },
+            // EMQX's topics, defined with the topic templates in the core.
+            translators: Translators::default(),
             update_msg_publish_condition: UpdatePublishCondition::Always,
             coap: TransmissionParams::default(),
             separate_response_timeout: Duration::from_secs(247),
