@@ -667,6 +667,17 @@ impl Report {
             }
         }
         self.set("errors", json!(e));
+        // Datagrams the devices could not parse (coap-lite rejected them) or could not match to
+        // a device, an exchange or a request (late ACKs after a retransmission, pings).
+        let malformed = s.dev.malformed.load(Relaxed);
+        let unmatched = s.dev.unmatched.load(Relaxed);
+        if malformed + unmatched > 0 {
+            self.line(format!(
+                "  device datagrams   {malformed} malformed, {unmatched} unmatched (skipped)"
+            ));
+        }
+        self.set("device_malformed_datagrams", malformed);
+        self.set("device_unmatched_datagrams", unmatched);
     }
     pub fn finish(self, path: Option<&std::path::Path>) -> anyhow::Result<()> {
         for l in &self.lines {
