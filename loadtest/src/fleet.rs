@@ -6,6 +6,9 @@
 //! observations (token + path) and emit notifications (NON, or CON with `--con`) whose timestamp
 //! resource (`/3/0/13` or `/3303/0/5700`) carries the send time in nanoseconds since the harness
 //! started. The device's own CONs are retransmitted RFC 7252 style (2 s, doubling, 4 times).
+//!
+//! Every datagram is built and parsed with `coap-lite` (see `wire.rs` for why the devices do not
+//! use the gateway's codec, and what that costs).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,11 +17,21 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coap_lite::option_value::OptionValueU16;
+use coap_lite::{
+    CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType,
+};
 use crossbeam_channel::Receiver;
-use lwm2m_gateway::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 
 use crate::net::{RxBatch, Transport, TxBatch};
 use crate::stats::{now_ns, record, Stats};
+use crate::wire;
+
+const CREATED: MessageClass = MessageClass::Response(ResponseType::Created);
+const DELETED: MessageClass = MessageClass::Response(ResponseType::Deleted);
+const CHANGED: MessageClass = MessageClass::Response(ResponseType::Changed);
+const CONTENT: MessageClass = MessageClass::Response(ResponseType::Content);
+const NOT_FOUND: MessageClass = MessageClass::Response(ResponseType::NotFound);
 
 const ACK_TIMEOUT_NS: u64 = 2_000_000_000;
 const MAX_RETRANSMIT: u8 = 4;
@@ -134,7 +147,6 @@ pub struct Fleet {
     devs: Vec<Device>,
     pending: HashMap<u64, Pending>,
     scratch: Vec<u8>,
-    query: Vec<u8>,
     // registration storm
     reg_next: u32,
     reg_upto: u32,
@@ -163,7 +175,6 @@ impl Fleet {
             cfg,
             pending: HashMap::new(),
             scratch: Vec::with_capacity(1024),
-            query: Vec::with_capacity(300),
             reg_next: 0,
             reg_upto: 0,
             reg_pace: None,
@@ -413,28 +424,35 @@ impl Fleet {
         token[4..].copy_from_slice(&mid.to_be_bytes());
         let d = &self.devs[l as usize];
         let loc = &d.loc[..d.loc_len as usize];
-        match kind {
+        let con = MessageType::Confirmable;
+        let p = match kind {
             Kind::Register => {
-                self.query.clear();
-                let _ = write!(self.query, "ep={}{g}", self.cfg.prefix);
-                let ep_end = self.query.len();
-                let _ = write!(self.query, "lt={}", self.cfg.lifetime);
-                let (ep, lt) = self.query.split_at(ep_end);
-                MessageBuilder::new(tx.push(g), MsgType::Con, code::POST, mid, &token)
-                    .option(opt::URI_PATH, b"rd")
-                    .uint_option(opt::CONTENT_FORMAT, 40)
-                    .options(opt::URI_QUERY, [ep, lt, b"lwm2m=1.1", b"b=U"])
-                    .payload(LINKS);
+                let post = MessageClass::Request(RequestType::Post);
+                let mut p = wire::packet(con, post, mid, &token);
+                p.add_option(CoapOption::UriPath, b"rd".to_vec());
+                p.set_content_format(ContentFormat::ApplicationLinkFormat);
+                for q in [
+                    format!("ep={}{g}", self.cfg.prefix),
+                    format!("lt={}", self.cfg.lifetime),
+                    "lwm2m=1.1".into(),
+                    "b=U".into(),
+                ] {
+                    p.add_option(CoapOption::UriQuery, q.into_bytes());
+                }
+                p.payload = LINKS.to_vec();
+                p
             }
-            Kind::Update => {
-                MessageBuilder::new(tx.push(g), MsgType::Con, code::POST, mid, &token)
-                    .options(opt::URI_PATH, loc.split(|b| *b == b'/'))
-                    .finish();
-            }
-            Kind::Deregister => {
-                MessageBuilder::new(tx.push(g), MsgType::Con, code::DELETE, mid, &token)
-                    .options(opt::URI_PATH, loc.split(|b| *b == b'/'))
-                    .finish();
+            Kind::Update | Kind::Deregister => {
+                let method = if matches!(kind, Kind::Update) {
+                    RequestType::Post
+                } else {
+                    RequestType::Delete
+                };
+                let mut p = wire::packet(con, MessageClass::Request(method), mid, &token);
+                for seg in loc.split(|b| *b == b'/') {
+                    p.add_option(CoapOption::UriPath, seg.to_vec());
+                }
+                p
             }
             Kind::Notify {
                 token,
@@ -449,17 +467,37 @@ impl Fleet {
                 else {
                     return;
                 };
-                let cf = write_content(&mut self.scratch, g, o.path, ts, self.cfg.lifetime);
                 let t = if self.cfg.con {
-                    MsgType::Con
+                    MessageType::Confirmable
                 } else {
-                    MsgType::Non
+                    MessageType::NonConfirmable
                 };
-                MessageBuilder::new(tx.push(g), t, code::CONTENT, mid, &token[..tkl as usize])
-                    .uint_option(opt::OBSERVE, seq & 0xff_ffff)
-                    .uint_option(opt::CONTENT_FORMAT, cf as u32)
-                    .payload(&self.scratch);
+                let mut p = wire::packet(t, CONTENT, mid, &token[..tkl as usize]);
+                p.set_observe_value(seq & 0xff_ffff);
+                let path = o.path;
+                let cf = self.content(&mut p, g, path, ts);
+                p.set_content_format(cf);
+                p
             }
+        };
+        self.send(tx, g, p);
+    }
+
+    /// Writes the content of `path` into `p`'s payload (reusing the scratch buffer) and returns
+    /// its content format.
+    fn content(&mut self, p: &mut Packet, g: u32, path: ResPath, ts: u64) -> ContentFormat {
+        p.payload = std::mem::take(&mut self.scratch);
+        write_content(&mut p.payload, g, path, ts, self.cfg.lifetime)
+    }
+
+    /// Encodes `p` as the next datagram from device `g`; its payload buffer goes back to scratch.
+    fn send(&mut self, tx: &mut TxBatch, g: u32, mut p: Packet) {
+        match p.to_bytes() {
+            Ok(b) => tx.push(g).extend_from_slice(&b),
+            Err(_) => self.s.err("coap-lite encode"),
+        }
+        if p.payload.capacity() > self.scratch.capacity() {
+            self.scratch = std::mem::take(&mut p.payload);
         }
     }
 
@@ -566,44 +604,52 @@ impl Fleet {
             return;
         }
         let l = g / self.cfg.threads;
-        let Ok(v) = MessageView::parse(data) else {
+        let Some(p) = wire::parse(data) else {
             self.s.dev.malformed.fetch_add(1, Relaxed);
             return;
         };
-        match v.msg_type() {
-            MsgType::Ack | MsgType::Rst => {
-                match self.pending.remove(&Self::key(g, v.message_id())) {
-                    Some(p) => self.on_answer(l, p, &v, now_ns(), tx),
+        let mid = p.header.message_id;
+        match p.header.get_type() {
+            MessageType::Acknowledgement | MessageType::Reset => {
+                match self.pending.remove(&Self::key(g, mid)) {
+                    Some(pe) => self.on_answer(l, pe, &p, now_ns(), tx),
                     None => {
                         self.s.dev.unmatched.fetch_add(1, Relaxed);
                     }
                 }
             }
-            MsgType::Con | MsgType::Non => {
-                if code::is_request(v.code()) {
-                    self.on_request(l, g, &v, tx);
-                } else if v.msg_type() == MsgType::Con {
+            t @ (MessageType::Confirmable | MessageType::NonConfirmable) => {
+                // Class 0 with a code other than 0.00 is a request (coap-lite names 0.01-0.07,
+                // the rest are Reserved).
+                let request = match p.header.code {
+                    MessageClass::Request(_) => true,
+                    MessageClass::Reserved(c) => c >> 5 == 0,
+                    _ => false,
+                };
+                if request {
+                    self.on_request(l, g, &p, tx);
+                } else if t == MessageType::Confirmable {
                     // Ping or a separate response we never wait for: reset.
-                    MessageBuilder::new(tx.push(g), MsgType::Rst, code::EMPTY, v.message_id(), &[])
-                        .finish();
+                    let rst = wire::packet(MessageType::Reset, MessageClass::Empty, mid, &[]);
+                    self.send(tx, g, rst);
                     self.s.dev.unmatched.fetch_add(1, Relaxed);
                 }
             }
         }
     }
 
-    fn on_answer(&mut self, l: u32, p: Pending, v: &MessageView, now: u64, tx: &mut TxBatch) {
-        let c = v.code();
-        let rst = v.msg_type() == MsgType::Rst;
+    fn on_answer(&mut self, l: u32, p: Pending, v: &Packet, now: u64, tx: &mut TxBatch) {
+        let c = v.header.code;
+        let rst = v.header.get_type() == MessageType::Reset;
         let s = self.s.clone();
         match p.kind {
             Kind::Register => {
                 self.reg_inflight -= 1;
                 let d = &mut self.devs[l as usize];
-                if c == code::CREATED {
+                if c == CREATED {
                     record(&s.h_register, now - p.t0);
                     let mut len = 0usize;
-                    for seg in v.option_values(opt::LOCATION_PATH) {
+                    for seg in wire::options(v, CoapOption::LocationPath) {
                         if len > 0 && len < d.loc.len() {
                             d.loc[len] = b'/';
                             len += 1;
@@ -624,17 +670,13 @@ impl Fleet {
                     s.dev.reg_rejected.fetch_add(1, Relaxed);
                     s.err(&format!(
                         "register {}",
-                        if rst {
-                            "RST".into()
-                        } else {
-                            code::to_string(c)
-                        }
+                        if rst { "RST".into() } else { c.to_string() }
                     ));
                 }
             }
             Kind::Update => {
                 self.other_inflight -= 1;
-                if c == code::CHANGED {
+                if c == CHANGED {
                     record(&s.h_update, now - p.t0);
                     s.dev.upd_ok.fetch_add(1, Relaxed);
                     let gen = self.devs[l as usize].gen;
@@ -643,13 +685,9 @@ impl Fleet {
                     s.dev.upd_err.fetch_add(1, Relaxed);
                     s.err(&format!(
                         "update {}",
-                        if rst {
-                            "RST".into()
-                        } else {
-                            code::to_string(c)
-                        }
+                        if rst { "RST".into() } else { c.to_string() }
                     ));
-                    if c == code::NOT_FOUND {
+                    if c == NOT_FOUND {
                         // The gateway forgot us (expired): register again.
                         self.devs[l as usize].state = State::Idle;
                         self.send_register(l, now, tx);
@@ -661,17 +699,13 @@ impl Fleet {
                 let d = &mut self.devs[l as usize];
                 d.state = State::Idle;
                 d.obs.clear();
-                if c == code::DELETED {
+                if c == DELETED {
                     s.dev.dereg_ok.fetch_add(1, Relaxed);
                 } else {
                     s.dev.dereg_err.fetch_add(1, Relaxed);
                     s.err(&format!(
                         "deregister {}",
-                        if rst {
-                            "RST".into()
-                        } else {
-                            code::to_string(c)
-                        }
+                        if rst { "RST".into() } else { c.to_string() }
                     ));
                 }
                 if std::mem::take(&mut d.rereg) && !self.dereg_all {
@@ -707,18 +741,18 @@ impl Fleet {
         self.updates.push(Reverse((now + due, l, gen)));
     }
 
-    fn on_request(&mut self, l: u32, g: u32, v: &MessageView, tx: &mut TxBatch) {
+    fn on_request(&mut self, l: u32, g: u32, v: &Packet, tx: &mut TxBatch) {
         self.s.dev.req_in.fetch_add(1, Relaxed);
-        let (rt, mid) = if v.msg_type() == MsgType::Con {
-            (MsgType::Ack, v.message_id())
+        let (rt, mid) = if v.header.get_type() == MessageType::Confirmable {
+            (MessageType::Acknowledgement, v.header.message_id)
         } else {
-            (MsgType::Non, self.next_mid(l))
+            (MessageType::NonConfirmable, self.next_mid(l))
         };
-        let token = v.token();
+        let token = v.get_token();
         // Path: up to 3 numeric segments.
         let mut segs = [None::<u16>; 3];
         let mut bad = false;
-        for (i, s) in v.option_values(opt::URI_PATH).enumerate() {
+        for (i, s) in wire::options(v, CoapOption::UriPath).enumerate() {
             if i == 3 {
                 bad = true;
                 break;
@@ -736,39 +770,44 @@ impl Fleet {
             inst: segs[1],
             res: segs[2],
         });
-        let c = v.code();
+        let method = match v.header.code {
+            MessageClass::Request(m) => m,
+            _ => RequestType::UnKnown,
+        };
         // Executable resources are not in the read tables: any resource of a known instance
         // can be executed.
         let known = !bad
             && path.is_some_and(|p| {
                 objects(p.obj).is_some_and(|r| {
                     p.inst.is_none_or(|i| i == 0)
-                        && p.res
-                            .is_none_or(|res| c == code::POST || r.iter().any(|(id, _)| *id == res))
+                        && p.res.is_none_or(|res| {
+                            method == RequestType::Post || r.iter().any(|(id, _)| *id == res)
+                        })
                 })
             });
-        let reply = |tx: &mut TxBatch, c: u8| {
-            MessageBuilder::new(tx.push(g), rt, c, mid, token).finish();
-        };
-        if !known && c != code::POST {
+        let response = |c: ResponseType| wire::packet(rt, MessageClass::Response(c), mid, token);
+        if !known && method != RequestType::Post {
             self.s.dev.req_not_found.fetch_add(1, Relaxed);
-            return reply(tx, code::NOT_FOUND);
+            return self.send(tx, g, response(ResponseType::NotFound));
         }
         let now = now_ns();
-        match c {
-            code::GET => {
-                let path = path.unwrap();
-                if v.uint_option(opt::ACCEPT) == Some(40) {
-                    write_links(&mut self.scratch, path);
-                    MessageBuilder::new(tx.push(g), rt, code::CONTENT, mid, token)
-                        .uint_option(opt::CONTENT_FORMAT, 40)
-                        .payload(&self.scratch);
-                    return;
+        let p = match method {
+            RequestType::Get => {
+                // (`known` implies a path; this only keeps the answer well defined.)
+                let Some(path) = path else {
+                    return self.send(tx, g, response(ResponseType::NotFound));
+                };
+                let accept = v.get_first_option_as::<OptionValueU16>(CoapOption::Accept);
+                if accept.is_some_and(|a| a.is_ok_and(|a| a.0 == 40)) {
+                    let mut p = response(ResponseType::Content);
+                    p.set_content_format(ContentFormat::ApplicationLinkFormat);
+                    p.payload = std::mem::take(&mut self.scratch);
+                    write_links(&mut p.payload, path);
+                    return self.send(tx, g, p);
                 }
-                let observe = v.uint_option(opt::OBSERVE);
-                let cf = write_content(&mut self.scratch, g, path, now, self.cfg.lifetime);
+                let observe = v.get_observe_value().and_then(Result::ok);
+                let mut p = response(ResponseType::Content);
                 let d = &mut self.devs[l as usize];
-                let mut seq = None;
                 match observe {
                     Some(0) => {
                         self.s.dev.req_observe.fetch_add(1, Relaxed);
@@ -790,7 +829,7 @@ impl Fleet {
                             path,
                             seq: 1,
                         });
-                        seq = Some(1);
+                        p.set_observe_value(1);
                     }
                     Some(1) => {
                         self.s.dev.req_cancel.fetch_add(1, Relaxed);
@@ -798,32 +837,31 @@ impl Fleet {
                     }
                     _ => {}
                 }
-                let mut b = MessageBuilder::new(tx.push(g), rt, code::CONTENT, mid, token);
-                if let Some(s) = seq {
-                    b = b.uint_option(opt::OBSERVE, s);
-                }
-                b.uint_option(opt::CONTENT_FORMAT, cf as u32)
-                    .payload(&self.scratch);
+                let cf = self.content(&mut p, g, path, now);
+                p.set_content_format(cf);
+                p
             }
-            code::PUT | code::IPATCH => reply(tx, code::CHANGED),
-            code::POST => {
+            RequestType::Put | RequestType::IPatch => response(ResponseType::Changed),
+            RequestType::Post => {
                 if path.is_some_and(|p| p.inst.is_none()) {
-                    reply(tx, code::CREATED)
+                    response(ResponseType::Created)
                 } else if known {
-                    reply(tx, code::CHANGED)
+                    response(ResponseType::Changed)
                 } else {
                     self.s.dev.req_not_found.fetch_add(1, Relaxed);
-                    reply(tx, code::NOT_FOUND)
+                    response(ResponseType::NotFound)
                 }
             }
-            code::DELETE => reply(tx, code::DELETED),
-            code::FETCH => {
-                MessageBuilder::new(tx.push(g), rt, code::CONTENT, mid, token)
-                    .uint_option(opt::CONTENT_FORMAT, 110)
-                    .payload(b"[]");
+            RequestType::Delete => response(ResponseType::Deleted),
+            RequestType::Fetch => {
+                let mut p = response(ResponseType::Content);
+                p.set_content_format(ContentFormat::ApplicationSenmlJSON);
+                p.payload = b"[]".to_vec();
+                p
             }
-            _ => reply(tx, code::METHOD_NOT_ALLOWED),
-        }
+            _ => response(ResponseType::MethodNotAllowed),
+        };
+        self.send(tx, g, p);
     }
 }
 
@@ -871,10 +909,16 @@ pub fn ts_resource(obj: u16) -> Option<u16> {
 
 /// Writes the content of `path` and returns its content format: text for one resource, SenML
 /// JSON for an instance or an object (instance 0).
-fn write_content(out: &mut Vec<u8>, dev: u32, path: ResPath, ts: u64, lifetime: u32) -> u16 {
+fn write_content(
+    out: &mut Vec<u8>,
+    dev: u32,
+    path: ResPath,
+    ts: u64,
+    lifetime: u32,
+) -> ContentFormat {
     out.clear();
     let Some(res) = objects(path.obj) else {
-        return 0;
+        return ContentFormat::TextPlain;
     };
     let value = |out: &mut Vec<u8>, v: Val, senml: bool| {
         let _ = match v {
@@ -894,7 +938,7 @@ fn write_content(out: &mut Vec<u8>, dev: u32, path: ResPath, ts: u64, lifetime: 
         if let Some((_, v)) = res.iter().find(|(id, _)| *id == r) {
             value(out, *v, false);
         }
-        return 0;
+        return ContentFormat::TextPlain;
     }
     out.push(b'[');
     for (i, (id, v)) in res.iter().enumerate() {
@@ -907,7 +951,7 @@ fn write_content(out: &mut Vec<u8>, dev: u32, path: ResPath, ts: u64, lifetime: 
         out.push(b'}');
     }
     out.push(b']');
-    110
+    ContentFormat::ApplicationSenmlJSON
 }
 
 fn write_links(out: &mut Vec<u8>, path: ResPath) {
@@ -916,5 +960,156 @@ fn write_links(out: &mut Vec<u8>, path: ResPath) {
     let _ = write!(out, "</{}/0>", path.obj);
     for (id, _) in res {
         let _ = write!(out, ",</{}/0/{id}>", path.obj);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Expected datagrams are written out by hand from RFC 7252 section 3, so that they check
+    //! coap-lite's encoding (and the devices' use of it) against the standard, not against
+    //! either codec.
+    use super::*;
+
+    fn fleet(con: bool) -> Fleet {
+        Fleet::new(FleetConfig {
+            n: 1,
+            threads: 1,
+            thread: 0,
+            prefix: "t-".into(),
+            lifetime: 100,
+            con,
+            window: 16,
+            stats: Stats::new(1),
+        })
+    }
+
+    fn take(tx: &mut TxBatch) -> Vec<Vec<u8>> {
+        let v = tx.items().iter().map(|(_, b)| b.clone()).collect();
+        tx.clear();
+        v
+    }
+
+    /// Registers device 0 (location /rd/abc) and observes /3303/0/5700 with token AA BB.
+    fn registered_and_observed(f: &mut Fleet, tx: &mut TxBatch) {
+        f.send_register(0, 1, tx);
+        let mut reg = take(tx).remove(0);
+        reg.truncate(10); // header and token
+        let mut ack = vec![0x66, 0x41, 0x00, 0x01];
+        ack.extend_from_slice(&reg[4..10]);
+        ack.extend_from_slice(&[0x82, b'r', b'd', 0x03, b'a', b'b', b'c']);
+        f.on_datagram(0, &ack, tx);
+        assert!(f.devs[0].state == State::Registered);
+        let get = [
+            0x42, 0x01, 0x12, 0x34, 0xAA, 0xBB, // CON GET, token AA BB
+            0x60, // Observe 0 (empty uint)
+            0x54, b'3', b'3', b'0', b'3', 0x01, b'0', 0x04, b'5', b'7', b'0', b'0',
+        ];
+        f.on_datagram(0, &get, tx);
+    }
+
+    #[test]
+    fn register_bytes() {
+        let mut f = fleet(false);
+        let mut tx = TxBatch::new();
+        f.send_register(0, 1, &mut tx);
+        let mut want = vec![0x46, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0x00, 0x01];
+        want.extend_from_slice(&[0xB2, b'r', b'd', 0x11, 40]);
+        want.extend_from_slice(b"\x36ep=t-0\x06lt=100\x09lwm2m=1.1\x03b=U\xff");
+        want.extend_from_slice(LINKS);
+        assert_eq!(take(&mut tx), vec![want]);
+    }
+
+    #[test]
+    fn update_observe_and_notification_bytes() {
+        let mut f = fleet(false);
+        let mut tx = TxBatch::new();
+        registered_and_observed(&mut f, &mut tx);
+        let resp = take(&mut tx).remove(0);
+        // ACK 2.05, same MID and token, Observe 1, Content-Format 0 (empty uint), timestamp.
+        let head = [0x62, 0x45, 0x12, 0x34, 0xAA, 0xBB, 0x61, 0x01, 0x60, 0xFF];
+        assert_eq!(resp[..head.len()], head);
+        assert!(resp[head.len()..].iter().all(u8::is_ascii_digit));
+
+        f.send_simple(0, Kind::Update, 2, &mut tx);
+        let upd = [
+            0x46, 0x02, 0x00, 0x02, 0, 0, 0, 0, 0x00, 0x02, 0xB2, b'r', b'd', 0x03, b'a', b'b',
+            b'c',
+        ];
+        assert_eq!(take(&mut tx), vec![upd.to_vec()]);
+
+        f.emit_notification(12345, &mut tx);
+        // NON 2.05, next MID, token AA BB, Observe 2, Content-Format 0, "12345".
+        let notif = b"\x52\x45\x00\x03\xAA\xBB\x61\x02\x60\xff12345";
+        assert_eq!(take(&mut tx), vec![notif.to_vec()]);
+    }
+
+    #[test]
+    fn con_notification_is_acked() {
+        let mut f = fleet(true);
+        let mut tx = TxBatch::new();
+        registered_and_observed(&mut f, &mut tx);
+        take(&mut tx);
+        f.emit_notification(7, &mut tx);
+        let n = take(&mut tx).remove(0);
+        assert_eq!(n[..4], [0x42, 0x45, 0x00, 0x02]);
+        f.on_datagram(0, &[0x60, 0x00, 0x00, 0x02], &mut tx);
+        assert_eq!(f.s.dev.notif_acked.load(Relaxed), 1);
+        assert!(f.pending.is_empty());
+    }
+
+    #[test]
+    fn ping_gets_reset_and_unknown_path_not_found() {
+        let mut f = fleet(false);
+        let mut tx = TxBatch::new();
+        f.on_datagram(0, &[0x40, 0x00, 0xBE, 0xEF], &mut tx);
+        // CON GET /9, token 01.
+        f.on_datagram(0, &[0x41, 0x01, 0x00, 0x07, 0x01, 0xB1, b'9'], &mut tx);
+        assert_eq!(
+            take(&mut tx),
+            vec![
+                vec![0x70, 0x00, 0xBE, 0xEF],
+                vec![0x61, 0x84, 0x00, 0x07, 0x01]
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_datagrams_are_counted_and_skipped() {
+        let mut f = fleet(false);
+        let mut tx = TxBatch::new();
+        let bad: &[&[u8]] = &[
+            &[],
+            &[0x40, 0x01, 0x00],                   // short header
+            &[0x49, 0x01, 0x00, 0x01, 1, 2, 3],    // TKL 9
+            &[0x42, 0x01, 0x00, 0x01, 0xAA],       // token cut short
+            &[0x40, 0x01, 0x00, 0x01, 0xF1, 0],    // option delta 15
+            &[0x40, 0x01, 0x00, 0x01, 0x1F, 0],    // option length 15
+            &[0x40, 0x01, 0x00, 0x01, 0xB5, b'a'], // option value cut short
+            &[0x40, 0x01, 0x00, 0x01, 0xD1],       // extended delta missing
+            &[0x80, 0x01, 0x00, 0x01],             // version 2
+            &[0x40, 0x01, 0x00, 0x01, 0xFF],       // payload marker, no payload
+            &[0x50, 0x45, 0x00, 0x01, 0x60, 0xFF], // the same after an option
+            &[0x41, 0x00, 0x00, 0x01, 0xAA],       // Empty with a token
+            &[0x60, 0x00, 0x00, 0x01, 0xB1, b'x'], // Empty with an option
+        ];
+        for b in bad {
+            f.on_datagram(0, b, &mut tx);
+        }
+        assert_eq!(f.s.dev.malformed.load(Relaxed), bad.len() as u64);
+        assert!(tx.is_empty());
+        // Random bytes: whatever they parse as, nothing panics.
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let mut d: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            if let Some(b) = d.first_mut() {
+                *b = (*b & 0x3F) | 0x40;
+            }
+            f.on_datagram(0, &d, &mut tx);
+            tx.clear();
+        }
     }
 }

@@ -16,6 +16,7 @@ mod net;
 mod plot;
 mod scenarios;
 mod stats;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -243,6 +243,18 @@ pub struct CpuWindow {
     me: Option<ProcSample>,
     gw_pid: Option<u32>,
     gw_threads: Vec<(String, u64)>,
+    /// The harness's own `devices-N` threads (the simulated devices: CoAP encoding, decoding,
+    /// and their sockets), apart from its MQTT and bookkeeping threads.
+    dev_ticks: u64,
+}
+
+/// CPU ticks of this process's device I/O threads (`devices-N`).
+fn device_thread_ticks() -> u64 {
+    thread_ticks(std::process::id())
+        .iter()
+        .filter(|(n, _)| n.starts_with("devices-"))
+        .map(|(_, t)| t)
+        .sum()
 }
 
 impl CpuWindow {
@@ -252,6 +264,7 @@ impl CpuWindow {
             me: proc_sample("self"),
             gw_pid,
             gw_threads: gw_pid.map(thread_ticks).unwrap_or_default(),
+            dev_ticks: device_thread_ticks(),
         }
     }
     /// JSON and a human line; `per` = messages handled in the window, `what` names them.
@@ -261,6 +274,7 @@ impl CpuWindow {
         let mut lines = Vec::new();
         let end_gw = self.gw_pid.and_then(|p| proc_sample(&p.to_string()));
         let end_me = proc_sample("self");
+        let end_dev = device_thread_ticks();
         let usage = |a: ProcSample, b: ProcSample| {
             let cpu_s = (b.ticks.saturating_sub(a.ticks)) as f64 / tck;
             let wall =
@@ -338,8 +352,26 @@ impl CpuWindow {
             let (cpu_s, pct) = usage(a, b);
             j.insert("harness_cpu_seconds".into(), json!(cpu_s));
             j.insert("harness_cpu_percent".into(), json!(pct));
+            // Threads that started or ended inside the window are counted approximately (the
+            // device threads live as long as the fleet).
+            let dev_s = end_dev.saturating_sub(self.dev_ticks) as f64 / tck;
+            j.insert("harness_device_threads_cpu_seconds".into(), json!(dev_s));
+            let per_msg = (per > 0).then(|| (cpu_s * 1e6 / per as f64, dev_s * 1e6 / per as f64));
+            j.insert(
+                format!("harness_cpu_us_per_{what}"),
+                json!(per_msg.map(|p| p.0)),
+            );
+            j.insert(
+                format!("harness_device_threads_cpu_us_per_{what}"),
+                json!(per_msg.map(|p| p.1)),
+            );
             lines.push(format!(
-                "  harness            CPU {cpu_s:.2} s ({pct:.0}% of a core), RSS {} MiB",
+                "  harness            CPU {cpu_s:.2} s ({pct:.0}% of a core){}, RSS {} MiB",
+                per_msg
+                    .map(|(all, dev)| format!(
+                        ", {all:.2} us per {what} (device I/O threads {dev:.2} us)"
+                    ))
+                    .unwrap_or_default(),
                 b.rss_kb / 1024
             ));
         }
@@ -635,6 +667,17 @@ impl Report {
             }
         }
         self.set("errors", json!(e));
+        // Datagrams the devices could not parse (coap-lite rejected them) or could not match to
+        // a device, an exchange or a request (late ACKs after a retransmission, pings).
+        let malformed = s.dev.malformed.load(Relaxed);
+        let unmatched = s.dev.unmatched.load(Relaxed);
+        if malformed + unmatched > 0 {
+            self.line(format!(
+                "  device datagrams   {malformed} malformed, {unmatched} unmatched (skipped)"
+            ));
+        }
+        self.set("device_malformed_datagrams", malformed);
+        self.set("device_unmatched_datagrams", unmatched);
     }
     pub fn finish(self, path: Option<&std::path::Path>) -> anyhow::Result<()> {
         for l in &self.lines {
