@@ -163,3 +163,129 @@ pub fn encode(base: &Path, records: &[Record]) -> Result<Vec<u8>, CodecError> {
     out.extend_from_slice(b"]}");
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lwm2m::json::write_content_json;
+
+    /// Types as in `xml/`: `/3/x/9` Battery Level Integer, `/3/x/13` Current Time Time, `/3/x/0`
+    /// Manufacturer String, `/6/x/0` Latitude Float, `/0/x/1` Bootstrap-Server Boolean, `/0/x/3`
+    /// Opaque.
+    struct Types;
+    impl ResourceTypes for Types {
+        fn resource_type(&self, object: u16, resource: u16) -> Option<ResourceType> {
+            Some(match (object, resource) {
+                (3, 9) => ResourceType::Integer,
+                (3, 13) => ResourceType::Time,
+                (3, 0) => ResourceType::String,
+                (6, 0) => ResourceType::Float,
+                (0, 1) => ResourceType::Boolean,
+                (0, 3) => ResourceType::Opaque,
+                _ => return None,
+            })
+        }
+        fn is_multiple(&self, _: u16, _: u16) -> Option<bool> {
+            Some(false)
+        }
+    }
+
+    /// The MQTT `content` array for an 11543 answer to a read of `req`.
+    fn content(req: &str, payload: &str) -> String {
+        let recs = decode(&Path::parse(req).unwrap(), payload.as_bytes(), &Types).unwrap();
+        let mut out = Vec::new();
+        write_content_json(&mut out, &recs);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn integer_values_are_kept() {
+        let recs = decode(
+            &Path::parse("/3/0/9").unwrap(),
+            br#"{"bn":"/3/0/9","e":[{"v":123}]}"#,
+            &Types,
+        )
+        .unwrap();
+        assert_eq!(
+            recs,
+            [Record::new(
+                Path::parse("/3/0/9").unwrap(),
+                Value::Integer(123)
+            )]
+        );
+        assert_eq!(
+            content("/3/0/9", r#"{"bn":"/3/0/9","e":[{"v":123}]}"#),
+            r#"[{"path":"/3/0/9","value":123}]"#
+        );
+        assert_eq!(
+            content("/3/0/9", r#"{"bn":"/3/0/","e":[{"n":"9","v":-7}]}"#),
+            r#"[{"path":"/3/0/9","value":-7}]"#
+        );
+        assert_eq!(
+            content("/3/0/13", r#"{"bn":"/3/0/13","e":[{"v":1367491215}]}"#),
+            r#"[{"path":"/3/0/13","value":1367491215}]"#
+        );
+        // No model for the resource: the integer as sent.
+        assert_eq!(
+            content("/3/0/99", r#"{"e":[{"n":"","v":5}]}"#),
+            r#"[{"path":"/3/0/99","value":5}]"#
+        );
+    }
+
+    #[test]
+    fn float_looking_integer_stays_the_number_sent() {
+        // EMQX passes the JSON number through: 123.0 stays 123.0 (as text/plain "123.0" does).
+        let recs = decode(
+            &Path::parse("/3/0/9").unwrap(),
+            br#"{"bn":"/3/0/9","e":[{"v":123.0}]}"#,
+            &Types,
+        )
+        .unwrap();
+        assert_eq!(recs[0].value, Value::Float(123.0));
+        assert_eq!(
+            content("/3/0/9", r#"{"bn":"/3/0/9","e":[{"v":123.0}]}"#),
+            r#"[{"path":"/3/0/9","value":123.0}]"#
+        );
+    }
+
+    #[test]
+    fn float_bool_string_and_opaque_values() {
+        assert_eq!(
+            content("/6/0/0", r#"{"bn":"/6/0/0","e":[{"v":1.5}]}"#),
+            r#"[{"path":"/6/0/0","value":1.5}]"#
+        );
+        assert_eq!(
+            content("/0/0/1", r#"{"bn":"/0/0/1","e":[{"bv":true}]}"#),
+            r#"[{"path":"/0/0/1","value":true}]"#
+        );
+        assert_eq!(
+            content(
+                "/3/0/0",
+                r#"{"bn":"/3/0/0","e":[{"sv":"Open Mobile Alliance"}]}"#
+            ),
+            r#"[{"path":"/3/0/0","value":"Open Mobile Alliance"}]"#
+        );
+        assert_eq!(
+            content("/0/0/3", r#"{"bn":"/0/0/3","e":[{"sv":"AQID"}]}"#),
+            r#"[{"path":"/0/0/3","value":"AQID"}]"#
+        );
+        // A whole instance, mixed kinds, `bn` with a trailing slash and names with a leading one.
+        assert_eq!(
+            content(
+                "/3/0",
+                r#"{"bn":"/3/0/","e":[{"n":"0","sv":"OMA"},{"n":"/9","v":95},{"n":"13","v":0}]}"#
+            ),
+            r#"[{"path":"/3/0/0","value":"OMA"},{"path":"/3/0/9","value":95},{"path":"/3/0/13","value":0}]"#
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_errors() {
+        let d = |s: &str| decode(&Path::parse("/3/0/9").unwrap(), s.as_bytes(), &Types);
+        assert!(d(r#"{"bn":"/3/0/9","e":[{"v":1,"sv":"x"}]}"#).is_err());
+        assert!(d(r#"{"bn":"/3/0/9","e":[{"v":"123"}]}"#).is_err());
+        assert!(d(r#"{"bn":"/3/x/","e":[{"n":"9","v":1}]}"#).is_err());
+        assert!(d(r#"{"bn":"/3/0/9","e":[{"v":1e999}]}"#).is_err());
+        assert!(d(r#"{"bn":"/3/0/9""#).is_err());
+    }
+}

@@ -10,6 +10,19 @@
 //! Paths: TLV ids are relative, so records get full paths from the request path plus the ids. Bare
 //! resources answering a read of `/o` are taken as instance 0 (what single-instance clients send;
 //! Leshan reads them the same way).
+//!
+//! A read of a resource instance `/o/i/r/ri` is answered in three shapes in the field: the Resource
+//! Instance TLV the TS asks for (`41 ri v`, possibly inside its Multiple Resource), a Multiple
+//! Resource holding every instance of `r` (the client serialises the resource it has), or a plain
+//! Resource TLV `r` whose value is the instance's (clients that do not model instances on the
+//! wire). All three decode to the one record at the requested path: the value is the requested
+//! instance's, and instances the device volunteered besides it are left out. EMQX gives no
+//! reference to copy: it answers every TLV reply to a four-segment read with 4.00 (its
+//! `tlv_to_json` has no case for a top-level Resource Instance TLV and its `basename` none for a
+//! four-segment path; the crash is caught as `bad_request`). So the content follows what a read
+//! means in every other format: the records of the requested path, exactly what a SenML or CBOR
+//! device answers, one record whatever shape the device chose. Whoever wants all the instances
+//! reads `/o/i/r`. An answer without the requested instance is refused.
 
 use super::{group_by_segment, invalid, type_of, CodecError};
 use crate::lwm2m::{Path, Record, ResourceType, ResourceTypes, Value};
@@ -119,15 +132,27 @@ pub fn decode(
             ));
         }
         let res = Path::from_ids(&req.ids()[..3]).ok_or_else(|| invalid("bad request path"))?;
-        for t in &top {
-            check_id("resource instance", t.id, req.resource_instance())?;
+        for t in top.iter().filter(|t| wanted_instance(req, t.id)) {
             out.push(typed(child(&res, t.id)?, t.value, types));
         }
     } else {
         let inst = child(&obj_path, req.instance().unwrap_or(0))?;
         decode_resources(&inst, &top, req, types, &mut out)?;
     }
+    if let Some(ri) = req.resource_instance() {
+        if !payload.is_empty() && out.is_empty() {
+            return Err(invalid(format!(
+                "TLV does not contain the requested resource instance {ri}"
+            )));
+        }
+    }
     Ok(out)
+}
+
+/// Whether resource instance `id` belongs in the answer to a read of `req` (every instance, unless
+/// `req` names one).
+fn wanted_instance(req: &Path, id: u16) -> bool {
+    !matches!(req.resource_instance(), Some(ri) if ri != id)
 }
 
 /// The content of one object instance: resources and multiple resources only.
@@ -142,7 +167,11 @@ fn decode_resources(
         check_id("resource", t.id, req.resource())?;
         let res = child(inst, t.id)?;
         match t.kind {
-            Kind::Resource => out.push(typed(res, t.value, types)),
+            // A single value answering a read of `/o/i/r/ri` is that instance's value.
+            Kind::Resource => match req.resource_instance() {
+                Some(ri) => out.push(typed(child(&res, ri)?, t.value, types)),
+                None => out.push(typed(res, t.value, types)),
+            },
             Kind::MultipleResource => {
                 for ri in parse(t.value)? {
                     if ri.kind != Kind::ResourceInstance {
@@ -150,8 +179,9 @@ fn decode_resources(
                             "a TLV multiple resource may only contain resource instances",
                         ));
                     }
-                    check_id("resource instance", ri.id, req.resource_instance())?;
-                    out.push(typed(child(&res, ri.id)?, ri.value, types));
+                    if wanted_instance(req, ri.id) {
+                        out.push(typed(child(&res, ri.id)?, ri.value, types));
+                    }
                 }
             }
             _ => return Err(invalid("a TLV object instance may only contain resources")),
@@ -432,6 +462,87 @@ mod tests {
             .unwrap();
             assert_eq!(&bytes[bytes.len() - want.len()..], &want[..], "{i}");
             assert_eq!(be_signed(&want), Some(i));
+        }
+    }
+
+    /// `/3/x/7` (Power Source Voltage) is a multiple Integer resource, as in `xml/3.xml`.
+    struct Types;
+    impl ResourceTypes for Types {
+        fn resource_type(&self, object: u16, resource: u16) -> Option<ResourceType> {
+            (object == 3 && resource == 7).then_some(ResourceType::Integer)
+        }
+        fn is_multiple(&self, _: u16, _: u16) -> Option<bool> {
+            Some(true)
+        }
+    }
+
+    fn ri_read(payload: &[u8]) -> Result<Vec<Record>, CodecError> {
+        decode(&p("/3/0/7/1"), payload, &Types)
+    }
+
+    fn want(v: i64) -> Vec<Record> {
+        vec![Record::new(p("/3/0/7/1"), Value::Integer(v))]
+    }
+
+    #[test]
+    fn resource_instance_read_answered_with_an_instance_tlv() {
+        // 41 01 0F: Resource Instance 1 = 15.
+        assert_eq!(ri_read(&[0x41, 0x01, 0x0F]), Ok(want(15)));
+        // Inside its Multiple Resource: 83 07 | 41 01 0F.
+        assert_eq!(ri_read(&[0x83, 0x07, 0x41, 0x01, 0x0F]), Ok(want(15)));
+        // Inside its object instance too: 05 00 | 83 07 41 01 0F.
+        assert_eq!(
+            ri_read(&[0x05, 0x00, 0x83, 0x07, 0x41, 0x01, 0x0F]),
+            Ok(want(15))
+        );
+    }
+
+    #[test]
+    fn resource_instance_read_answered_with_the_whole_resource() {
+        // 86 07 | 41 00 01 | 41 01 0F: instances 0 = 1 and 1 = 15; only the requested one is kept.
+        let all = [0x86, 0x07, 0x41, 0x00, 0x01, 0x41, 0x01, 0x0F];
+        assert_eq!(ri_read(&all), Ok(want(15)));
+        // Bare instance TLVs, both sent: 41 00 01 | 41 01 0F.
+        assert_eq!(ri_read(&[0x41, 0x00, 0x01, 0x41, 0x01, 0x0F]), Ok(want(15)));
+        // The resource read still gets every instance.
+        let recs = decode(&p("/3/0/7"), &all, &Types).unwrap();
+        assert_eq!(
+            recs,
+            [
+                Record::new(p("/3/0/7/0"), Value::Integer(1)),
+                Record::new(p("/3/0/7/1"), Value::Integer(15)),
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_instance_read_answered_with_a_resource_tlv() {
+        // C1 07 0F: Resource 7 = 15, the value of the requested instance.
+        assert_eq!(ri_read(&[0xC1, 0x07, 0x0F]), Ok(want(15)));
+        // 16-bit value: C2 07 01 2C = 300.
+        assert_eq!(ri_read(&[0xC2, 0x07, 0x01, 0x2C]), Ok(want(300)));
+    }
+
+    #[test]
+    fn resource_instance_read_with_something_else_is_refused() {
+        // Only instance 0 sent.
+        assert!(ri_read(&[0x83, 0x07, 0x41, 0x00, 0x01]).is_err());
+        assert!(ri_read(&[0x41, 0x00, 0x01]).is_err());
+        // An empty multiple resource.
+        assert!(ri_read(&[0x80, 0x07]).is_err());
+        // Another resource (8), as a Resource or a Multiple Resource.
+        assert!(ri_read(&[0xC1, 0x08, 0x0F]).is_err());
+        assert!(ri_read(&[0x83, 0x08, 0x41, 0x01, 0x0F]).is_err());
+        // Another object instance.
+        assert!(ri_read(&[0x05, 0x01, 0x83, 0x07, 0x41, 0x01, 0x0F]).is_err());
+        // Truncated and malformed bytes stay errors, never panics.
+        assert_eq!(
+            ri_read(&[0x86, 0x07, 0x41, 0x00]),
+            Err(CodecError::Truncated)
+        );
+        assert!(ri_read(&[0x83, 0x07, 0xC1, 0x01, 0x0F]).is_err());
+        for n in 0..8 {
+            let _ = ri_read(&[0x86, 0x07, 0x41, 0x00, 0x01, 0x41, 0x01, 0x0F][..n]);
         }
     }
 }
