@@ -337,7 +337,7 @@ fn oma_json_values_are_kept() {
 
 #[test]
 fn lenient_reads_over_udp_and_mqtt() {
-    use support::{parse_reply, Device, Observer, TestGateway};
+    use support::{reply_of, Device, Observer, TestGateway};
     let gw = TestGateway::start(None, |_| {});
     let obs = Observer::connect(gw.broker, &["lwm2m/+/up/#"]);
     let dev = Device::new(gw.udp);
@@ -351,7 +351,7 @@ fn lenient_reads_over_udp_and_mqtt() {
         )
         .payload(b"</0/0>,</3/0>");
     dev.send(&reg);
-    assert_eq!(parse_reply(&dev.recv()).1, code::CREATED);
+    assert_eq!(reply_of(&dev.recv()).1, code::CREATED);
     assert_eq!(obs.next_of("register").1["data"]["ep"], "lenient1");
     for (id, path, cf, payload, content) in [
         (
