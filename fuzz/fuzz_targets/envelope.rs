@@ -8,6 +8,7 @@ use fuzz_common::{check_datagram, registry};
 use libfuzzer_sys::fuzz_target;
 use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::request::{self, DeviceContext};
+use lwm2m_gateway::core::settings::WriteEncoding;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(cmd) = command::parse(data) else {
@@ -20,11 +21,13 @@ fuzz_target!(|data: &[u8]| {
         ("1.1", &[110, 112, 11542]),
         ("1.2", &[0, 42, 60, 11542, 11543, 11544]),
     ];
-    for (version, announced) in devices {
+    let encodings = [WriteEncoding::Auto, WriteEncoding::Tlv];
+    for ((version, announced), write_encoding) in devices.into_iter().zip(encodings.into_iter().cycle()) {
         let dev = DeviceContext {
             version,
             announced_formats: announced,
             types: &types,
+            write_encoding,
         };
         if let Ok(req) = request::build(&cmd, &dev) {
             let mut buf = Vec::new();

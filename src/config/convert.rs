@@ -39,6 +39,7 @@ impl Options {
             xml_dir,
             mountpoint,
             update_msg_publish_condition,
+            write_encoding,
             downlink_queue_max,
             downlink_queue_max_age,
             qmode_time_window,
@@ -62,6 +63,7 @@ impl Options {
             &mut c.update_msg_publish_condition,
             update_msg_publish_condition,
         );
+        set(&mut c.write_encoding, write_encoding);
         set(&mut c.downlink_queue_max, downlink_queue_max);
         if let Some(age) = downlink_queue_max_age {
             c.downlink_queue_max_age = (age > 0).then(|| Duration::from_secs(age));
@@ -163,6 +165,7 @@ impl Options {
             xml_dir: Some(c.xml_dir.clone()),
             mountpoint: Some(c.mountpoint.clone()),
             update_msg_publish_condition: Some(c.update_msg_publish_condition),
+            write_encoding: Some(c.write_encoding),
             downlink_queue_max: Some(c.downlink_queue_max),
             downlink_queue_max_age: Some(c.downlink_queue_max_age.map_or(0, |d| d.as_secs())),
             qmode_time_window: secs(c.qmode_time_window),

@@ -141,6 +141,7 @@ fn everything_changed() -> Config {
             deregister: t("dereg", 2),
         },
         update_msg_publish_condition: UpdatePublishCondition::ContainsObjectList,
+        write_encoding: WriteEncoding::Tlv,
         coap: TransmissionParams {
             ack_timeout: Duration::from_millis(1500),
             ack_random_factor: 2.0,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::coap::block::BlockOpt;
 use crate::coap::TransmissionParams;
 use crate::core::settings::ShardConfig;
-pub use crate::core::settings::{AutoObserve, UpdatePublishCondition};
+pub use crate::core::settings::{AutoObserve, UpdatePublishCondition, WriteEncoding};
 use crate::core::topics::Topics;
 pub use crate::core::topics::{Translator, Translators};
 use crate::lwm2m::model::ObjectRegistry;
@@ -100,6 +100,8 @@ pub struct Config {
     pub mountpoint: String,
     pub translators: Translators,
     pub update_msg_publish_condition: UpdatePublishCondition,
+    /// How writes are encoded when a command names no `data.format`.
+    pub write_encoding: WriteEncoding,
     pub coap: TransmissionParams,
     /// How long the gateway waits for a separate response after an empty ACK.
     pub separate_response_timeout: Duration,
@@ -140,6 +142,7 @@ impl Default for Config {
             // EMQX's topics, defined with the topic templates in the core.
             translators: Translators::default(),
             update_msg_publish_condition: UpdatePublishCondition::Always,
+            write_encoding: WriteEncoding::Auto,
             coap: TransmissionParams::default(),
             separate_response_timeout: Duration::from_secs(247),
             dedup_max_entries: 1 << 20,
@@ -237,6 +240,7 @@ impl Config {
             downlink_queue_max_age: c.downlink_queue_max_age,
             qmode_time_window: c.qmode_time_window,
             update_condition: c.update_msg_publish_condition,
+            write_encoding: c.write_encoding,
             auto_observe: c.auto_observe.clone(),
             block_szx: BlockOpt::from_size(c.block_size),
             block_max_body: c.block_max_body,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::translators::TranslatorsOptions;
 use super::values::{MqttVersion, Seconds, Secret};
-use super::{AutoObserve, UpdatePublishCondition};
+use super::{AutoObserve, UpdatePublishCondition, WriteEncoding};
 
 /// Top-level keys, then one struct per `[section]`.
 #[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
@@ -56,6 +56,11 @@ pub struct Options {
         value_name = "WHEN"
     )]
     pub update_msg_publish_condition: Option<UpdatePublishCondition>,
+    /// How writes are encoded when a command names no data.format: auto (the device's best
+    /// announced format; text/plain single writes to a device that announced none) or tlv
+    /// (always TLV, as EMQX)
+    #[arg(id = "write_encoding", long = "write-encoding", value_name = "ENC")]
+    pub write_encoding: Option<WriteEncoding>,
     /// Commands waiting per device behind the one in flight
     #[arg(
         id = "downlink_queue_max",

@@ -9,6 +9,7 @@ use crate::lwm2m::json::{self, WriteItem};
 use crate::lwm2m::{codec, ContentFormat, Path, Record, ResourceTypes};
 
 use super::command::{Args, Command, Op, SingleWrite, Target};
+use super::settings::WriteEncoding;
 
 /// A CoAP request to send to a device, before message id, token and alternate path are applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +38,8 @@ pub struct DeviceContext<'a> {
     pub version: &'a str,
     pub announced_formats: &'a [u16],
     pub types: &'a dyn ResourceTypes,
+    /// The gateway's rule for writes without a `data.format`.
+    pub write_encoding: WriteEncoding,
 }
 
 impl DeviceContext<'_> {
@@ -173,6 +176,7 @@ fn write_single(cmd: &Command, w: &SingleWrite, dev: &DeviceContext) -> Result<R
     let record = Record::new(path, json::value_from_json(ty, &w.value, cmd.hex)?);
     let cf = match cmd.format {
         Some(f) => f,
+        None if dev.write_encoding == WriteEncoding::Tlv => ContentFormat::Tlv,
         // A device that announced no formats gets single-resource writes as plain text (opaque
         // values as raw bytes): every client reads those, while text-only clients such as
         // lwm2m-node-lib silently drop a TLV write.
@@ -205,10 +209,11 @@ fn write_batch(
             ..get(base)
         });
     }
-    let cf = cmd
-        .format
-        .or_else(|| dev.preferred(true))
-        .unwrap_or(ContentFormat::Tlv);
+    let cf = match (cmd.format, dev.write_encoding) {
+        (Some(f), _) => f,
+        (None, WriteEncoding::Tlv) => ContentFormat::Tlv,
+        (None, WriteEncoding::Auto) => dev.preferred(true).unwrap_or(ContentFormat::Tlv),
+    };
     encoded(get(base), method, cf, &records)
 }
 

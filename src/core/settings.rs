@@ -36,6 +36,28 @@ impl FromStr for UpdatePublishCondition {
     }
 }
 
+/// How a write is encoded when its command names no `data.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteEncoding {
+    /// The best format the device announced for its LwM2M version; a device that announced
+    /// none gets single-resource writes as text/plain (opaque values as raw bytes), which
+    /// text-only clients such as lwm2m-node-lib need, and batches as TLV.
+    #[default]
+    Auto,
+    /// TLV for every write, as EMQX does.
+    Tlv,
+}
+
+impl FromStr for WriteEncoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        WriteEncoding::deserialize(s.into_deserializer())
+            .map_err(|e: de::value::Error| e.to_string())
+    }
+}
+
 /// EMQX `auto_observe`: observe objects of every new registration. Read by [`FromStr`] (see
 /// [`AutoObserve::parse`]) and by serde (a bool, that string, or a list of paths).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -145,6 +167,7 @@ pub struct ShardConfig {
     pub downlink_queue_max_age: Option<Duration>,
     pub qmode_time_window: Duration,
     pub update_condition: UpdatePublishCondition,
+    pub write_encoding: WriteEncoding,
     pub auto_observe: AutoObserve,
     pub block_szx: u8,
     pub block_max_body: usize,

@@ -73,6 +73,7 @@ impl Shard {
             version: s.reg.version(),
             announced_formats: objects.map_or(&[][..], |o| o.content_formats()),
             types: &types,
+            write_encoding: self.cfg.write_encoding,
         };
         let refusal = match request::build(&cmd, &dev) {
             Err(why) => Some((code::BAD_REQUEST, why)),
