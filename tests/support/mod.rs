@@ -53,13 +53,16 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-pub fn test_config(broker: Option<SocketAddr>) -> Config {
+/// `base` (a configuration as a user writes it) made fit for a test: the UDP listener and the
+/// embedded broker on ephemeral loopback ports, `broker` (else the embedded one), 2 workers, no
+/// stats, the repository's `xml/`, a client id of its own. Everything else stays as in `base`.
+pub fn on_loopback(base: Config, broker: Option<SocketAddr>) -> Config {
     let mut c = Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         workers: 2,
         stats_interval: Duration::ZERO,
         xml_dir: repo_path("xml"),
-        ..Config::default()
+        ..base
     };
     c.mqtt.broker_listen = "127.0.0.1:0".parse().unwrap();
     c.mqtt.url = broker.map(|b| format!("mqtt://{b}"));
@@ -87,7 +90,16 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway; `broker` = an external broker, else the embedded one.
     pub fn start(broker: Option<SocketAddr>, tweak: impl FnOnce(&mut Config)) -> TestGateway {
-        let mut c = test_config(broker);
+        TestGateway::start_from(Config::default(), broker, tweak)
+    }
+
+    /// Starts a gateway configured by `base` (see [`on_loopback`]), changed by `tweak`.
+    pub fn start_from(
+        base: Config,
+        broker: Option<SocketAddr>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestGateway {
+        let mut c = on_loopback(base, broker);
         tweak(&mut c);
         let gw = Gateway::start(c).expect("gateway starts");
         let udp = gw.local_addrs()[0];

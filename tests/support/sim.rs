@@ -163,6 +163,12 @@ impl Sim {
             .query(&[&q, "lt=600", "lwm2m=1.1", "b=U"])
             .cf(40)
             .payload(b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>");
+        self.register_with(from, &reg)
+    }
+
+    /// Sends the Register `reg` from `from`, asserts it is answered 2.01 and returns the
+    /// location id; what else the shard did (the register event) is discarded.
+    pub fn register_with(&mut self, from: Peer, reg: &Msg) -> String {
         self.send(from, &reg.build());
         let (t, _, _) = self.take();
         assert_eq!(reply_of(&t[0].1).1, code::CREATED);
