@@ -11,7 +11,7 @@ use super::{invalid, Config, ConfigError};
 const MQTT_MAX_PACKET: usize = 268_435_455;
 
 impl Config {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }

@@ -83,6 +83,8 @@ impl Gateway {
     }
 
     pub fn start_with_model(config: Config, model: Arc<ObjectRegistry>) -> anyhow::Result<Gateway> {
+        // A Config built in code (tests, embedding) gets the same checks as one from a file.
+        config.validate()?;
         let shard_cfg: Arc<ShardConfig> =
             Arc::new(config.shard_config(model).map_err(anyhow::Error::msg)?);
         let metrics = Arc::new(Metrics::default());
