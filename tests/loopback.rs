@@ -716,7 +716,10 @@ fn mqtt5_expiry_with_mosquitto() {
 /// for a delayed ACK, tens of milliseconds on loopback).
 #[test]
 fn embedded_broker_connections_have_nagle_disabled() {
-    let gw = TestGateway::start(None, |_| {});
+    // One listener (the default `auto` has two: tests/mqtt5_default.rs checks those).
+    let gw = TestGateway::start(None, |c| {
+        c.mqtt.version = lwm2m_gateway::config::MqttVersion::V311
+    });
     let _obs = gw.observer();
     let flags = lwm2m_gateway::runtime::sockopt::nodelay_of_local(gw.broker);
     // The listener, the gateway's own connection and the observer's.

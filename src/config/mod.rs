@@ -155,7 +155,7 @@ impl Default for Config {
             block_total_max: 256 << 20,
             mqtt: MqttConfig {
                 url: None,
-                version: MqttVersion::V311,
+                version: MqttVersion::Auto,
                 broker_listen: "127.0.0.1:1883".parse().expect("literal"),
                 client_id: "lwm2m-gateway".to_string(),
                 username: None,

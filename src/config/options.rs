@@ -169,8 +169,8 @@ pub struct MqttOptions {
     /// External broker, mqtt://host[:port]; without it an embedded broker is started
     #[arg(id = "mqtt.url", long = "mqtt-url", value_name = "URL")]
     pub url: Option<String>,
-    /// MQTT protocol version: 3.1.1 or 5 (EMQX's v4 and v5 work too); 5 honours commands'
-    /// Message-Expiry-Interval
+    /// MQTT protocol version: auto (5, or 3.1.1 when the broker refuses 5), 3.1.1 or 5 (EMQX's
+    /// v4 and v5 work too); with 5 commands' Message-Expiry-Interval is honoured
     #[arg(id = "mqtt.version", long = "mqtt-version", value_name = "VERSION")]
     pub version: Option<MqttVersion>,
     /// Listen address of the embedded broker

@@ -164,6 +164,7 @@ fn enum_values_accept_emqx_and_kebab_spellings_in_flags_and_file() {
         assert_eq!(c.update_msg_publish_condition, want, "file {v}");
     }
     for (v, want) in [
+        ("auto", MqttVersion::Auto),
         ("3.1.1", MqttVersion::V311),
         ("v4", MqttVersion::V311),
         ("5", MqttVersion::V5),
@@ -176,6 +177,9 @@ fn enum_values_accept_emqx_and_kebab_spellings_in_flags_and_file() {
         let toml = format!("[mqtt]\nversion = {v:?}");
         assert_eq!(from_file("v.toml", &toml).unwrap().mqtt.version, want);
     }
+    // Without the option: MQTT 5 preferred, 3.1.1 when the broker refuses it.
+    assert_eq!(from_flags(&[]).unwrap().mqtt.version, MqttVersion::Auto);
+    assert_eq!(Config::default().mqtt.version, MqttVersion::Auto);
     let e = flag_error(&["--update-msg-publish-condition", "sometimes"]);
     assert!(e.contains("--update-msg-publish-condition"), "{e}");
     let e = flag_error(&["--mqtt-version", "4"]);

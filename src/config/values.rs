@@ -69,15 +69,19 @@ impl FromStr for Secret {
     }
 }
 
-/// MQTT protocol version of the gateway's connection: `3.1.1` or `5`; EMQX's `proto_ver`
-/// spellings `v4` (= 3.1.1) and `v5` are accepted too.
+/// MQTT protocol version of the gateway's connection: `auto` (MQTT 5, or 3.1.1 when the broker
+/// refuses 5), `3.1.1` or `5`; EMQX's `proto_ver` spellings `v4` (= 3.1.1) and `v5` are accepted
+/// too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum MqttVersion {
-    /// MQTT 3.1.1 (protocol level 4)
+    /// MQTT 5 where the broker speaks it, else 3.1.1 (the fallback lasts until a restart)
     #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// MQTT 3.1.1 (protocol level 4) only
     #[serde(rename = "3.1.1", alias = "v4")]
     V311,
-    /// MQTT 5: commands' Message-Expiry-Interval is honoured
+    /// MQTT 5 only: a broker that refuses it is retried with backoff, never fallen back from
     #[serde(rename = "5", alias = "v5")]
     V5,
 }

@@ -56,6 +56,7 @@ mod worker;
 pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
     broker_addr: Option<SocketAddr>,
+    broker_v5_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Wakes the event loop, which sleeps in its poll until a datagram arrives.
@@ -93,16 +94,22 @@ impl Gateway {
         let mut threads = Vec::new();
 
         // MQTT first: workers publish through clones of its client.
-        let (host, port, broker_addr) =
+        let (host, port, broker_addr, broker_v5_addr) =
             match mqtt::broker_of(&config).map_err(anyhow::Error::msg)? {
-                Some((h, p)) => (h, p, None),
+                Some((h, p)) => (h, p, None, None),
                 None => {
-                    let a = broker::start(
+                    let l = broker::start(
                         config.mqtt.broker_listen,
                         config.mqtt.max_packet_size,
                         config.mqtt.version,
                     )?;
-                    (a.ip().to_string(), a.port(), Some(a))
+                    let g = l.gateway;
+                    (
+                        g.ip().to_string(),
+                        g.port(),
+                        Some(l.user),
+                        l.v5(config.mqtt.version),
+                    )
                 }
             };
         let (client, connection) = MqttClient::new(&config, host, port)?;
@@ -165,6 +172,7 @@ impl Gateway {
         Ok(Gateway {
             local_addrs,
             broker_addr,
+            broker_v5_addr,
             metrics,
             stop,
             waker,
@@ -179,9 +187,16 @@ impl Gateway {
         &self.local_addrs
     }
 
-    /// The embedded broker's address, when one was started.
+    /// The embedded broker's address (`mqtt.broker_listen`), when one was started.
     pub fn broker_addr(&self) -> Option<SocketAddr> {
         self.broker_addr
+    }
+
+    /// The embedded broker's MQTT 5 listener, when one was started with one: `broker_addr`
+    /// with `mqtt.version = "5"`, a loopback listener of its own with `auto` (where the gateway
+    /// connects; `broker_addr` speaks 3.1.1 then), none with `3.1.1`.
+    pub fn embedded_broker_v5_addr(&self) -> Option<SocketAddr> {
+        self.broker_v5_addr
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {

@@ -12,6 +12,12 @@
 //! QoS 1/2 messages unacknowledged when a connection drops are sent again on the next one. With
 //! MQTT 5 a command's Message-Expiry-Interval travels with it to the worker, which drops the
 //! command (answering `coap_timeout`) if it expires while waiting for a sleeping device.
+//!
+//! Version: with `mqtt.version = "auto"` (the default) the session speaks MQTT 5 until a broker
+//! refuses it; then this loop reconnects at once, without backoff, and the session stays on
+//! 3.1.1 until the process restarts ([`MqttSession::after_failure`] decides). A forced `5` that
+//! the broker refuses is logged as an error and retried with backoff. Every CONNACK logs the
+//! version in use at info.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -33,7 +39,7 @@ use crate::core::uplink::{self, Uplink};
 use super::channel::{WorkerMsg, WorkerTx};
 use super::doorbell::Doorbell;
 use super::metrics::Metrics;
-use super::mqtt_session::{Event, MqttSession, SessionOptions};
+use super::mqtt_session::{Event, MqttSession, Retry, SessionError, SessionOptions};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -142,7 +148,10 @@ pub fn broker_of(config: &Config) -> Result<Option<(String, u16)>, String> {
 enum End {
     /// Stop requested (flag or [`MqttClient::try_disconnect`]).
     Stop,
-    Failed(String),
+    /// Failed outside the MQTT connection: resolve, TCP connect or our own poll.
+    Other(String),
+    /// The connection was made and then failed.
+    Failed(SessionError),
 }
 
 /// Drives the connection until `stop`; the body of the MQTT thread.
@@ -179,31 +188,53 @@ pub fn run(
                         &mut backoff,
                         backoff_min,
                     ),
-                    Err(e) => End::Failed(format!("cannot poll the socket: {e}")),
+                    Err(e) => End::Other(format!("cannot poll the socket: {e}")),
                 };
                 let _ = conn.poll.registry().deregister(&mut stream);
                 end
             }
-            Err(e) => End::Failed(format!(
+            Err(e) => End::Other(format!(
                 "cannot connect to {}:{}: {e}",
                 conn.host, conn.port
             )),
         };
         metrics.mqtt_connected.store(false, Ordering::Relaxed);
         metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
-        match end {
+        let e = match end {
             End::Stop => break,
+            End::Other(e) => e,
             End::Failed(e) => {
-                warn!("MQTT connection error: {e}; retrying in {backoff:?}");
-                let until = Instant::now() + backoff;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    std::thread::sleep(
-                        MAX_SLEEP.min(until.saturating_duration_since(Instant::now())),
+                let tried = conn.session.protocol();
+                match conn.session.after_failure(&e) {
+                    Retry::AtOnce => {
+                        warn!(
+                            "MQTT broker {}:{} does not take {tried} ({e}); reconnecting at once \
+                             with {} (mqtt.version = \"auto\"; kept until the gateway restarts)",
+                            conn.host,
+                            conn.port,
+                            conn.session.protocol()
+                        );
+                        continue;
+                    }
+                    Retry::Backoff => {}
+                }
+                // Backing off from a refusal of MQTT 5 means it is forced (`auto` fell back).
+                if conn.session.refuses_v5(&e) {
+                    error!(
+                        "MQTT broker {}:{} does not take {tried} ({e}), which mqtt.version = \
+                         \"5\" forces; set mqtt.version = \"auto\" or \"3.1.1\"",
+                        conn.host, conn.port
                     );
                 }
-                backoff = (backoff * 2).min(backoff_max);
+                e.to_string()
             }
+        };
+        warn!("MQTT connection error: {e}; retrying in {backoff:?}");
+        let until = Instant::now() + backoff;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(MAX_SLEEP.min(until.saturating_duration_since(Instant::now())));
         }
+        backoff = (backoff * 2).min(backoff_max);
     }
 }
 
@@ -248,22 +279,25 @@ fn drive(
         // Everything the broker sent.
         loop {
             match stream.read(&mut buf) {
-                Ok(0) => return End::Failed("connection closed by the broker".into()),
+                Ok(0) => return End::Failed(session.on_closed("end of stream".into())),
                 Ok(n) => {
                     if let Err(e) = session.on_read(&buf[..n], &mut happened) {
-                        return End::Failed(e.to_string());
+                        return End::Failed(e);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return End::Failed(e.to_string()),
+                Err(e) => return End::Failed(session.on_closed(e.to_string())),
             }
         }
         for ev in happened.drain(..) {
             match ev {
                 Event::Connected => {
                     info!(
-                        "connected to MQTT broker; subscribing to {}",
+                        "connected to MQTT broker {}:{} with {}; subscribing to {}",
+                        conn.host,
+                        conn.port,
+                        session.protocol(),
                         router.topics.command_filter
                     );
                     router.metrics.mqtt_connected.store(true, Ordering::Relaxed);
@@ -320,7 +354,7 @@ fn drive(
         }
         let now = Instant::now();
         if let Err(e) = session.on_tick(now) {
-            return End::Failed(e.to_string());
+            return End::Failed(e);
         }
         // One write for all of it.
         let mut blocked = false;
@@ -332,7 +366,7 @@ fn drive(
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return End::Failed(e.to_string()),
+                Err(e) => return End::Failed(session.on_closed(e.to_string())),
             }
         }
         if stopping && session.pending_output().is_empty() {
@@ -357,7 +391,7 @@ fn drive(
         conn.bell.woke();
         if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
-                return End::Failed(format!("poll: {e}"));
+                return End::Other(format!("poll: {e}"));
             }
         }
     }

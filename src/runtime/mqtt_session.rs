@@ -18,6 +18,14 @@
 //! - Incoming packets above `max_packet_size` are skipped whole and reported, without dropping
 //!   the connection; any other malformed input is an error, and the caller reconnects.
 //! - Time only enters through the `now` arguments, so the state is deterministic under test.
+//! - Protocol version ([`MqttVersion`]): `3.1.1` and `5` speak that version on every connection.
+//!   `auto` speaks 5 until the broker refuses it, then 3.1.1 for the rest of the session's life
+//!   (the process's: a restart tries 5 again). The shell reports how each connection ended to
+//!   [`MqttSession::after_failure`], which decides: a refusal of MQTT 5 (a CONNACK in 3.1.1
+//!   framing, such as `20 02 00 01` "unacceptable protocol version", or an MQTT 5 CONNACK with
+//!   reason 0x84 "Unsupported Protocol Version"), or the broker closing the connection before any
+//!   CONNACK while MQTT 5 was never accepted in this session, means [`Retry::AtOnce`] with 3.1.1.
+//!   Anything else (a forced `5` refused included) means [`Retry::Backoff`] with the same version.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +38,7 @@ use crate::config::MqttVersion;
 /// Connection parameters.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
+    /// What to speak: one version, or `Auto` (5, falling back to 3.1.1).
     pub version: MqttVersion,
     pub client_id: String,
     pub keep_alive: Duration,
@@ -39,6 +48,33 @@ pub struct SessionOptions {
     pub max_packet_size: usize,
     /// Unacknowledged QoS > 0 publishes allowed at once (packet ids 1..=inflight).
     pub inflight: u16,
+}
+
+/// The MQTT version one connection speaks on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5 (protocol level 5).
+    V5,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::V311 => "MQTT 3.1.1",
+            Protocol::V5 => "MQTT 5",
+        })
+    }
+}
+
+/// What the shell does after a connection ended (see [`MqttSession::after_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The broker refused MQTT 5 and `auto` fell back: reconnect now, with MQTT 3.1.1.
+    AtOnce,
+    /// Wait the reconnect backoff, then try the same version again.
+    Backoff,
 }
 
 /// What the connection produced for the shell.
@@ -66,6 +102,15 @@ pub enum Event {
 pub enum SessionError {
     #[error("broker refused the connection: {0}")]
     Refused(String),
+    /// The broker does not speak the protocol version of our CONNECT.
+    #[error("broker refused the protocol version: {0}")]
+    VersionRefused(String),
+    /// The transport ended (end of stream, reset, failed read or write) before the CONNACK.
+    #[error("connection closed by the broker before CONNACK: {0}")]
+    ClosedBeforeConnAck(String),
+    /// The transport ended after the CONNACK.
+    #[error("connection closed by the broker: {0}")]
+    Closed(String),
     #[error("broker closed the session: {0}")]
     ServerDisconnect(String),
     #[error("malformed MQTT packet from the broker: {0}")]
@@ -99,6 +144,12 @@ enum Phase {
 
 pub struct MqttSession {
     opts: SessionOptions,
+    /// What this connection speaks and the next ones will: from `opts.version`, switched to
+    /// 3.1.1 for good when `Auto` falls back.
+    proto: Protocol,
+    /// A broker accepted an MQTT 5 CONNECT in this session: it speaks 5, so a connection it
+    /// closes before CONNACK later is no reason to fall back.
+    v5_accepted: bool,
     phase: Phase,
     /// Bytes to write to the socket, in order.
     out: BytesMut,
@@ -146,6 +197,11 @@ impl MqttSession {
     pub fn new(opts: SessionOptions, now: Instant) -> MqttSession {
         let inflight = opts.inflight.max(1);
         MqttSession {
+            proto: match opts.version {
+                MqttVersion::V311 => Protocol::V311,
+                MqttVersion::V5 | MqttVersion::Auto => Protocol::V5,
+            },
+            v5_accepted: false,
             slots: (0..=inflight).map(|_| None).collect(),
             window: inflight as usize,
             phase: Phase::Idle,
@@ -183,8 +239,8 @@ impl MqttSession {
         self.keep_alive = self.opts.keep_alive;
         self.out_max = self.opts.max_packet_size;
         let keep_alive = self.opts.keep_alive.as_secs().min(u16::MAX as u64) as u16;
-        match self.opts.version {
-            MqttVersion::V311 => {
+        match self.proto {
+            Protocol::V311 => {
                 let mut c = v4::Connect::new(self.opts.client_id.clone());
                 c.keep_alive = keep_alive;
                 c.clean_session = true;
@@ -194,7 +250,7 @@ impl MqttSession {
                 // Encoding our own CONNECT into a BytesMut cannot fail.
                 let _ = c.write(&mut self.out);
             }
-            MqttVersion::V5 => {
+            Protocol::V5 => {
                 let mut props = v5::ConnectProperties::new();
                 props.max_packet_size =
                     Some(self.opts.max_packet_size.min(u32::MAX as usize) as u32);
@@ -263,13 +319,13 @@ impl MqttSession {
     pub fn subscribe(&mut self, filter: &str, qos: u8) {
         let pkid = self.next_sub_pkid;
         self.next_sub_pkid = self.next_sub_pkid.wrapping_add(1).max(1);
-        match self.opts.version {
-            MqttVersion::V311 => {
+        match self.proto {
+            Protocol::V311 => {
                 let mut s = v4::Subscribe::new(filter, qos_v4(qos));
                 s.pkid = pkid;
                 let _ = s.write(&mut self.out);
             }
-            MqttVersion::V5 => {
+            Protocol::V5 => {
                 let mut s = v5::Subscribe::new(v5::Filter::new(filter, qos_v5(qos)), None);
                 s.pkid = pkid;
                 let _ = v5::Packet::Subscribe(s).write(&mut self.out, None);
@@ -279,11 +335,11 @@ impl MqttSession {
 
     /// Queues DISCONNECT (clean shutdown).
     pub fn disconnect(&mut self) {
-        match self.opts.version {
-            MqttVersion::V311 => {
+        match self.proto {
+            Protocol::V311 => {
                 let _ = v4::Disconnect.write(&mut self.out);
             }
-            MqttVersion::V5 => {
+            Protocol::V5 => {
                 let d = v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection);
                 let _ = v5::Packet::Disconnect(d).write(&mut self.out, None);
             }
@@ -346,11 +402,11 @@ impl MqttSession {
             return Ok(());
         }
         if now >= self.last_sent + self.keep_alive {
-            match self.opts.version {
-                MqttVersion::V311 => {
+            match self.proto {
+                Protocol::V311 => {
                     let _ = v4::PingReq.write(&mut self.out);
                 }
-                MqttVersion::V5 => {
+                Protocol::V5 => {
                     let _ = v5::Packet::PingReq(v5::PingReq).write(&mut self.out, None);
                 }
             }
@@ -393,13 +449,26 @@ impl MqttSession {
             if self.input.len() < header + remaining {
                 return Ok(());
             }
-            match self.opts.version {
-                MqttVersion::V311 => {
+            // An MQTT 5 CONNACK always has a property length; two bytes are a 3.1.1 broker's
+            // answer (typically return code 0x01, "unacceptable protocol version").
+            if self.proto == Protocol::V5
+                && self.phase == Phase::AwaitConnAck
+                && self.input[0] == 0x20
+                && remaining == 2
+            {
+                let code = self.input[header + 1];
+                self.input.advance(header + remaining);
+                return Err(SessionError::VersionRefused(format!(
+                    "CONNACK in MQTT 3.1.1 framing, return code {code:#04x}"
+                )));
+            }
+            match self.proto {
+                Protocol::V311 => {
                     let p = v4::Packet::read(&mut self.input, usize::MAX)
                         .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
                     self.on_packet_v4(p, events)?;
                 }
-                MqttVersion::V5 => {
+                Protocol::V5 => {
                     let p = v5::Packet::read(&mut self.input, None)
                         .map_err(|e| SessionError::Malformed(format!("{e:?}")))?;
                     self.on_packet_v5(p, events)?;
@@ -450,6 +519,11 @@ impl MqttSession {
     fn on_packet_v5(&mut self, p: v5::Packet, events: &mut Vec<Event>) -> Result<(), SessionError> {
         match p {
             v5::Packet::ConnAck(a) => {
+                if a.code == v5::ConnectReturnCode::UnsupportedProtocolVersion {
+                    return Err(SessionError::VersionRefused(
+                        "CONNACK reason 0x84 Unsupported Protocol Version".into(),
+                    ));
+                }
                 if a.code != v5::ConnectReturnCode::Success {
                     return Err(SessionError::Refused(format!("{:?}", a.code)));
                 }
@@ -464,6 +538,7 @@ impl MqttSession {
                     self.keep_alive = Duration::from_secs(ka as u64);
                 }
                 self.on_connected(events)?;
+                self.v5_accepted = true;
             }
             v5::Packet::SubAck(s) => events.push(Event::Subscribed {
                 granted: s
@@ -542,7 +617,7 @@ impl MqttSession {
         match qos {
             0 => events.push(event),
             1 => {
-                write_ack(self.opts.version, &mut self.acks, AckKind::Ack, pkid);
+                write_ack(self.proto, &mut self.acks, AckKind::Ack, pkid);
                 events.push(event);
             }
             _ => {
@@ -589,8 +664,8 @@ impl MqttSession {
         dup: bool,
         payload: bytes::Bytes,
     ) {
-        match self.opts.version {
-            MqttVersion::V311 => {
+        match self.proto {
+            Protocol::V311 => {
                 let p = v4::Publish {
                     dup,
                     qos: qos_v4(qos),
@@ -601,7 +676,7 @@ impl MqttSession {
                 };
                 let _ = p.write(&mut self.out);
             }
-            MqttVersion::V5 => {
+            Protocol::V5 => {
                 let p = v5::Publish {
                     dup,
                     qos: qos_v5(qos),
@@ -617,18 +692,58 @@ impl MqttSession {
     }
 
     fn encode_ack(&mut self, kind: AckKind, pkid: u16) {
-        write_ack(self.opts.version, &mut self.out, kind, pkid);
+        write_ack(self.proto, &mut self.out, kind, pkid);
     }
 
     /// Publishes waiting for an acknowledgement.
     pub fn unacked(&self) -> usize {
         self.unacked
     }
+
+    /// The version this connection speaks (and the next one will, unless it falls back).
+    pub fn protocol(&self) -> Protocol {
+        self.proto
+    }
+
+    /// The shell's report that the transport ended (`why`: end of stream, reset, a failed read
+    /// or write); returns the error that describes it, which tells whether a CONNACK came.
+    pub fn on_closed(&self, why: String) -> SessionError {
+        if self.phase == Phase::AwaitConnAck {
+            SessionError::ClosedBeforeConnAck(why)
+        } else {
+            SessionError::Closed(why)
+        }
+    }
+
+    /// Decides what follows a connection that ended with `error` (from [`MqttSession::on_read`],
+    /// [`MqttSession::on_tick`] or [`MqttSession::on_closed`]). With `Auto` on MQTT 5, a refusal
+    /// of the version, or a close before CONNACK by a broker that never accepted 5 in this
+    /// session, switches this session to 3.1.1 for good and answers [`Retry::AtOnce`].
+    pub fn after_failure(&mut self, error: &SessionError) -> Retry {
+        if self.opts.version != MqttVersion::Auto || !self.refuses_v5(error) {
+            return Retry::Backoff;
+        }
+        self.proto = Protocol::V311;
+        Retry::AtOnce
+    }
+
+    /// Whether a connection that ended with `error` says the broker does not take MQTT 5: it
+    /// was an MQTT 5 connection, and the broker refused the version, or closed the connection
+    /// before CONNACK without having accepted MQTT 5 before in this session. `Auto` falls back
+    /// on it; with a forced `5` the shell reports it as a configuration error.
+    pub fn refuses_v5(&self, error: &SessionError) -> bool {
+        self.proto == Protocol::V5
+            && match error {
+                SessionError::VersionRefused(_) => true,
+                SessionError::ClosedBeforeConnAck(_) => !self.v5_accepted,
+                _ => false,
+            }
+    }
 }
 
-fn write_ack(version: MqttVersion, out: &mut BytesMut, kind: AckKind, pkid: u16) {
+fn write_ack(version: Protocol, out: &mut BytesMut, kind: AckKind, pkid: u16) {
     match version {
-        MqttVersion::V311 => {
+        Protocol::V311 => {
             let _ = match kind {
                 AckKind::Ack => v4::PubAck::new(pkid).write(out),
                 AckKind::Rec => v4::PubRec::new(pkid).write(out),
@@ -636,7 +751,7 @@ fn write_ack(version: MqttVersion, out: &mut BytesMut, kind: AckKind, pkid: u16)
                 AckKind::Comp => v4::PubComp::new(pkid).write(out),
             };
         }
-        MqttVersion::V5 => {
+        Protocol::V5 => {
             let p = match kind {
                 AckKind::Ack => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
                 AckKind::Rec => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
@@ -1196,5 +1311,260 @@ mod tests {
         s.on_tick(now + ACK_DELAY).unwrap();
         let out = sent5(&mut s, now);
         assert!(matches!(&out[2], v5::Packet::PubAck(a) if a.pkid == 3));
+    }
+}
+
+/// The version choice: `auto`'s fallback to 3.1.1, and what does not trigger it.
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    fn opts(version: MqttVersion) -> SessionOptions {
+        SessionOptions {
+            version,
+            client_id: "gw".into(),
+            keep_alive: Duration::from_secs(30),
+            username: None,
+            password: None,
+            max_packet_size: 1024,
+            inflight: 4,
+        }
+    }
+
+    /// The protocol level of the CONNECT the session wrote (and consumes its output).
+    fn connect_level(s: &mut MqttSession, now: Instant) -> u8 {
+        let out = s.pending_output().to_vec();
+        s.consume_output(out.len(), now);
+        assert_eq!(out[0], 0x10, "a CONNECT: {out:02x?}");
+        // Fixed header (2 bytes: the CONNECT is short), protocol name "MQTT" (6), level.
+        assert_eq!(&out[2..8], b"\x00\x04MQTT");
+        out[8]
+    }
+
+    fn connack4() -> Vec<u8> {
+        vec![0x20, 0x02, 0x00, 0x00]
+    }
+
+    /// An MQTT 5 CONNACK with `reason` and no properties.
+    fn connack5(reason: u8) -> Vec<u8> {
+        vec![0x20, 0x03, 0x00, reason, 0x00]
+    }
+
+    fn started(version: MqttVersion) -> (MqttSession, Instant) {
+        let now = Instant::now();
+        let mut s = MqttSession::new(opts(version), now);
+        s.start(now);
+        (s, now)
+    }
+
+    #[test]
+    fn auto_connects_with_5_and_stays_there_when_accepted() {
+        let (mut s, now) = started(MqttVersion::Auto);
+        assert_eq!(
+            (s.protocol(), connect_level(&mut s, now)),
+            (Protocol::V5, 5)
+        );
+        let mut ev = Vec::new();
+        s.on_read(&connack5(0), &mut ev).unwrap();
+        assert_eq!(ev, vec![Event::Connected]);
+        // Losing an established connection is no reason to change versions.
+        let e = s.on_closed("reset".into());
+        assert_eq!(e, SessionError::Closed("reset".into()));
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 5);
+        // Nor is a close before CONNACK once this broker has accepted MQTT 5 (a restart, say).
+        let e = s.on_closed("end of stream".into());
+        assert_eq!(e, SessionError::ClosedBeforeConnAck("end of stream".into()));
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        assert_eq!(s.protocol(), Protocol::V5);
+    }
+
+    #[test]
+    fn auto_falls_back_on_a_connack_in_311_framing_for_good() {
+        let (mut s, now) = started(MqttVersion::Auto);
+        assert_eq!(connect_level(&mut s, now), 5);
+        let mut ev = Vec::new();
+        // Split across reads: nothing until the whole packet is in.
+        s.on_read(&[0x20, 0x02], &mut ev).unwrap();
+        let e = s.on_read(&[0x00, 0x01], &mut ev).unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::VersionRefused("CONNACK in MQTT 3.1.1 framing, return code 0x01".into())
+        );
+        assert!(ev.is_empty());
+        assert_eq!(s.after_failure(&e), Retry::AtOnce);
+        assert_eq!(s.protocol(), Protocol::V311);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 4);
+        s.on_read(&connack4(), &mut ev).unwrap();
+        assert_eq!(ev, vec![Event::Connected]);
+        // 3.1.1 framing from now on, and every later connection too.
+        s.publish("t".into(), 1, b"x".to_vec()).unwrap();
+        let mut out = BytesMut::from(s.pending_output());
+        s.consume_output(out.len(), now);
+        assert!(matches!(
+            v4::Packet::read(&mut out, usize::MAX),
+            Ok(v4::Packet::Publish(p)) if p.topic == "t" && p.pkid == 1
+        ));
+        let e = s.on_closed("end of stream".into());
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 4);
+        let e = s.on_closed("end of stream".into());
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        assert_eq!(s.protocol(), Protocol::V311);
+    }
+
+    #[test]
+    fn auto_falls_back_on_reason_0x84_and_on_a_close_before_any_connack() {
+        let (mut s, now) = started(MqttVersion::Auto);
+        let _ = connect_level(&mut s, now);
+        let e = s.on_read(&connack5(0x84), &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e,
+            SessionError::VersionRefused("CONNACK reason 0x84 Unsupported Protocol Version".into())
+        );
+        assert_eq!(s.after_failure(&e), Retry::AtOnce);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 4);
+
+        // A broker that hangs up on a level-5 CONNECT (rumqttd's 3.1.1 listener does).
+        let (mut s, now) = started(MqttVersion::Auto);
+        let _ = connect_level(&mut s, now);
+        let e = s.on_closed("end of stream".into());
+        assert_eq!(s.after_failure(&e), Retry::AtOnce);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 4);
+    }
+
+    #[test]
+    fn other_failures_of_auto_keep_5() {
+        let failures = [
+            SessionError::Refused("NotAuthorized".into()),
+            SessionError::ConnAckTimeout(CONNACK_TIMEOUT),
+            SessionError::KeepAliveTimeout,
+            SessionError::Malformed("x".into()),
+            SessionError::ServerDisconnect("ServerBusy".into()),
+            SessionError::Closed("reset".into()),
+        ];
+        for e in failures {
+            let (mut s, now) = started(MqttVersion::Auto);
+            assert_eq!(s.after_failure(&e), Retry::Backoff, "{e}");
+            s.start(now);
+            assert_eq!(connect_level(&mut s, now), 5, "{e}");
+        }
+        // Refused for another reason, in MQTT 5 framing: 0x87 Not authorized.
+        let (mut s, _) = started(MqttVersion::Auto);
+        let e = s.on_read(&connack5(0x87), &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, SessionError::Refused(_)), "{e:?}");
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+    }
+
+    #[test]
+    fn a_forced_version_never_falls_back() {
+        let (mut s, now) = started(MqttVersion::V5);
+        assert_eq!(connect_level(&mut s, now), 5);
+        let e = s
+            .on_read(&[0x20, 0x02, 0x00, 0x01], &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, SessionError::VersionRefused(_)), "{e:?}");
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 5);
+        let e = s.on_closed("end of stream".into());
+        assert!(
+            s.refuses_v5(&e),
+            "reported as a refusal of the forced version"
+        );
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        assert_eq!(s.protocol(), Protocol::V5);
+        // Once this broker accepted 5, a close before CONNACK is no longer read as a refusal.
+        s.start(now);
+        s.on_read(&connack5(0), &mut Vec::new()).unwrap();
+        s.start(now);
+        assert!(!s.refuses_v5(&s.on_closed("end of stream".into())));
+
+        let (mut s, now) = started(MqttVersion::V311);
+        assert_eq!(connect_level(&mut s, now), 4);
+        // 3.1.1 reads a 3.1.1 refusal as a refusal, nothing more.
+        let e = s
+            .on_read(&[0x20, 0x02, 0x00, 0x01], &mut Vec::new())
+            .unwrap_err();
+        assert!(matches!(e, SessionError::Refused(_)), "{e:?}");
+        assert!(!s.refuses_v5(&e));
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
+        assert_eq!(s.protocol(), Protocol::V311);
+    }
+
+    #[test]
+    fn unacknowledged_publishes_survive_the_fallback_in_311_framing() {
+        let (mut s, now) = started(MqttVersion::Auto);
+        let _ = connect_level(&mut s, now);
+        s.on_read(&connack5(0), &mut Vec::new()).unwrap();
+        s.publish("a".into(), 1, b"x".to_vec()).unwrap();
+        let n = s.pending_output().len();
+        s.consume_output(n, now);
+        // A new connection that lands on a 3.1.1-only broker (a failover, say) before CONNACK:
+        // since this session saw MQTT 5 accepted, only an explicit refusal falls back.
+        s.start(now);
+        let _ = connect_level(&mut s, now);
+        let e = s
+            .on_read(&[0x20, 0x02, 0x00, 0x01], &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(s.after_failure(&e), Retry::AtOnce);
+        s.start(now);
+        assert_eq!(connect_level(&mut s, now), 4);
+        s.on_read(&connack4(), &mut Vec::new()).unwrap();
+        let mut out = BytesMut::from(s.pending_output());
+        match v4::Packet::read(&mut out, usize::MAX) {
+            Ok(v4::Packet::Publish(p)) => {
+                assert_eq!((p.topic.as_str(), p.pkid, p.dup), ("a", 1, true))
+            }
+            other => panic!("expected the resent PUBLISH, got {other:?}"),
+        }
+        assert_eq!(s.unacked(), 1);
+    }
+
+    /// Every short CONNACK a broker could send to `auto`'s first CONNECT: an error or a
+    /// connection, never a panic; the next connection always starts cleanly.
+    #[test]
+    fn any_short_connack_is_handled() {
+        let now = Instant::now();
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for wire in [vec![0x20, 0x02, a, b], vec![0x20, 0x03, a, b, 0x00]] {
+                    let (mut s, _) = started(MqttVersion::Auto);
+                    let mut ev = Vec::new();
+                    let Err(e) = s.on_read(&wire, &mut ev) else {
+                        assert_eq!(ev, vec![Event::Connected], "{wire:02x?}");
+                        continue;
+                    };
+                    // Two bytes are 3.1.1 framing; 0x84 is MQTT 5's version refusal.
+                    let (want, level) = if wire[1] == 2 || b == 0x84 {
+                        (Retry::AtOnce, 4)
+                    } else {
+                        (Retry::Backoff, 5)
+                    };
+                    assert_eq!(s.after_failure(&e), want, "{wire:02x?}: {e}");
+                    s.consume_output(s.pending_output().len(), now);
+                    s.start(now);
+                    assert_eq!(connect_level(&mut s, now), level, "{wire:02x?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_311_framed_connack_after_connecting_is_not_a_refusal() {
+        let (mut s, now) = started(MqttVersion::Auto);
+        let _ = connect_level(&mut s, now);
+        s.on_read(&connack5(0), &mut Vec::new()).unwrap();
+        // A second CONNACK is a protocol error whatever its framing, and no version refusal.
+        let e = s
+            .on_read(&[0x20, 0x02, 0x00, 0x01], &mut Vec::new())
+            .unwrap_err();
+        assert!(!matches!(e, SessionError::VersionRefused(_)), "{e:?}");
+        assert_eq!(s.after_failure(&e), Retry::Backoff);
     }
 }
