@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = v.content_format();
         let _ = v.unknown_critical_option();
         b.payload(v.payload());
-        assert_eq!(rebuilt, data, "re-encoding the view does not give the datagram back");
+        assert_eq!(
+            rebuilt, data,
+            "re-encoding the view does not give the datagram back"
+        );
     }
     let peer: SocketAddr = "127.0.0.1:5683".parse().unwrap();
     let hint = data.last().copied().unwrap_or(0) as usize;

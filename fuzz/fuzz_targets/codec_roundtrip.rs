@@ -9,7 +9,9 @@
 
 use fuzz_common::Reader;
 use libfuzzer_sys::fuzz_target;
-use lwm2m_gateway::lwm2m::{codec, ContentFormat, Path, Record, ResourceType, ResourceTypes, Value};
+use lwm2m_gateway::lwm2m::{
+    codec, ContentFormat, Path, Record, ResourceType, ResourceTypes, Value,
+};
 
 const FORMATS: [ContentFormat; 5] = [
     ContentFormat::Tlv,
@@ -85,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut records: Vec<Record> = Vec::new();
     while !rd.is_empty() && records.len() < 32 {
-        let i = if base.len() == 1 { rd.u8() as u16 % 4 } else { inst };
+        let i = if base.len() == 1 {
+            rd.u8() as u16 % 4
+        } else {
+            inst
+        };
         let r = fixed_resource.unwrap_or_else(|| rd.u8() as u16 % 32);
         let ids: Vec<u16> = if FuzzTypes.is_multiple(OBJECT, r) == Some(true) {
             vec![OBJECT, i, r, rd.u8() as u16]
@@ -120,14 +126,17 @@ fuzz_target!(|data: &[u8]| {
         0
     };
     let same = decoded.len() == records.len()
-        && decoded.iter().zip(&records).all(|(d, r)| match (&d.value, &r.value) {
-            (Value::Float(a), Value::Float(b)) => {
-                d.path == r.path
-                    && d.type_unknown == r.type_unknown
-                    && (a == b || (a.to_bits() as i64).abs_diff(b.to_bits() as i64) <= ulps)
-            }
-            _ => d == r,
-        });
+        && decoded
+            .iter()
+            .zip(&records)
+            .all(|(d, r)| match (&d.value, &r.value) {
+                (Value::Float(a), Value::Float(b)) => {
+                    d.path == r.path
+                        && d.type_unknown == r.type_unknown
+                        && (a == b || (a.to_bits() as i64).abs_diff(b.to_bits() as i64) <= ulps)
+                }
+                _ => d == r,
+            });
     assert!(
         same,
         "{} round trip at {base} differs; bytes {bytes:02x?}\n decoded: {decoded:?}\n records: {records:?}",

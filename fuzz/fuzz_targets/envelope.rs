@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
         ("1.2", &[0, 42, 60, 11542, 11543, 11544]),
     ];
     let encodings = [WriteEncoding::Auto, WriteEncoding::Tlv];
-    for ((version, announced), write_encoding) in devices.into_iter().zip(encodings.into_iter().cycle()) {
+    for ((version, announced), write_encoding) in
+        devices.into_iter().zip(encodings.into_iter().cycle())
+    {
         let dev = DeviceContext {
             version,
             announced_formats: announced,

@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
         let emitted = link_format::emit(&links);
         let again = link_format::parse(&emitted)
             .unwrap_or_else(|e| panic!("emit output does not parse ({e}): {emitted:?}"));
-        assert_eq!(links, again, "parse(emit(links)) != links; emitted {emitted:?}");
+        assert_eq!(
+            links, again,
+            "parse(emit(links)) != links; emitted {emitted:?}"
+        );
     }
 });

@@ -86,7 +86,11 @@ fn drain(out: &mut Output, last_req: &mut [Option<(u16, Vec<u8>)>; 3]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut shard = Shard::new(lwm2m_gateway::core::ids::ShardId::default(), shard_config(), 42);
+    let mut shard = Shard::new(
+        lwm2m_gateway::core::ids::ShardId::default(),
+        shard_config(),
+        42,
+    );
     let mut now = Instant::now();
     let mut out = Output::default();
     let mut last_req: [Option<(u16, Vec<u8>)>; 3] = [None, None, None];

@@ -13,7 +13,11 @@ pub fn registry() -> &'static Arc<ObjectRegistry> {
     REG.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../xml");
         let (reg, errors) = ObjectRegistry::load_dir(&dir).expect("xml dir");
-        assert!(!reg.is_empty(), "no object definitions in {}", dir.display());
+        assert!(
+            !reg.is_empty(),
+            "no object definitions in {}",
+            dir.display()
+        );
         assert!(errors.is_empty(), "xml load errors: {errors:?}");
         Arc::new(reg)
     })
