@@ -213,7 +213,18 @@ fn write_head(out: &mut Vec<u8>, cmd: &CommandHead, msg_type: &str, own_seq_num:
     out.push(b'{');
     cmd.echo.write(out, own_seq_num);
     out.extend_from_slice(b"\"msgType\":");
-    write_json(out, msg_type);
+    // Every operation's name is plain ASCII: no escaping to look for (an unparsed command's
+    // `msgType` may be anything and takes the general path).
+    if msg_type
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        out.push(b'"');
+        out.extend_from_slice(msg_type.as_bytes());
+        out.push(b'"');
+    } else {
+        write_json(out, msg_type);
+    }
 }
 
 // Writing into a Vec cannot fail.

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crate::coap::block::{Block2Assembly, Block2Step, BlockOpt};
 use crate::coap::{code, decode_uint, opt, MessageView};
 use crate::core::ids::{RegId, Token};
-use crate::core::uplink::Uplink;
+use crate::core::uplink::{self, Uplink};
 
 use super::exchange::answer;
-use super::session::{Purpose, Queued};
+use super::session::{Purpose, Queued, Session};
 use super::{content_format, Output, Shard};
 
 /// RFC 7641 §3.4: is notification (v2 at t2) newer than the last one (v1 at t1)?
@@ -32,11 +32,13 @@ impl Shard {
     ) {
         let resp_code = pkt.code();
         let seq = pkt.first_option(opt::OBSERVE).and_then(decode_uint);
-        let Some(w) = self
-            .sessions
-            .get_mut(reg)
-            .and_then(|s| s.work.as_deref_mut())
-        else {
+        let Some(s) = self.sessions.get_mut(reg) else {
+            return;
+        };
+        // Field by field: the observation is changed next to the registration it is read with.
+        let host = s.host();
+        let Session { reg: r, work, .. } = s;
+        let Some(w) = work.as_deref_mut() else {
             return;
         };
         let Some(obs) = w.observations.get_mut(&token) else {
@@ -77,13 +79,8 @@ impl Shard {
                 return;
             }
         }
-        let Some(s) = self.sessions.get(reg) else {
-            return;
-        };
-        let Some(obs) = s.observation(token) else {
-            return;
-        };
-        let types = self.cfg.model.types_for(s.versions());
+        let versions = r.objects.as_ref().map_or(&[][..], |o| o.versions());
+        let types = self.cfg.model.types_for(versions);
         let cf = content_format(pkt);
         let answer = answer(obs.op, &obs.request, resp_code, cf, pkt.payload(), &types);
         let ev = Uplink::Notify {
@@ -91,7 +88,8 @@ impl Shard {
             seq_num: seq,
             answer: &answer,
         };
-        Self::emit(&self.cfg, s, ev, out);
+        let p = uplink::render(&self.cfg.topics, &r.endpoint, host, &ev);
+        out.publishes.push(p);
         // An error, or a response without Observe, ends the observation (RFC 7641 §3.2, §4.2).
         if !code::is_success(resp_code) || seq.is_none() {
             self.sessions.remove_observation(reg, token);
