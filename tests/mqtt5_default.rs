@@ -343,6 +343,7 @@ fn the_default_falls_back_to_311_on_a_311_connack_at_once() {
         assert_eq!(c.mqtt.version, MqttVersion::Auto);
         // A backoff longer than the test waits: the fallback must not wait for it.
         c.mqtt.reconnect_min = Duration::from_secs(60);
+        c.mqtt.reconnect_max = Duration::from_secs(120);
     });
     assert_eq!(old.next_level(), 5);
     assert_eq!(old.next_level(), 4, "reconnected with 3.1.1");
@@ -386,6 +387,7 @@ fn the_default_falls_back_to_311_when_the_broker_hangs_up_on_a_v5_connect() {
     );
     let gw = TestGateway::start(Some(broker), |c| {
         c.mqtt.reconnect_min = Duration::from_secs(60);
+        c.mqtt.reconnect_max = Duration::from_secs(120);
     });
     let obs = Observer::connect(broker, &[UPLINK]);
     command_round_trip(&gw, &obs, "hangup", 4);
@@ -396,7 +398,7 @@ fn the_default_falls_back_to_311_when_the_broker_hangs_up_on_a_v5_connect() {
 #[test]
 fn forced_5_never_falls_back() {
     let old = OldBroker::start(rumqttd_v311_only());
-    let mut c = test_config(Some(old.addr));
+    let mut c = on_loopback(lwm2m_gateway::config::Config::default(), Some(old.addr));
     c.mqtt.version = MqttVersion::V5;
     c.mqtt.reconnect_min = Duration::from_millis(20);
     c.mqtt.reconnect_max = Duration::from_millis(40);
