@@ -669,36 +669,7 @@ fn mqtt5_session(broker: Option<SocketAddr>) {
     assert_eq!(obs.next_of("read").1["data"]["content"][0]["value"], "now");
     // Asleep: one command expires (MQTT 5 expiry 1 s), the other waits for the Update.
     std::thread::sleep(Duration::from_millis(500));
-    obs.command(
-        "q5",
-        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/1"}}),
-        Some(1),
-    );
-    obs.command(
-        "q5",
-        json!({"reqID": 3, "msgType": "read", "data": {"path": "/3/0/2"}}),
-        None,
-    );
-    let (_, t) = obs.next_of("coap_timeout");
-    assert_eq!(
-        (t["reqID"].clone(), t["data"]["reason"].clone()),
-        (json!(2), json!("expired in queue"))
-    );
-    assert!(
-        dev.try_recv(Duration::from_millis(200)).is_none(),
-        "nothing reached the sleeping device"
-    );
-    let upd = Msg::con(code::POST, 2).token(&[2]).path(&["rd", &loc]);
-    dev.send(&upd.build());
-    assert_eq!(reply_of(&dev.recv()).1, code::CHANGED);
-    let req = dev.recv();
-    assert_eq!(uri_path(&req), "/3/0/2");
-    dev.send(&answer(&req, code::CONTENT, None, b"later"));
-    let (_, r) = obs.next_of("read");
-    assert_eq!(
-        (r["reqID"].clone(), r["data"]["content"][0]["value"].clone()),
-        (json!(3), json!("later"))
-    );
+    expiry_ends_the_wait(&dev, &obs, "q5", &loc, 2);
 }
 
 #[test]

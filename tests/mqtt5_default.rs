@@ -50,37 +50,7 @@ fn expiry_is_honoured(gw: &TestGateway, obs: &Observer5, ep: &str) {
     let loc = register(&dev, ep, "UQ", || obs.next_of("register").1);
     // Asleep once the queue-mode window (300 ms) has passed.
     std::thread::sleep(Duration::from_millis(500));
-    obs.command(
-        ep,
-        json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/1"}}),
-        Some(1),
-    );
-    obs.command(
-        ep,
-        json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/2"}}),
-        None,
-    );
-    let (topic, t) = obs.next_of("coap_timeout");
-    assert_eq!(topic, format!("lwm2m/{ep}/up/resp"));
-    assert_eq!(
-        (t["reqID"].clone(), t["data"]["reason"].clone()),
-        (json!(1), json!("expired in queue"))
-    );
-    assert!(
-        dev.try_recv(Duration::from_millis(200)).is_none(),
-        "nothing reached the sleeping device"
-    );
-    let upd = Msg::con(code::POST, 2).token(&[2]).path(&["rd", &loc]);
-    dev.send(&upd.build());
-    assert_eq!(reply_of(&dev.recv()).1, code::CHANGED);
-    let req = dev.recv();
-    assert_eq!(uri_path(&req), "/3/0/2");
-    dev.send(&answer(&req, code::CONTENT, None, b"later"));
-    let (_, r) = obs.next_of("read");
-    assert_eq!(
-        (r["reqID"].clone(), r["data"]["content"][0]["value"].clone()),
-        (json!(2), json!("later"))
-    );
+    expiry_ends_the_wait(&dev, obs, ep, &loc, 1);
 }
 
 /// A read command from a 3.1.1 application client to an awake device, answered.

@@ -327,3 +327,37 @@ impl Drop for ClientProcess {
         let _ = self.child.wait();
     }
 }
+
+/// MQTT 5 message expiry against a sleeping queue-mode device `ep` (registered at `loc`, its
+/// queue-mode window already passed): command `first` (expiry 1 s) is answered `coap_timeout`,
+/// command `first + 1` (no expiry) waits and reaches the device after its Update. Needs the
+/// gateway on MQTT 5: over 3.1.1 the expiry would not reach it.
+pub fn expiry_ends_the_wait(dev: &Device, obs: &Observer5, ep: &str, loc: &str, first: i64) {
+    use lwm2m_gateway::coap::code;
+    use serde_json::json;
+    let read =
+        |id: i64, path: &str| json!({"reqID": id, "msgType": "read", "data": {"path": path}});
+    obs.command(ep, read(first, "/3/0/1"), Some(1));
+    obs.command(ep, read(first + 1, "/3/0/2"), None);
+    let (topic, t) = obs.next_of("coap_timeout");
+    assert_eq!(topic, format!("lwm2m/{ep}/up/resp"));
+    assert_eq!(
+        (t["reqID"].clone(), t["data"]["reason"].clone()),
+        (json!(first), json!("expired in queue"))
+    );
+    assert!(
+        dev.try_recv(Duration::from_millis(200)).is_none(),
+        "nothing reached the sleeping device"
+    );
+    let upd = Msg::con(code::POST, 2).token(&[2]).path(&["rd", loc]);
+    dev.send(&upd.build());
+    assert_eq!(reply_of(&dev.recv()).1, code::CHANGED);
+    let req = dev.recv();
+    assert_eq!(uri_path(&req), "/3/0/2");
+    dev.send(&answer(&req, code::CONTENT, None, b"later"));
+    let (_, r) = obs.next_of("read");
+    assert_eq!(
+        (r["reqID"].clone(), r["data"]["content"][0]["value"].clone()),
+        (json!(first + 1), json!("later"))
+    );
+}
