@@ -10,6 +10,7 @@
 //! Dependencies point inwards only: `runtime` and `config` use `core`; `core` uses neither.
 
 pub mod coap;
+pub mod dtls;
 pub mod config;
 pub mod core;
 pub mod lwm2m;

@@ -1,0 +1,372 @@
+//! A DTLS 1.2 PSK client, sans-IO: the other end of [`super::server`] for the gateway's own
+//! tests and for `lwm2m-loadtest`, which simulates DTLS devices with it. Interoperability is
+//! shown against real clients (libcoap, aiocoap/tinydtls) in the integration tests; this one
+//! exists because a load generator must be cheap per device.
+//!
+//! It does the full handshake with a cookie exchange, the abbreviated one for a session it
+//! holds ([`Client::resume`]), and protects application data. It does not time out on its
+//! own: the caller retransmits [`Client::last_flight`] when an answer is overdue.
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use super::crypto::{self, ct_eq, DirectionKeys, Suite};
+use super::handshake as hs;
+use super::record::{self, ReplayWindow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    AwaitServerHello,
+    AwaitHelloDone,
+    AwaitServerFinished { resumed: bool },
+    Established,
+    /// The server sent this fatal alert, or the handshake went wrong here (0).
+    Failed(u8),
+}
+
+pub struct Client {
+    identity: Vec<u8>,
+    psk: Vec<u8>,
+    suites: Vec<u16>,
+    ems: bool,
+    state: State,
+    rng: SmallRng,
+    client_random: [u8; 32],
+    server_random: [u8; 32],
+    /// The session to resume, and its master secret.
+    session: Option<(Vec<u8>, [u8; 48], Suite)>,
+    offered_session: Vec<u8>,
+    transcript: Sha256,
+    msg_seq: u16,
+    write_seq0: u64,
+    write_seq1: u64,
+    suite: Suite,
+    master: [u8; 48],
+    keys: Option<(DirectionKeys, DirectionKeys)>,
+    replay: ReplayWindow,
+    flight: Vec<u8>,
+}
+
+fn add(t: &mut Sha256, msg: &[u8]) {
+    t.update(msg);
+}
+
+impl Client {
+    pub fn new(identity: &[u8], psk: &[u8], suites: &[Suite], seed: u64) -> Client {
+        Client {
+            identity: identity.to_vec(),
+            psk: psk.to_vec(),
+            suites: suites.iter().map(|s| s.id()).collect(),
+            ems: true,
+            state: State::Idle,
+            rng: SmallRng::seed_from_u64(seed),
+            client_random: [0; 32],
+            server_random: [0; 32],
+            session: None,
+            offered_session: Vec::new(),
+            transcript: Sha256::new(),
+            msg_seq: 0,
+            write_seq0: 0,
+            write_seq1: 0,
+            suite: Suite::PskAes128Ccm8,
+            master: [0; 48],
+            keys: None,
+            replay: ReplayWindow::default(),
+            flight: Vec::new(),
+        }
+    }
+
+    /// Offer (or not) extended_master_secret.
+    pub fn with_extended_master_secret(mut self, on: bool) -> Client {
+        self.ems = on;
+        self
+    }
+
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// The fatal alert that ended the handshake, if one did.
+    pub fn failure(&self) -> Option<u8> {
+        match self.state {
+            State::Failed(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// What was last sent, to send again when the answer is late.
+    pub fn last_flight(&self) -> &[u8] {
+        &self.flight
+    }
+
+    /// Starts a full handshake: the first ClientHello.
+    pub fn connect(&mut self) -> Vec<u8> {
+        self.session = None;
+        self.start()
+    }
+
+    /// Starts an abbreviated handshake for the session established last (a full one if none).
+    pub fn resume(&mut self) -> Vec<u8> {
+        self.start()
+    }
+
+    fn start(&mut self) -> Vec<u8> {
+        self.rng.fill_bytes(&mut self.client_random);
+        self.offered_session = self.session.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+        self.msg_seq = 0;
+        self.write_seq0 = 0;
+        self.write_seq1 = 0;
+        self.replay = ReplayWindow::default();
+        self.keys = None;
+        self.state = State::AwaitServerHello;
+        self.hello(&[])
+    }
+
+    fn hello(&mut self, cookie: &[u8]) -> Vec<u8> {
+        let body = hs::client_hello(
+            &self.client_random,
+            &self.offered_session,
+            cookie,
+            &self.suites,
+            self.ems,
+        );
+        let mut msg = Vec::new();
+        hs::write_message(&mut msg, hs::CLIENT_HELLO, self.msg_seq, &body);
+        self.msg_seq += 1;
+        self.transcript = Sha256::new();
+        add(&mut self.transcript, &msg);
+        let mut d = Vec::new();
+        record::write_header(&mut d, record::HANDSHAKE, 0, self.write_seq0, msg.len());
+        d.extend_from_slice(&msg);
+        self.write_seq0 += 1;
+        self.flight = d.clone();
+        d
+    }
+
+    /// Protects one application datagram (once established).
+    pub fn seal(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        let (ck, _) = self.keys.as_ref().filter(|_| self.is_established())?;
+        let mut out = Vec::with_capacity(record::HEADER_LEN + plain.len() + self.suite.overhead());
+        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, self.write_seq1);
+        let mut iv = [0u8; 16];
+        self.rng.fill_bytes(&mut iv);
+        crypto::seal(
+            self.suite,
+            ck,
+            (1 << 48) | self.write_seq1,
+            record::APPLICATION_DATA,
+            plain,
+            iv,
+            &mut out,
+        );
+        record::finish_record(&mut out, at);
+        self.write_seq1 += 1;
+        Some(out)
+    }
+
+    /// A close_notify alert for the server (once established).
+    pub fn close(&mut self) -> Option<Vec<u8>> {
+        let (ck, _) = self.keys.as_ref().filter(|_| self.is_established())?;
+        let mut out = Vec::new();
+        let at = record::begin_record(&mut out, record::ALERT, 1, self.write_seq1);
+        crypto::seal(
+            self.suite,
+            ck,
+            (1 << 48) | self.write_seq1,
+            record::ALERT,
+            &[1, 0],
+            [0; 16],
+            &mut out,
+        );
+        record::finish_record(&mut out, at);
+        self.write_seq1 += 1;
+        Some(out)
+    }
+
+    /// Handles a datagram from the server; returns the datagram to answer with, if any.
+    /// Application data goes to `app`.
+    pub fn on_datagram(&mut self, bytes: &[u8], app: &mut dyn FnMut(&[u8])) -> Option<Vec<u8>> {
+        let mut reply = None;
+        let mut scratch = Vec::new();
+        for rec in record::records(bytes) {
+            match (rec.epoch, rec.ctype) {
+                (0, record::HANDSHAKE) => {
+                    for (h, body) in hs::messages(rec.fragment) {
+                        if let Some(r) = self.on_handshake(h.msg_type, h.message_seq, body) {
+                            reply = Some(r);
+                        }
+                    }
+                }
+                (0, record::ALERT) => {
+                    if rec.fragment.first() == Some(&2) && !self.is_established() {
+                        self.state = State::Failed(rec.fragment.get(1).copied().unwrap_or(0));
+                    }
+                }
+                (1, t) => {
+                    let Some((_, sk)) = &self.keys else { continue };
+                    if !self.replay.fresh(rec.seq) {
+                        continue;
+                    }
+                    scratch.clear();
+                    scratch.extend_from_slice(rec.fragment);
+                    let Some(r) = crypto::open(self.suite, sk, rec.epoch_seq(), t, &mut scratch)
+                    else {
+                        continue;
+                    };
+                    self.replay.accept(rec.seq);
+                    let plain = scratch[r].to_vec();
+                    match t {
+                        record::HANDSHAKE => {
+                            if let Some(r) = self.on_server_finished(&plain) {
+                                reply = Some(r);
+                            }
+                        }
+                        record::APPLICATION_DATA if self.is_established() => app(&plain),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        reply
+    }
+
+    fn on_handshake(&mut self, t: u8, seq: u16, body: &[u8]) -> Option<Vec<u8>> {
+        let mut msg = Vec::new();
+        match (self.state, t) {
+            (State::AwaitServerHello, hs::HELLO_VERIFY_REQUEST) => {
+                let cookie = hs::parse_hello_verify_request(body)?.to_vec();
+                Some(self.hello(&cookie))
+            }
+            (State::AwaitServerHello, hs::SERVER_HELLO) => {
+                let sh = hs::parse_server_hello(body)?;
+                let suite = Suite::from_id(sh.suite)?;
+                hs::write_message(&mut msg, t, seq, body);
+                add(&mut self.transcript, &msg);
+                self.server_random = sh.random;
+                self.suite = suite;
+                self.ems = self.ems && sh.extended_master_secret;
+                let resumed = match &self.session {
+                    Some((id, master, _)) if !id.is_empty() && id[..] == *sh.session_id => {
+                        self.master = *master;
+                        true
+                    }
+                    _ => false,
+                };
+                let session_id = sh.session_id.to_vec();
+                if resumed {
+                    self.keys = Some(crypto::key_block(
+                        suite,
+                        &self.master,
+                        &self.client_random,
+                        &self.server_random,
+                    ));
+                    self.state = State::AwaitServerFinished { resumed: true };
+                } else {
+                    self.session = Some((session_id, [0; 48], suite));
+                    self.state = State::AwaitHelloDone;
+                }
+                None
+            }
+            (State::AwaitHelloDone, hs::SERVER_HELLO_DONE) => {
+                hs::write_message(&mut msg, t, seq, body);
+                add(&mut self.transcript, &msg);
+                Some(self.key_exchange())
+            }
+            _ => None,
+        }
+    }
+
+    fn key_exchange(&mut self) -> Vec<u8> {
+        let mut flight = Vec::new();
+        let mut cke_body = (self.identity.len() as u16).to_be_bytes().to_vec();
+        cke_body.extend_from_slice(&self.identity);
+        let mut cke = Vec::new();
+        hs::write_message(&mut cke, hs::CLIENT_KEY_EXCHANGE, self.msg_seq, &cke_body);
+        self.msg_seq += 1;
+        add(&mut self.transcript, &cke);
+        record::write_header(&mut flight, record::HANDSHAKE, 0, self.write_seq0, cke.len());
+        flight.extend_from_slice(&cke);
+        self.write_seq0 += 1;
+        let pm = crypto::psk_premaster(&self.psk);
+        if self.ems {
+            let h: [u8; 32] = self.transcript.clone().finalize().into();
+            crypto::prf(&pm, b"extended master secret", &[&h], &mut self.master);
+        } else {
+            crypto::prf(
+                &pm,
+                b"master secret",
+                &[&self.client_random, &self.server_random],
+                &mut self.master,
+            );
+        }
+        if let Some(s) = &mut self.session {
+            s.1 = self.master;
+        }
+        self.keys = Some(crypto::key_block(
+            self.suite,
+            &self.master,
+            &self.client_random,
+            &self.server_random,
+        ));
+        self.client_finished(&mut flight);
+        self.state = State::AwaitServerFinished { resumed: false };
+        self.flight = flight.clone();
+        flight
+    }
+
+    fn client_finished(&mut self, flight: &mut Vec<u8>) {
+        record::write_header(flight, record::CHANGE_CIPHER_SPEC, 0, self.write_seq0, 1);
+        flight.push(1);
+        self.write_seq0 += 1;
+        let hash: [u8; 32] = self.transcript.clone().finalize().into();
+        let mut verify = [0u8; 12];
+        crypto::prf(&self.master, b"client finished", &[&hash], &mut verify);
+        let mut fin = Vec::new();
+        hs::write_message(&mut fin, hs::FINISHED, self.msg_seq, &verify);
+        self.msg_seq += 1;
+        add(&mut self.transcript, &fin);
+        let at = record::begin_record(flight, record::HANDSHAKE, 1, self.write_seq1);
+        let mut iv = [0u8; 16];
+        self.rng.fill_bytes(&mut iv);
+        if let Some((ck, _)) = &self.keys {
+            crypto::seal(self.suite, ck, 1 << 48, record::HANDSHAKE, &fin, iv, flight);
+        }
+        record::finish_record(flight, at);
+        self.write_seq1 = 1;
+    }
+
+    fn on_server_finished(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        let State::AwaitServerFinished { resumed } = self.state else {
+            return None;
+        };
+        let (h, verify) = hs::messages(plain).next()?;
+        if h.msg_type != hs::FINISHED {
+            return None;
+        }
+        let hash: [u8; 32] = self.transcript.clone().finalize().into();
+        let mut expected = [0u8; 12];
+        crypto::prf(&self.master, b"server finished", &[&hash], &mut expected);
+        if !ct_eq(verify, &expected) {
+            self.state = State::Failed(0);
+            return None;
+        }
+        self.state = State::Established;
+        if resumed {
+            let mut fin = Vec::new();
+            hs::write_message(&mut fin, hs::FINISHED, h.message_seq, verify);
+            add(&mut self.transcript, &fin);
+            let mut flight = Vec::new();
+            self.client_finished(&mut flight);
+            self.flight = flight.clone();
+            return Some(flight);
+        }
+        None
+    }
+}

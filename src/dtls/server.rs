@@ -1,0 +1,803 @@
+//! The DTLS 1.2 server of one worker, sans-IO: every peer's handshake and session, keyed by
+//! (listener, address). Driven by [`Server::on_datagram`], [`Server::seal`] and
+//! [`Server::on_timeout`], each taking `now` from the caller; what it wants sent comes back in
+//! an [`Output`], decrypted application data through a callback.
+//!
+//! The handshake (RFC 6347 §4.2, RFC 4279 PSK):
+//! - a ClientHello without a valid cookie gets a stateless HelloVerifyRequest ([`super::cookie`]);
+//! - a ClientHello with one starts a handshake, if fewer than `max_handshakes` are in progress and
+//!   fewer than `max_sessions` are established: a full one (ServerHello, ServerHelloDone), or an
+//!   abbreviated one when it names a session this server still holds (ServerHello, CCS, Finished);
+//! - the client's ClientKeyExchange names its PSK identity; an identity the key store does not
+//!   know is not told apart from a wrong key: both end in a `decrypt_error` alert after Finished;
+//! - the client's Finished, once verified, makes the handshake a [`Session`] (with
+//!   extended_master_secret when the client offers it, RFC 7627).
+//!
+//! Retransmission follows §4.2.4 loosely: a peer that sends its previous flight again gets ours
+//! again (the server keeps its last flight until the client's first application record), and
+//! the abbreviated handshake, where the server's flight is not the last, is also retransmitted on
+//! a doubling timer. A new handshake on a peer that has a session leaves the session in place
+//! until the new one completes (§4.2.8). Records that fail authentication, replays and
+//! anything unexpected are dropped silently and counted ([`Stats`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use super::cookie::CookieJar;
+use super::crypto::{self, ct_eq, DirectionKeys, Suite};
+use super::handshake as hs;
+use super::record::{self, ReplayWindow};
+
+/// (listener index, peer address): one DTLS association.
+pub type ConnKey = (u16, SocketAddr);
+
+/// Where PSK keys come from: identity in, key out (`None`: unknown identity).
+pub trait PskStore {
+    fn psk(&self, identity: &[u8]) -> Option<Vec<u8>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// In order of preference.
+    pub suites: Vec<Suite>,
+    pub max_handshakes: usize,
+    pub max_sessions: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub cookie_period: Duration,
+    /// First retransmission of a flight the peer does not answer; doubles up to 3 times.
+    pub retransmit: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            suites: vec![Suite::PskAes128Ccm8, Suite::PskAes128CbcSha256],
+            max_handshakes: 10_000,
+            max_sessions: 1_000_000,
+            handshake_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(24 * 3600),
+            cookie_period: Duration::from_secs(60),
+            retransmit: Duration::from_secs(1),
+        }
+    }
+}
+
+/// An established association: the negotiated keys and what is needed to resume it.
+pub struct Session {
+    pub suite: Suite,
+    read: DirectionKeys,
+    write: DirectionKeys,
+    write_seq: u64,
+    replay: ReplayWindow,
+    master: [u8; 48],
+    session_id: [u8; 16],
+    ems: bool,
+    /// The PSK identity the peer proved.
+    pub identity: Box<[u8]>,
+    /// Our last flight, until the peer's first application record shows it arrived.
+    last_flight: Option<Box<[u8]>>,
+    last_seen: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("suite", &self.suite)
+            .field("write_seq", &self.write_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Finished did not verify: a wrong key, or an identity the store does not know.
+    BadKey,
+    UnknownIdentity,
+    NoCommonSuite,
+    Malformed,
+    Timeout,
+    /// The peer sent a fatal alert.
+    Alert(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Established { key: ConnKey, resumed: bool },
+    HandshakeFailed { key: ConnKey, why: Failure },
+    /// The session ended: close_notify or a fatal alert from the peer, or idle.
+    Closed { key: ConnKey },
+}
+
+/// Counters since the last [`Server::take_stats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub hello_verify: u64,
+    pub handshakes_started: u64,
+    pub established: u64,
+    pub resumed: u64,
+    pub failed: u64,
+    /// ClientHellos refused because `max_handshakes` or `max_sessions` was reached.
+    pub refused_busy: u64,
+    /// Records that did not authenticate, replays, records for no session, garbage.
+    pub bad_records: u64,
+    pub app_records: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub transmits: Vec<(ConnKey, Vec<u8>)>,
+    pub events: Vec<Event>,
+}
+
+enum Stage {
+    /// Full handshake: ServerHelloDone sent, waiting for ClientKeyExchange.
+    AwaitKeyExchange,
+    /// Keys derived, waiting for the client's Finished.
+    AwaitFinished { unknown_identity: bool },
+    /// Abbreviated handshake: our Finished sent, waiting for the client's.
+    AwaitResumedFinished,
+}
+
+struct Handshake {
+    stage: Stage,
+    suite: Suite,
+    client_random: [u8; 32],
+    server_random: [u8; 32],
+    session_id: [u8; 16],
+    ems: bool,
+    transcript: Sha256,
+    next_recv_seq: u16,
+    next_send_seq: u16,
+    /// Epoch-0 record sequence for what we send.
+    write_seq0: u64,
+    master: [u8; 48],
+    client_keys: Option<(DirectionKeys, DirectionKeys)>,
+    identity: Box<[u8]>,
+    flight: Vec<u8>,
+    started: Instant,
+    retransmit_at: Option<Instant>,
+    retransmits: u8,
+}
+
+pub struct Server {
+    cfg: Config,
+    handshakes: HashMap<ConnKey, Box<Handshake>>,
+    sessions: HashMap<ConnKey, Session>,
+    by_session_id: HashMap<[u8; 16], ConnKey>,
+    cookies: CookieJar,
+    rng: SmallRng,
+    stats: Stats,
+    next_sweep: Instant,
+}
+
+const ALERT_FATAL: u8 = 2;
+const CLOSE_NOTIFY: u8 = 0;
+const HANDSHAKE_FAILURE: u8 = 40;
+const DECODE_ERROR: u8 = 50;
+const DECRYPT_ERROR: u8 = 51;
+
+fn transcript_add(t: &mut Sha256, msg_type: u8, seq: u16, body: &[u8]) {
+    let mut h = Vec::with_capacity(hs::HEADER_LEN);
+    hs::write_message(&mut h, msg_type, seq, &[]);
+    let len = (body.len() as u32).to_be_bytes();
+    h[1..4].copy_from_slice(&len[1..]);
+    h[9..12].copy_from_slice(&len[1..]);
+    t.update(&h);
+    t.update(body);
+}
+
+fn finished(master: &[u8; 48], label: &[u8], t: &Sha256) -> [u8; 12] {
+    let hash: [u8; 32] = t.clone().finalize().into();
+    let mut v = [0u8; 12];
+    crypto::prf(master, label, &[&hash], &mut v);
+    v
+}
+
+fn plain_record(out: &mut Vec<u8>, ctype: u8, seq: &mut u64, body: &[u8]) {
+    record::write_header(out, ctype, 0, *seq, body.len());
+    out.extend_from_slice(body);
+    *seq += 1;
+}
+
+fn alert(level: u8, desc: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15);
+    record::write_header(&mut out, record::ALERT, 0, 0, 2);
+    out.extend_from_slice(&[level, desc]);
+    out
+}
+
+impl Server {
+    pub fn new(cfg: Config, now: Instant, seed: u64) -> Server {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        Server {
+            cookies: CookieJar::new(now, cfg.cookie_period, secret),
+            next_sweep: now + cfg.idle_timeout.min(Duration::from_secs(60)),
+            cfg,
+            handshakes: HashMap::new(),
+            sessions: HashMap::new(),
+            by_session_id: HashMap::new(),
+            rng,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    pub fn session(&self, key: &ConnKey) -> Option<&Session> {
+        self.sessions.get(key)
+    }
+
+    pub fn take_stats(&mut self) -> Stats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// Removes a session (it moves to another worker, or its peer is gone).
+    pub fn take_session(&mut self, key: &ConnKey) -> Option<Session> {
+        let s = self.sessions.remove(key)?;
+        if self.by_session_id.get(&s.session_id) == Some(key) {
+            self.by_session_id.remove(&s.session_id);
+        }
+        Some(s)
+    }
+
+    /// Adopts a session established elsewhere (another worker of the same gateway).
+    pub fn insert_session(&mut self, key: ConnKey, s: Session) {
+        self.by_session_id.insert(s.session_id, key);
+        if let Some(old) = self.sessions.insert(key, s) {
+            if self.by_session_id.get(&old.session_id) == Some(&key) {
+                self.by_session_id.remove(&old.session_id);
+            }
+        }
+    }
+
+    /// The earliest moment [`Server::on_timeout`] has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let hs = self
+            .handshakes
+            .values()
+            .map(|h| {
+                let end = h.started + self.cfg.handshake_timeout;
+                h.retransmit_at.map_or(end, |r| r.min(end))
+            })
+            .min();
+        let sweep = (!self.sessions.is_empty()).then_some(self.next_sweep);
+        match (hs, sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires handshakes, retransmits flights, drops idle sessions.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
+        let rng = &mut self.rng;
+        self.cookies.rotate_if_due(now, || {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        });
+        let timeout = self.cfg.handshake_timeout;
+        let mut expired = Vec::new();
+        for (k, h) in self.handshakes.iter_mut() {
+            if h.started + timeout <= now {
+                expired.push(*k);
+            } else if h.retransmit_at.is_some_and(|r| r <= now) {
+                out.transmits.push((*k, h.flight.clone()));
+                h.retransmits += 1;
+                h.retransmit_at = (h.retransmits < 4)
+                    .then(|| now + self.cfg.retransmit * (1 << h.retransmits));
+            }
+        }
+        for k in expired {
+            self.handshakes.remove(&k);
+            self.stats.failed += 1;
+            out.events.push(Event::HandshakeFailed {
+                key: k,
+                why: Failure::Timeout,
+            });
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.cfg.idle_timeout.min(Duration::from_secs(60));
+            let idle = self.cfg.idle_timeout;
+            let gone: Vec<ConnKey> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.last_seen + idle <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in gone {
+                self.take_session(&k);
+                out.events.push(Event::Closed { key: k });
+            }
+        }
+    }
+
+    /// Protects one application datagram for the peer; `None` if it has no session.
+    pub fn seal(&mut self, key: &ConnKey, plain: &[u8]) -> Option<Vec<u8>> {
+        let s = self.sessions.get_mut(key)?;
+        let mut out = Vec::with_capacity(record::HEADER_LEN + plain.len() + s.suite.overhead());
+        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, s.write_seq);
+        let mut iv = [0u8; 16];
+        if s.suite == Suite::PskAes128CbcSha256 {
+            self.rng.fill_bytes(&mut iv);
+        }
+        crypto::seal(
+            s.suite,
+            &s.write,
+            (1 << 48) | s.write_seq,
+            record::APPLICATION_DATA,
+            plain,
+            iv,
+            &mut out,
+        );
+        record::finish_record(&mut out, at);
+        s.write_seq += 1;
+        Some(out)
+    }
+
+    /// Handles one datagram from `key`. Decrypted application data goes to `app` with the
+    /// session it arrived on.
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        bytes: &[u8],
+        keys: &dyn PskStore,
+        out: &mut Output,
+        app: &mut dyn FnMut(&Session, &[u8]),
+    ) {
+        let mut scratch = Vec::new();
+        let mut any = false;
+        for rec in record::records(bytes) {
+            any = true;
+            if rec.version[0] != 0xfe {
+                self.stats.bad_records += 1;
+                continue;
+            }
+            if rec.epoch == 0 {
+                self.on_plain_record(now, key, &rec, keys, out);
+            } else if rec.epoch == 1 {
+                self.on_protected_record(now, key, &rec, &mut scratch, out, app);
+            } else {
+                self.stats.bad_records += 1;
+            }
+        }
+        if !any {
+            self.stats.bad_records += 1;
+        }
+    }
+
+    fn on_plain_record(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        rec: &record::Record,
+        keys: &dyn PskStore,
+        out: &mut Output,
+    ) {
+        match rec.ctype {
+            record::HANDSHAKE => {
+                for (h, body) in hs::messages(rec.fragment) {
+                    if !h.is_whole() {
+                        // Our peers' handshake messages are small; a fragmented one is
+                        // dropped and its retransmission awaited.
+                        self.stats.bad_records += 1;
+                        continue;
+                    }
+                    match h.msg_type {
+                        hs::CLIENT_HELLO => self.on_client_hello(now, key, rec, &h, body, out),
+                        hs::CLIENT_KEY_EXCHANGE => self.on_key_exchange(key, &h, body, keys, out),
+                        _ => self.stats.bad_records += 1,
+                    }
+                }
+            }
+            record::CHANGE_CIPHER_SPEC => {
+                // The keys switch by epoch number; the CCS itself carries nothing we need.
+                if rec.fragment != [1] {
+                    self.stats.bad_records += 1;
+                }
+            }
+            record::ALERT => {
+                // An unauthenticated alert may end a handshake, never a session.
+                if rec.fragment.first() == Some(&ALERT_FATAL) && self.handshakes.remove(&key).is_some() {
+                    self.stats.failed += 1;
+                    out.events.push(Event::HandshakeFailed {
+                        key,
+                        why: Failure::Alert(rec.fragment.get(1).copied().unwrap_or(0)),
+                    });
+                }
+            }
+            _ => self.stats.bad_records += 1,
+        }
+    }
+
+    fn on_client_hello(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        rec: &record::Record,
+        h: &hs::Header,
+        body: &[u8],
+        out: &mut Output,
+    ) {
+        let Some(ch) = hs::parse_client_hello(body) else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        if let Some(existing) = self.handshakes.get(&key) {
+            if existing.client_random == ch.random {
+                // The peer did not get our flight: send it again.
+                out.transmits.push((key, existing.flight.clone()));
+                return;
+            }
+        }
+        if !self.cookies.verify(key.0, key.1, &ch) {
+            let cookie = self.cookies.issue(key.0, key.1, &ch);
+            let mut msg = Vec::new();
+            hs::write_message(
+                &mut msg,
+                hs::HELLO_VERIFY_REQUEST,
+                h.message_seq,
+                &hs::hello_verify_request(&cookie),
+            );
+            let mut d = Vec::with_capacity(record::HEADER_LEN + msg.len());
+            let mut seq = rec.seq;
+            plain_record(&mut d, record::HANDSHAKE, &mut seq, &msg);
+            out.transmits.push((key, d));
+            self.stats.hello_verify += 1;
+            return;
+        }
+        if self.handshakes.len() >= self.cfg.max_handshakes
+            || (self.sessions.len() >= self.cfg.max_sessions && !self.sessions.contains_key(&key))
+        {
+            self.stats.refused_busy += 1;
+            return;
+        }
+        let Some(suite) = self
+            .cfg
+            .suites
+            .iter()
+            .copied()
+            .find(|s| ch.offers(s.id()))
+        else {
+            out.transmits.push((key, alert(ALERT_FATAL, HANDSHAKE_FAILURE)));
+            self.stats.failed += 1;
+            out.events.push(Event::HandshakeFailed {
+                key,
+                why: Failure::NoCommonSuite,
+            });
+            return;
+        };
+        self.stats.handshakes_started += 1;
+        let mut server_random = [0u8; 32];
+        self.rng.fill_bytes(&mut server_random);
+        let mut transcript = Sha256::new();
+        transcript_add(&mut transcript, hs::CLIENT_HELLO, h.message_seq, body);
+        let resumable = self.resumable(&ch);
+        let mut hs_state = Box::new(Handshake {
+            stage: Stage::AwaitKeyExchange,
+            suite,
+            client_random: ch.random,
+            server_random,
+            session_id: [0; 16],
+            ems: ch.extended_master_secret,
+            transcript,
+            next_recv_seq: h.message_seq.wrapping_add(1),
+            next_send_seq: h.message_seq,
+            write_seq0: rec.seq,
+            master: [0; 48],
+            client_keys: None,
+            identity: Box::default(),
+            flight: Vec::new(),
+            started: now,
+            retransmit_at: None,
+            retransmits: 0,
+        });
+        let hs_ref = &mut *hs_state;
+        let mut flight = Vec::new();
+        if let Some((suite, master, session_id, identity)) = resumable {
+            hs_ref.suite = suite;
+            hs_ref.master = master;
+            hs_ref.session_id = session_id;
+            hs_ref.identity = identity;
+            let sh = hs::server_hello(
+                &server_random,
+                &session_id,
+                suite.id(),
+                hs_ref.ems,
+                ch.secure_renegotiation,
+            );
+            self.server_flight_resumed(hs_ref, &sh, &mut flight);
+            hs_ref.stage = Stage::AwaitResumedFinished;
+            hs_ref.retransmit_at = Some(now + self.cfg.retransmit);
+        } else {
+            self.rng.fill_bytes(&mut hs_ref.session_id);
+            let sh = hs::server_hello(
+                &server_random,
+                &hs_ref.session_id,
+                suite.id(),
+                hs_ref.ems,
+                ch.secure_renegotiation,
+            );
+            for (t, b) in [(hs::SERVER_HELLO, &sh[..]), (hs::SERVER_HELLO_DONE, &[][..])] {
+                let mut m = Vec::new();
+                hs::write_message(&mut m, t, hs_ref.next_send_seq, b);
+                transcript_add(&mut hs_ref.transcript, t, hs_ref.next_send_seq, b);
+                hs_ref.next_send_seq = hs_ref.next_send_seq.wrapping_add(1);
+                plain_record(&mut flight, record::HANDSHAKE, &mut hs_ref.write_seq0, &m);
+            }
+        }
+        hs_ref.flight = flight.clone();
+        out.transmits.push((key, flight));
+        self.handshakes.insert(key, hs_state);
+    }
+
+    /// The session a ClientHello asks to resume, if this server still holds it and its
+    /// parameters still fit (same suite offered, same extended_master_secret use).
+    fn resumable(&self, ch: &hs::ClientHello) -> Option<(Suite, [u8; 48], [u8; 16], Box<[u8]>)> {
+        let id: [u8; 16] = ch.session_id.try_into().ok()?;
+        let key = self.by_session_id.get(&id)?;
+        let s = self.sessions.get(key)?;
+        (ch.offers(s.suite.id()) && s.ems == ch.extended_master_secret)
+            .then(|| (s.suite, s.master, s.session_id, s.identity.clone()))
+    }
+
+    fn server_flight_resumed(&mut self, h: &mut Handshake, sh: &[u8], flight: &mut Vec<u8>) {
+        let mut m = Vec::new();
+        hs::write_message(&mut m, hs::SERVER_HELLO, h.next_send_seq, sh);
+        transcript_add(&mut h.transcript, hs::SERVER_HELLO, h.next_send_seq, sh);
+        h.next_send_seq = h.next_send_seq.wrapping_add(1);
+        plain_record(flight, record::HANDSHAKE, &mut h.write_seq0, &m);
+        let keys = crypto::key_block(h.suite, &h.master, &h.client_random, &h.server_random);
+        let verify = finished(&h.master, b"server finished", &h.transcript);
+        self.finish_flight(h, &keys.1, &verify, flight);
+        h.client_keys = Some(keys);
+    }
+
+    /// Appends CCS and our Finished (epoch 1, sequence 0) to `flight`.
+    fn finish_flight(
+        &mut self,
+        h: &mut Handshake,
+        server_keys: &DirectionKeys,
+        verify: &[u8; 12],
+        flight: &mut Vec<u8>,
+    ) {
+        plain_record(flight, record::CHANGE_CIPHER_SPEC, &mut h.write_seq0, &[1]);
+        let mut fin = Vec::new();
+        hs::write_message(&mut fin, hs::FINISHED, h.next_send_seq, verify);
+        transcript_add(&mut h.transcript, hs::FINISHED, h.next_send_seq, verify);
+        h.next_send_seq = h.next_send_seq.wrapping_add(1);
+        let at = record::begin_record(flight, record::HANDSHAKE, 1, 0);
+        let mut iv = [0u8; 16];
+        if h.suite == Suite::PskAes128CbcSha256 {
+            self.rng.fill_bytes(&mut iv);
+        }
+        crypto::seal(h.suite, server_keys, 1 << 48, record::HANDSHAKE, &fin, iv, flight);
+        record::finish_record(flight, at);
+    }
+
+    fn on_key_exchange(
+        &mut self,
+        key: ConnKey,
+        h: &hs::Header,
+        body: &[u8],
+        keys: &dyn PskStore,
+        out: &mut Output,
+    ) {
+        let Some(state) = self.handshakes.get_mut(&key) else {
+            // A retransmitted flight after we finished: our last flight was lost.
+            match self.sessions.get(&key).and_then(|s| s.last_flight.as_ref()) {
+                Some(f) => out.transmits.push((key, f.to_vec())),
+                None => self.stats.bad_records += 1,
+            }
+            return;
+        };
+        if !matches!(state.stage, Stage::AwaitKeyExchange) || h.message_seq != state.next_recv_seq {
+            return;
+        }
+        let Some(identity) = hs::parse_psk_client_key_exchange(body) else {
+            self.handshakes.remove(&key);
+            out.transmits.push((key, alert(ALERT_FATAL, DECODE_ERROR)));
+            self.stats.failed += 1;
+            out.events.push(Event::HandshakeFailed {
+                key,
+                why: Failure::Malformed,
+            });
+            return;
+        };
+        let (psk, unknown) = match keys.psk(identity) {
+            Some(k) => (k, false),
+            None => {
+                // Go on with a key nobody has: the client's Finished then fails like a wrong
+                // key would, and the peer cannot tell an unknown identity from a bad key.
+                let mut k = vec![0u8; 16];
+                self.rng.fill_bytes(&mut k);
+                (k, true)
+            }
+        };
+        transcript_add(&mut state.transcript, hs::CLIENT_KEY_EXCHANGE, h.message_seq, body);
+        state.next_recv_seq = state.next_recv_seq.wrapping_add(1);
+        let pm = crypto::psk_premaster(&psk);
+        if state.ems {
+            let session_hash: [u8; 32] = state.transcript.clone().finalize().into();
+            crypto::prf(&pm, b"extended master secret", &[&session_hash], &mut state.master);
+        } else {
+            crypto::prf(
+                &pm,
+                b"master secret",
+                &[&state.client_random, &state.server_random],
+                &mut state.master,
+            );
+        }
+        state.client_keys = Some(crypto::key_block(
+            state.suite,
+            &state.master,
+            &state.client_random,
+            &state.server_random,
+        ));
+        state.identity = identity.into();
+        state.stage = Stage::AwaitFinished {
+            unknown_identity: unknown,
+        };
+    }
+
+    fn on_protected_record(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        rec: &record::Record,
+        scratch: &mut Vec<u8>,
+        out: &mut Output,
+        app: &mut dyn FnMut(&Session, &[u8]),
+    ) {
+        if rec.ctype == record::HANDSHAKE && self.handshakes.contains_key(&key) {
+            self.on_client_finished(now, key, rec, scratch, out);
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        if !s.replay.fresh(rec.seq) {
+            self.stats.bad_records += 1;
+            return;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(rec.fragment);
+        let Some(range) = crypto::open(s.suite, &s.read, rec.epoch_seq(), rec.ctype, scratch) else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        s.replay.accept(rec.seq);
+        s.last_seen = now;
+        match rec.ctype {
+            record::APPLICATION_DATA => {
+                s.last_flight = None;
+                self.stats.app_records += 1;
+                app(s, &scratch[range]);
+            }
+            record::ALERT => {
+                let p = &scratch[range];
+                if p.first() == Some(&ALERT_FATAL) || p.get(1) == Some(&CLOSE_NOTIFY) {
+                    self.take_session(&key);
+                    out.events.push(Event::Closed { key });
+                }
+            }
+            record::HANDSHAKE => {
+                // The peer's Finished again: it did not get ours.
+                if let Some(f) = &s.last_flight {
+                    out.transmits.push((key, f.to_vec()));
+                }
+            }
+            _ => self.stats.bad_records += 1,
+        }
+    }
+
+    fn fail(&mut self, key: ConnKey, why: Failure, desc: u8, out: &mut Output) {
+        self.handshakes.remove(&key);
+        out.transmits.push((key, alert(ALERT_FATAL, desc)));
+        self.stats.failed += 1;
+        out.events.push(Event::HandshakeFailed { key, why });
+    }
+
+    fn on_client_finished(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        rec: &record::Record,
+        scratch: &mut Vec<u8>,
+        out: &mut Output,
+    ) {
+        let Some(state) = self.handshakes.get_mut(&key) else {
+            return;
+        };
+        let Some((ck, _)) = &state.client_keys else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        scratch.clear();
+        scratch.extend_from_slice(rec.fragment);
+        let Some(range) = crypto::open(state.suite, ck, rec.epoch_seq(), rec.ctype, scratch) else {
+            // A wrong key shows here already (the record does not authenticate).
+            let why = match state.stage {
+                Stage::AwaitFinished { unknown_identity: true } => Failure::UnknownIdentity,
+                _ => Failure::BadKey,
+            };
+            self.fail(key, why, DECRYPT_ERROR, out);
+            return;
+        };
+        let msg = &scratch[range];
+        let Some((h, verify)) = hs::messages(msg).next() else {
+            self.fail(key, Failure::Malformed, DECODE_ERROR, out);
+            return;
+        };
+        if h.msg_type != hs::FINISHED || !h.is_whole() {
+            self.fail(key, Failure::Malformed, DECODE_ERROR, out);
+            return;
+        }
+        let expected = finished(&state.master, b"client finished", &state.transcript);
+        if !ct_eq(verify, &expected) {
+            let why = match state.stage {
+                Stage::AwaitFinished { unknown_identity: true } => Failure::UnknownIdentity,
+                _ => Failure::BadKey,
+            };
+            self.fail(key, why, DECRYPT_ERROR, out);
+            return;
+        }
+        let Some(mut state) = self.handshakes.remove(&key) else {
+            return;
+        };
+        let resumed = matches!(state.stage, Stage::AwaitResumedFinished);
+        transcript_add(&mut state.transcript, hs::FINISHED, h.message_seq, verify);
+        let Some((client_keys, server_keys)) = state.client_keys.take() else {
+            return;
+        };
+        let mut flight = Vec::new();
+        if !resumed {
+            let verify = finished(&state.master, b"server finished", &state.transcript);
+            self.finish_flight(&mut state, &server_keys, &verify, &mut flight);
+            out.transmits.push((key, flight.clone()));
+        }
+        let mut replay = ReplayWindow::default();
+        replay.accept(rec.seq);
+        let session = Session {
+            suite: state.suite,
+            read: client_keys,
+            write: server_keys,
+            write_seq: 1,
+            replay,
+            master: state.master,
+            session_id: state.session_id,
+            ems: state.ems,
+            identity: std::mem::take(&mut state.identity),
+            last_flight: (!flight.is_empty()).then(|| flight.into_boxed_slice()),
+            last_seen: now,
+        };
+        if resumed {
+            // The resumed session replaces the one it came from, wherever that peer was.
+            if let Some(old) = self.by_session_id.get(&session.session_id).copied() {
+                self.take_session(&old);
+                if old != key {
+                    out.events.push(Event::Closed { key: old });
+                }
+            }
+            self.stats.resumed += 1;
+        }
+        self.stats.established += 1;
+        self.insert_session(key, session);
+        out.events.push(Event::Established { key, resumed });
+    }
+}
