@@ -10,8 +10,8 @@
 //! Dependencies point inwards only: `runtime` and `config` use `core`; `core` uses neither.
 
 pub mod coap;
-pub mod dtls;
 pub mod config;
 pub mod core;
+pub mod dtls;
 pub mod lwm2m;
 pub mod runtime;

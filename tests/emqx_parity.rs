@@ -74,7 +74,7 @@ fn next_event(obs: &Observer, ep: &str) -> Value {
 /// `objects`.
 fn event(kind: &str, ep: &str, objects: &[String]) -> Value {
     json!({"msgType":kind,"data":{"ep":ep,"lt":300,"lwm2m":"1.0","b":"U","alternatePath":"/",
-           "objectList":objects}})
+           "objectList":objects,"security":"nosec"}})
 }
 
 /// `paths` as a link-format object list (`</1/0>,</3/0>`) and as the event's `objectList`.

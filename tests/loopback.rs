@@ -39,7 +39,7 @@ fn full_session(broker: Option<SocketAddr>) {
     assert_eq!(
         ev,
         json!({"msgType":"register","data":{"ep":"node-ep1","lt":60,"lwm2m":"1.0","b":"U",
-               "alternatePath":"/","objectList":["/3/0","/1/0"]}})
+               "alternatePath":"/","objectList":["/3/0","/1/0"],"security":"nosec"}})
     );
 
     // read: no Accept for a 1.0 device that announced no formats; text answer without CF.

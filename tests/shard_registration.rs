@@ -42,7 +42,7 @@ fn register_update_deregister() {
     assert_eq!(
         payload_json(&pubs[0]),
         json!({"msgType":"register","data":{"ep":"dev1","lt":60,"lwm2m":"1.1","b":"U","imei":"42",
-               "alternatePath":"/","objectList":["/1/0","/3/0"]}})
+               "alternatePath":"/","objectList":["/1/0","/3/0"],"security":"nosec"}})
     );
     assert_eq!(s.registrations(), 1);
 
@@ -358,7 +358,7 @@ fn custom_topics_and_placeholders() {
     assert_eq!(pubs[0].qos, 1);
     assert_eq!(
         payload_json(&pubs[0]),
-        json!({"msgType":"register","data":{"ep":"t2","lt":86400}}),
+        json!({"msgType":"register","data":{"ep":"t2","lt":86400,"security":"nosec"}}),
         "no payload: no objectList"
     );
 }

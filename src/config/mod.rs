@@ -247,6 +247,8 @@ impl Config {
             block_total_max: c.block_total_max,
             topics: Topics::new(&c.mountpoint, &c.translators)?,
             model,
+            // The runtime puts the credential store's policy here when it has one.
+            authorizer: Arc::new(crate::core::authorize::Unrestricted),
         })
     }
 }

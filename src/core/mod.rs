@@ -11,6 +11,7 @@
 //!   mapped to CoAP requests, the EMQX JSON envelope, MQTT topic templates;
 //! - [`settings`]: what a shard is configured with.
 
+pub mod authorize;
 pub mod command;
 pub mod ids;
 pub mod intmap;

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::coap::code;
+use crate::core::peer::SecurityMode;
 use crate::lwm2m::link_format::RegisteredObjects;
 
 /// LwM2M versions this gateway registers. Anjay retries lower versions only after 4.12.
@@ -194,6 +195,8 @@ pub struct Registration {
     pub params: Box<[(Box<str>, Box<str>)]>,
     /// `None` until a payload (object list) was received.
     pub objects: Option<RegisteredObjects>,
+    /// How the device registered: plain or which DTLS mode (`"security"` in the events).
+    pub security: SecurityMode,
 }
 
 impl Registration {
@@ -222,6 +225,7 @@ impl Registration {
                 .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                 .collect(),
             objects,
+            security: SecurityMode::NoSec,
         }
     }
 
@@ -350,6 +354,8 @@ impl Registration {
             }
             out.push(b']');
         }
+        key(&mut out, "security");
+        string(&mut out, self.security.as_str());
         out.extend_from_slice(b"}}");
         out
     }
@@ -419,7 +425,7 @@ mod tests {
         // Exact bytes: escaping, the secret left out, a repeated key's last value.
         assert_eq!(
             String::from_utf8(r.event_json("update")).unwrap(),
-            r#"{"msgType":"update","data":{"ep":"dev\"1","lt":90,"lwm2m":"1.1","b":"UQ","sms":"+123","imei":"8"}}"#
+            r#"{"msgType":"update","data":{"ep":"dev\"1","lt":90,"lwm2m":"1.1","b":"UQ","sms":"+123","imei":"8","security":"nosec"}}"#
         );
         r.objects = objects;
         r.version_sent = 0;
@@ -429,7 +435,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"msgType":"register","data":{"ep":"dev\"1","lt":90,"imei":"8",
-                "alternatePath":"/","objectList":["/1/0","/3/0"]}})
+                "alternatePath":"/","objectList":["/1/0","/3/0"],"security":"nosec"}})
         );
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::coap::TransmissionParams;
 use crate::lwm2m::model::ObjectRegistry;
 
+use super::authorize::Authorizer;
 use super::topics::Topics;
 
 /// When an Update is published on MQTT (EMQX `update_msg_publish_condition`). Spelled as in EMQX
@@ -174,4 +175,6 @@ pub struct ShardConfig {
     pub block_total_max: usize,
     pub topics: Topics,
     pub model: Arc<ObjectRegistry>,
+    /// Who may register as which endpoint ([`super::authorize`]).
+    pub authorizer: Arc<dyn Authorizer>,
 }

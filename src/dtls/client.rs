@@ -20,7 +20,9 @@ enum State {
     Idle,
     AwaitServerHello,
     AwaitHelloDone,
-    AwaitServerFinished { resumed: bool },
+    AwaitServerFinished {
+        resumed: bool,
+    },
     Established,
     /// The server sent this fatal alert, or the handshake went wrong here (0).
     Failed(u8),
@@ -118,7 +120,11 @@ impl Client {
 
     fn start(&mut self) -> Vec<u8> {
         self.rng.fill_bytes(&mut self.client_random);
-        self.offered_session = self.session.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+        self.offered_session = self
+            .session
+            .as_ref()
+            .map(|s| s.0.clone())
+            .unwrap_or_default();
         self.msg_seq = 0;
         self.write_seq0 = 0;
         self.write_seq1 = 0;
@@ -203,10 +209,10 @@ impl Client {
                         }
                     }
                 }
-                (0, record::ALERT) => {
-                    if rec.fragment.first() == Some(&2) && !self.is_established() {
-                        self.state = State::Failed(rec.fragment.get(1).copied().unwrap_or(0));
-                    }
+                (0, record::ALERT)
+                    if rec.fragment.first() == Some(&2) && !self.is_established() =>
+                {
+                    self.state = State::Failed(rec.fragment.get(1).copied().unwrap_or(0));
                 }
                 (1, t) => {
                     let Some((_, sk)) = &self.keys else { continue };
@@ -291,7 +297,13 @@ impl Client {
         hs::write_message(&mut cke, hs::CLIENT_KEY_EXCHANGE, self.msg_seq, &cke_body);
         self.msg_seq += 1;
         add(&mut self.transcript, &cke);
-        record::write_header(&mut flight, record::HANDSHAKE, 0, self.write_seq0, cke.len());
+        record::write_header(
+            &mut flight,
+            record::HANDSHAKE,
+            0,
+            self.write_seq0,
+            cke.len(),
+        );
         flight.extend_from_slice(&cke);
         self.write_seq0 += 1;
         let pm = crypto::psk_premaster(&self.psk);

@@ -202,11 +202,7 @@ pub fn seal(
             out.extend_from_slice(plain);
             let cipher = Ccm8::new(GenericArray::from_slice(&k.key));
             let tag = cipher
-                .encrypt_in_place_detached(
-                    GenericArray::from_slice(&nonce),
-                    &ad,
-                    &mut out[start..],
-                )
+                .encrypt_in_place_detached(GenericArray::from_slice(&nonce), &ad, &mut out[start..])
                 // Only a plaintext beyond CCM's length limit fails; records are < 2^14.
                 .expect("record within CCM length limit");
             out.extend_from_slice(&tag);
@@ -280,7 +276,9 @@ pub fn open(
             // cost the same (no padding oracle beyond what the timing of HMAC over a slightly
             // different length reveals; DTLS drops bad records silently anyway).
             let pad_ok = pad + 1 + 32 <= body.len()
-                && body[body.len() - pad - 1..].iter().all(|b| *b as usize == pad);
+                && body[body.len() - pad - 1..]
+                    .iter()
+                    .all(|b| *b as usize == pad);
             let cut = if pad_ok { pad + 1 } else { 0 };
             let plain_len = body.len().saturating_sub(cut + 32);
             let ad = record_ad(epoch_seq, ctype, plain_len);
@@ -332,7 +330,15 @@ mod tests {
             for len in [0usize, 1, 15, 16, 17, 100] {
                 let plain: Vec<u8> = (0..len as u8).collect();
                 let mut frag = Vec::new();
-                seal(suite, &keys(), 0x0001_0000_0000_0005, 23, &plain, [3; 16], &mut frag);
+                seal(
+                    suite,
+                    &keys(),
+                    0x0001_0000_0000_0005,
+                    23,
+                    &plain,
+                    [3; 16],
+                    &mut frag,
+                );
                 assert!(frag.len() <= plain.len() + suite.overhead());
                 let mut copy = frag.clone();
                 let r = open(suite, &keys(), 0x0001_0000_0000_0005, 23, &mut copy).unwrap();

@@ -299,7 +299,10 @@ mod tests {
         assert!(ch.extended_master_secret && ch.secure_renegotiation);
         for n in 0..body.len() {
             // A cut inside the extensions block is a bad length, anywhere else a short read.
-            assert!(parse_client_hello(&body[..n]).is_none() || n == 2 + 32 + 3 + 1 + 16 + 2 + 4 + 2, "{n}");
+            assert!(
+                parse_client_hello(&body[..n]).is_none() || n == 2 + 32 + 3 + 1 + 16 + 2 + 4 + 2,
+                "{n}"
+            );
         }
     }
 
@@ -327,7 +330,10 @@ mod tests {
         assert_eq!(sh.suite, 0xC0A8);
         assert_eq!(sh.session_id, &[7; 16]);
         assert!(sh.extended_master_secret);
-        assert_eq!(parse_psk_client_key_exchange(&[0, 2, b'i', b'd']), Some(&b"id"[..]));
+        assert_eq!(
+            parse_psk_client_key_exchange(&[0, 2, b'i', b'd']),
+            Some(&b"id"[..])
+        );
         assert_eq!(parse_psk_client_key_exchange(&[0, 3, b'i', b'd']), None);
     }
 }

@@ -161,7 +161,10 @@ mod tests {
             assert!(!w.fresh(s), "{s} replayed");
         }
         assert!(w.fresh(10) && w.fresh(69));
-        assert!(!w.fresh(6) && !w.fresh(4), "64 or more behind the top: outside the window");
+        assert!(
+            !w.fresh(6) && !w.fresh(4),
+            "64 or more behind the top: outside the window"
+        );
         assert!(w.fresh(1000));
         w.accept(1000);
         assert!(!w.fresh(70));

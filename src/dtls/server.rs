@@ -108,10 +108,18 @@ pub enum Failure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Established { key: ConnKey, resumed: bool },
-    HandshakeFailed { key: ConnKey, why: Failure },
+    Established {
+        key: ConnKey,
+        resumed: bool,
+    },
+    HandshakeFailed {
+        key: ConnKey,
+        why: Failure,
+    },
     /// The session ended: close_notify or a fatal alert from the peer, or idle.
-    Closed { key: ConnKey },
+    Closed {
+        key: ConnKey,
+    },
 }
 
 /// Counters since the last [`Server::take_stats`].
@@ -135,13 +143,18 @@ pub struct Output {
     pub events: Vec<Event>,
 }
 
+/// What an abbreviated handshake takes over from the session it resumes: suite, master secret,
+/// session id, identity.
+type Resumable = (Suite, [u8; 48], [u8; 16], Box<[u8]>);
+
+/// What the handshake waits for next.
 enum Stage {
     /// Full handshake: ServerHelloDone sent, waiting for ClientKeyExchange.
-    AwaitKeyExchange,
+    KeyExchange,
     /// Keys derived, waiting for the client's Finished.
-    AwaitFinished { unknown_identity: bool },
+    Finished { unknown_identity: bool },
     /// Abbreviated handshake: our Finished sent, waiting for the client's.
-    AwaitResumedFinished,
+    ResumedFinished,
 }
 
 struct Handshake {
@@ -297,8 +310,8 @@ impl Server {
             } else if h.retransmit_at.is_some_and(|r| r <= now) {
                 out.transmits.push((*k, h.flight.clone()));
                 h.retransmits += 1;
-                h.retransmit_at = (h.retransmits < 4)
-                    .then(|| now + self.cfg.retransmit * (1 << h.retransmits));
+                h.retransmit_at =
+                    (h.retransmits < 4).then(|| now + self.cfg.retransmit * (1 << h.retransmits));
             }
         }
         for k in expired {
@@ -412,7 +425,9 @@ impl Server {
             }
             record::ALERT => {
                 // An unauthenticated alert may end a handshake, never a session.
-                if rec.fragment.first() == Some(&ALERT_FATAL) && self.handshakes.remove(&key).is_some() {
+                if rec.fragment.first() == Some(&ALERT_FATAL)
+                    && self.handshakes.remove(&key).is_some()
+                {
                     self.stats.failed += 1;
                     out.events.push(Event::HandshakeFailed {
                         key,
@@ -466,14 +481,9 @@ impl Server {
             self.stats.refused_busy += 1;
             return;
         }
-        let Some(suite) = self
-            .cfg
-            .suites
-            .iter()
-            .copied()
-            .find(|s| ch.offers(s.id()))
-        else {
-            out.transmits.push((key, alert(ALERT_FATAL, HANDSHAKE_FAILURE)));
+        let Some(suite) = self.cfg.suites.iter().copied().find(|s| ch.offers(s.id())) else {
+            out.transmits
+                .push((key, alert(ALERT_FATAL, HANDSHAKE_FAILURE)));
             self.stats.failed += 1;
             out.events.push(Event::HandshakeFailed {
                 key,
@@ -488,7 +498,7 @@ impl Server {
         transcript_add(&mut transcript, hs::CLIENT_HELLO, h.message_seq, body);
         let resumable = self.resumable(&ch);
         let mut hs_state = Box::new(Handshake {
-            stage: Stage::AwaitKeyExchange,
+            stage: Stage::KeyExchange,
             suite,
             client_random: ch.random,
             server_random,
@@ -521,7 +531,7 @@ impl Server {
                 ch.secure_renegotiation,
             );
             self.server_flight_resumed(hs_ref, &sh, &mut flight);
-            hs_ref.stage = Stage::AwaitResumedFinished;
+            hs_ref.stage = Stage::ResumedFinished;
             hs_ref.retransmit_at = Some(now + self.cfg.retransmit);
         } else {
             self.rng.fill_bytes(&mut hs_ref.session_id);
@@ -532,7 +542,10 @@ impl Server {
                 hs_ref.ems,
                 ch.secure_renegotiation,
             );
-            for (t, b) in [(hs::SERVER_HELLO, &sh[..]), (hs::SERVER_HELLO_DONE, &[][..])] {
+            for (t, b) in [
+                (hs::SERVER_HELLO, &sh[..]),
+                (hs::SERVER_HELLO_DONE, &[][..]),
+            ] {
                 let mut m = Vec::new();
                 hs::write_message(&mut m, t, hs_ref.next_send_seq, b);
                 transcript_add(&mut hs_ref.transcript, t, hs_ref.next_send_seq, b);
@@ -547,7 +560,7 @@ impl Server {
 
     /// The session a ClientHello asks to resume, if this server still holds it and its
     /// parameters still fit (same suite offered, same extended_master_secret use).
-    fn resumable(&self, ch: &hs::ClientHello) -> Option<(Suite, [u8; 48], [u8; 16], Box<[u8]>)> {
+    fn resumable(&self, ch: &hs::ClientHello) -> Option<Resumable> {
         let id: [u8; 16] = ch.session_id.try_into().ok()?;
         let key = self.by_session_id.get(&id)?;
         let s = self.sessions.get(key)?;
@@ -585,7 +598,15 @@ impl Server {
         if h.suite == Suite::PskAes128CbcSha256 {
             self.rng.fill_bytes(&mut iv);
         }
-        crypto::seal(h.suite, server_keys, 1 << 48, record::HANDSHAKE, &fin, iv, flight);
+        crypto::seal(
+            h.suite,
+            server_keys,
+            1 << 48,
+            record::HANDSHAKE,
+            &fin,
+            iv,
+            flight,
+        );
         record::finish_record(flight, at);
     }
 
@@ -605,7 +626,7 @@ impl Server {
             }
             return;
         };
-        if !matches!(state.stage, Stage::AwaitKeyExchange) || h.message_seq != state.next_recv_seq {
+        if !matches!(state.stage, Stage::KeyExchange) || h.message_seq != state.next_recv_seq {
             return;
         }
         let Some(identity) = hs::parse_psk_client_key_exchange(body) else {
@@ -628,12 +649,22 @@ impl Server {
                 (k, true)
             }
         };
-        transcript_add(&mut state.transcript, hs::CLIENT_KEY_EXCHANGE, h.message_seq, body);
+        transcript_add(
+            &mut state.transcript,
+            hs::CLIENT_KEY_EXCHANGE,
+            h.message_seq,
+            body,
+        );
         state.next_recv_seq = state.next_recv_seq.wrapping_add(1);
         let pm = crypto::psk_premaster(&psk);
         if state.ems {
             let session_hash: [u8; 32] = state.transcript.clone().finalize().into();
-            crypto::prf(&pm, b"extended master secret", &[&session_hash], &mut state.master);
+            crypto::prf(
+                &pm,
+                b"extended master secret",
+                &[&session_hash],
+                &mut state.master,
+            );
         } else {
             crypto::prf(
                 &pm,
@@ -649,7 +680,7 @@ impl Server {
             &state.server_random,
         ));
         state.identity = identity.into();
-        state.stage = Stage::AwaitFinished {
+        state.stage = Stage::Finished {
             unknown_identity: unknown,
         };
     }
@@ -677,7 +708,8 @@ impl Server {
         }
         scratch.clear();
         scratch.extend_from_slice(rec.fragment);
-        let Some(range) = crypto::open(s.suite, &s.read, rec.epoch_seq(), rec.ctype, scratch) else {
+        let Some(range) = crypto::open(s.suite, &s.read, rec.epoch_seq(), rec.ctype, scratch)
+        else {
             self.stats.bad_records += 1;
             return;
         };
@@ -733,7 +765,9 @@ impl Server {
         let Some(range) = crypto::open(state.suite, ck, rec.epoch_seq(), rec.ctype, scratch) else {
             // A wrong key shows here already (the record does not authenticate).
             let why = match state.stage {
-                Stage::AwaitFinished { unknown_identity: true } => Failure::UnknownIdentity,
+                Stage::Finished {
+                    unknown_identity: true,
+                } => Failure::UnknownIdentity,
                 _ => Failure::BadKey,
             };
             self.fail(key, why, DECRYPT_ERROR, out);
@@ -751,7 +785,9 @@ impl Server {
         let expected = finished(&state.master, b"client finished", &state.transcript);
         if !ct_eq(verify, &expected) {
             let why = match state.stage {
-                Stage::AwaitFinished { unknown_identity: true } => Failure::UnknownIdentity,
+                Stage::Finished {
+                    unknown_identity: true,
+                } => Failure::UnknownIdentity,
                 _ => Failure::BadKey,
             };
             self.fail(key, why, DECRYPT_ERROR, out);
@@ -760,7 +796,7 @@ impl Server {
         let Some(mut state) = self.handshakes.remove(&key) else {
             return;
         };
-        let resumed = matches!(state.stage, Stage::AwaitResumedFinished);
+        let resumed = matches!(state.stage, Stage::ResumedFinished);
         transcript_add(&mut state.transcript, hs::FINISHED, h.message_seq, verify);
         let Some((client_keys, server_keys)) = state.client_keys.take() else {
             return;

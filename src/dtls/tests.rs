@@ -49,7 +49,7 @@ impl Wire {
     }
 
     /// Server's answers to one datagram.
-    fn to_server(&mut self, k: ConnKey, d: &[u8]) -> Vec<Vec<u8>> {
+    fn deliver(&mut self, k: ConnKey, d: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Output::default();
         let received = &mut self.received;
         self.server
@@ -70,7 +70,7 @@ impl Wire {
         let mut pending = vec![first];
         for _ in 0..10 {
             let Some(d) = pending.pop() else { break };
-            for answer in self.to_server(k, &d) {
+            for answer in self.deliver(k, &d) {
                 if let Some(r) = c.on_datagram(&answer, &mut |_| {}) {
                     pending.push(r);
                 }
@@ -92,11 +92,17 @@ fn both_psk_suites_handshake_with_and_without_extended_master_secret_and_carry_d
             assert_eq!(c.suite(), suite);
             assert_eq!(w.server.sessions(), 1);
             assert_eq!(w.server.handshakes(), 0);
-            assert_eq!(w.server.session(&key(1000)).unwrap().identity[..], b"dev-1"[..]);
-            assert!(w.events.contains(&Event::Established { key: key(1000), resumed: false }));
+            assert_eq!(
+                w.server.session(&key(1000)).unwrap().identity[..],
+                b"dev-1"[..]
+            );
+            assert!(w.events.contains(&Event::Established {
+                key: key(1000),
+                resumed: false
+            }));
             // Both directions carry data.
             let up = c.seal(b"coap request").unwrap();
-            assert!(w.to_server(key(1000), &up).is_empty());
+            assert!(w.deliver(key(1000), &up).is_empty());
             assert_eq!(w.received, vec![b"coap request".to_vec()]);
             let down = w.server.seal(&key(1000), b"coap response").unwrap();
             let mut got = Vec::new();
@@ -127,7 +133,7 @@ fn a_client_hello_without_cookie_gets_a_hello_verify_request_and_no_state() {
     for port in 1..=2000u16 {
         let mut c = Client::new(b"dev-1", b"x", &[Suite::PskAes128Ccm8], port as u64);
         let hello = c.connect();
-        let answers = w.to_server(key(port), &hello);
+        let answers = w.deliver(key(port), &hello);
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0][13], super::handshake::HELLO_VERIFY_REQUEST);
     }
@@ -141,10 +147,10 @@ fn a_cookie_made_for_another_address_is_refused() {
     let mut w = Wire::new(Config::default());
     let mut c = Client::new(b"dev-1", b"secret-one-16byt", &[Suite::PskAes128Ccm8], 3);
     let hello = c.connect();
-    let hvr = w.to_server(key(10), &hello);
+    let hvr = w.deliver(key(10), &hello);
     let second = c.on_datagram(&hvr[0], &mut |_| {}).unwrap();
     // Replayed from another address: another HelloVerifyRequest, not a handshake.
-    let answers = w.to_server(key(11), &second);
+    let answers = w.deliver(key(11), &second);
     assert_eq!(answers[0][13], super::handshake::HELLO_VERIFY_REQUEST);
     assert_eq!(w.server.handshakes(), 0);
 }
@@ -153,7 +159,11 @@ fn a_cookie_made_for_another_address_is_refused() {
 fn a_wrong_key_and_an_unknown_identity_both_end_in_decrypt_error_and_are_told_apart_in_events() {
     for (identity, psk, why) in [
         (&b"dev-1"[..], &b"not-the-right-key"[..], Failure::BadKey),
-        (&b"nobody"[..], &b"secret-one-16byt"[..], Failure::UnknownIdentity),
+        (
+            &b"nobody"[..],
+            &b"secret-one-16byt"[..],
+            Failure::UnknownIdentity,
+        ),
     ] {
         let mut w = Wire::new(Config::default());
         let mut c = Client::new(identity, psk, &[Suite::PskAes128Ccm8], 4);
@@ -163,7 +173,9 @@ fn a_wrong_key_and_an_unknown_identity_both_end_in_decrypt_error_and_are_told_ap
         assert_eq!(c.failure(), Some(51), "decrypt_error");
         assert_eq!(w.server.sessions(), 0);
         assert_eq!(w.server.handshakes(), 0);
-        assert!(w.events.contains(&Event::HandshakeFailed { key: key(20), why }));
+        assert!(w
+            .events
+            .contains(&Event::HandshakeFailed { key: key(20), why }));
     }
 }
 
@@ -187,23 +199,26 @@ fn replayed_tampered_and_garbage_records_are_dropped_and_counted() {
     w.handshake(key(40), &mut c, hello);
     w.server.take_stats();
     let up = c.seal(b"once").unwrap();
-    w.to_server(key(40), &up);
-    w.to_server(key(40), &up);
+    w.deliver(key(40), &up);
+    w.deliver(key(40), &up);
     let mut bad = c.seal(b"tampered").unwrap();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    w.to_server(key(40), &bad);
-    w.to_server(key(40), &[0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 40]);
-    w.to_server(key(40), b"not dtls at all");
+    w.deliver(key(40), &bad);
+    w.deliver(key(40), &[0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 40]);
+    w.deliver(key(40), b"not dtls at all");
     // A record for a peer without a session.
     let other = c.seal(b"elsewhere").unwrap();
-    w.to_server(key(41), &other);
+    w.deliver(key(41), &other);
     assert_eq!(w.received, vec![b"once".to_vec()]);
     let stats = w.server.take_stats();
-    assert_eq!(stats.bad_records, 5, "replay, tamper, truncated, garbage, no session: {stats:?}");
+    assert_eq!(
+        stats.bad_records, 5,
+        "replay, tamper, truncated, garbage, no session: {stats:?}"
+    );
     assert_eq!(w.server.sessions(), 1, "the session survives all of it");
     let up = c.seal(b"still fine").unwrap();
-    w.to_server(key(40), &up);
+    w.deliver(key(40), &up);
     assert_eq!(w.received.last().unwrap(), b"still fine");
 }
 
@@ -212,15 +227,15 @@ fn a_lost_server_flight_is_sent_again_when_the_client_repeats_its_own() {
     let mut w = Wire::new(Config::default());
     let mut c = Client::new(b"dev-1", b"secret-one-16byt", &[Suite::PskAes128Ccm8], 7);
     let hello = c.connect();
-    let hvr = w.to_server(key(50), &hello);
+    let hvr = w.deliver(key(50), &hello);
     let ch2 = c.on_datagram(&hvr[0], &mut |_| {}).unwrap();
-    let _lost = w.to_server(key(50), &ch2);
-    let again = w.to_server(key(50), &ch2);
+    let _lost = w.deliver(key(50), &ch2);
+    let again = w.deliver(key(50), &ch2);
     assert_eq!(again.len(), 1, "flight 4 again");
     let flight5 = c.on_datagram(&again[0], &mut |_| {}).unwrap();
-    let _lost = w.to_server(key(50), &flight5);
+    let _lost = w.deliver(key(50), &flight5);
     // The client repeats flight 5: the server, now established, repeats its last flight.
-    let again = w.to_server(key(50), &flight5);
+    let again = w.deliver(key(50), &flight5);
     assert_eq!(again.len(), 1);
     c.on_datagram(&again[0], &mut |_| {});
     assert!(c.is_established());
@@ -239,12 +254,18 @@ fn a_held_session_resumes_with_an_abbreviated_handshake_even_from_a_new_address(
         w.events.clear();
         w.handshake(key(port), &mut c, hello);
         assert!(c.is_established(), "resumed from port {port}");
-        assert!(w.events.contains(&Event::Established { key: key(port), resumed: true }));
+        assert!(w.events.contains(&Event::Established {
+            key: key(port),
+            resumed: true
+        }));
         let up = c.seal(b"after resumption").unwrap();
-        w.to_server(key(port), &up);
+        w.deliver(key(port), &up);
         assert_eq!(w.received.last().unwrap(), b"after resumption");
     }
-    assert!(w.events.contains(&Event::Closed { key: key(60) }), "the old address's session ends");
+    assert!(
+        w.events.contains(&Event::Closed { key: key(60) }),
+        "the old address's session ends"
+    );
     assert_eq!(w.server.sessions(), 1);
     assert_eq!(w.server.take_stats().resumed, 2);
 }
@@ -258,11 +279,16 @@ fn handshakes_in_progress_and_sessions_are_bounded() {
     });
     // Four peers stop after ServerHelloDone: the fourth is refused.
     for port in 0..4u16 {
-        let mut c = Client::new(b"dev-1", b"secret-one-16byt", &[Suite::PskAes128Ccm8], port as u64);
+        let mut c = Client::new(
+            b"dev-1",
+            b"secret-one-16byt",
+            &[Suite::PskAes128Ccm8],
+            port as u64,
+        );
         let hello = c.connect();
-        let hvr = w.to_server(key(100 + port), &hello);
+        let hvr = w.deliver(key(100 + port), &hello);
         let ch2 = c.on_datagram(&hvr[0], &mut |_| {}).unwrap();
-        let answers = w.to_server(key(100 + port), &ch2);
+        let answers = w.deliver(key(100 + port), &ch2);
         assert_eq!(answers.is_empty(), port == 3, "peer {port}");
     }
     assert_eq!(w.server.handshakes(), 3);
@@ -274,7 +300,12 @@ fn handshakes_in_progress_and_sessions_are_bounded() {
     assert_eq!(w.server.handshakes(), 0);
     assert_eq!(out.events.len(), 3);
     for port in 0..7u16 {
-        let mut c = Client::new(b"dev-1", b"secret-one-16byt", &[Suite::PskAes128Ccm8], port as u64);
+        let mut c = Client::new(
+            b"dev-1",
+            b"secret-one-16byt",
+            &[Suite::PskAes128Ccm8],
+            port as u64,
+        );
         let hello = c.connect();
         w.handshake(key(200 + port), &mut c, hello);
         assert_eq!(c.is_established(), port < 5, "peer {port}");
@@ -294,7 +325,7 @@ fn idle_sessions_expire_and_close_notify_ends_a_session() {
     w.handshake(key(70), &mut a, ha);
     w.handshake(key(71), &mut b, hb);
     let bye = b.close().unwrap();
-    w.to_server(key(71), &bye);
+    w.deliver(key(71), &bye);
     assert!(w.events.contains(&Event::Closed { key: key(71) }));
     assert_eq!(w.server.sessions(), 1);
     w.now += Duration::from_secs(101);
@@ -316,6 +347,8 @@ fn a_session_moves_between_servers_and_keeps_working() {
     let up = c.seal(b"moved").unwrap();
     let mut out = Output::default();
     let mut got = Vec::new();
-    other.on_datagram(w.now, key(80), &up, &w.keys, &mut out, &mut |_, p| got.push(p.to_vec()));
+    other.on_datagram(w.now, key(80), &up, &w.keys, &mut out, &mut |_, p| {
+        got.push(p.to_vec())
+    });
     assert_eq!(got, vec![b"moved".to_vec()]);
 }

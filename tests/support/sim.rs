@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use lwm2m_gateway::coap::{code, opt, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
+use lwm2m_gateway::core::authorize::Authorizer;
 use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::ids::ShardId;
+use lwm2m_gateway::core::peer::{IdentityId, SecurityMode};
 use lwm2m_gateway::core::shard::{IndexUpdate, Output, Peer, Publish, Shard};
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::Value;
@@ -44,11 +46,25 @@ pub struct Sim {
     shard: Shard,
     now: Instant,
     out: Output,
+    forbidden: u64,
+}
+
+/// A device on loopback port `port` that authenticated over DTLS as identity `serial`.
+pub fn secure_peer(port: u16, serial: u32, mode: SecurityMode) -> Peer {
+    Peer {
+        identity: IdentityId::new(serial, mode),
+        ..Peer::plain(1, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
 }
 
 impl Sim {
     /// A shard with the test defaults (lifetimes 10..=100000 s), changed by `f`.
     pub fn with(f: impl FnOnce(&mut Config)) -> Sim {
+        Sim::with_authorizer(f, None)
+    }
+
+    /// Like [`Sim::with`], deciding who may register as which endpoint with `auth`.
+    pub fn with_authorizer(f: impl FnOnce(&mut Config), auth: Option<Arc<dyn Authorizer>>) -> Sim {
         let mut c = Config {
             workers: 1,
             lifetime_min: 10,
@@ -56,11 +72,15 @@ impl Sim {
             ..Config::default()
         };
         f(&mut c);
-        let cfg = Arc::new(c.shard_config(xml_model()).unwrap());
+        let mut cfg = c.shard_config(xml_model()).unwrap();
+        if let Some(a) = auth {
+            cfg.authorizer = a;
+        }
         Sim {
-            shard: Shard::new(ShardId::default(), cfg, 42),
+            shard: Shard::new(ShardId::default(), Arc::new(cfg), 42),
             now: Instant::now(),
             out: Output::default(),
+            forbidden: 0,
         }
     }
 
@@ -127,7 +147,14 @@ impl Sim {
             .collect();
         let p = self.out.publishes.drain(..).collect();
         let i = self.out.index.drain(..).collect();
+        self.forbidden += std::mem::take(&mut self.out.forbidden);
         (t, p, i)
+    }
+
+    /// Uplinks refused for their identity so far (taken with [`Sim::take`]).
+    pub fn forbidden(&mut self) -> u64 {
+        self.take();
+        self.forbidden
     }
 
     /// The MQTT messages since the last call, payloads parsed; the rest is discarded.

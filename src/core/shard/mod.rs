@@ -71,6 +71,9 @@ pub struct Output {
     pub index: Vec<IndexUpdate>,
     /// Datagrams this shard could not use (malformed, unexpected).
     pub dropped: u64,
+    /// Uplinks refused because the sender's identity may not act for the endpoint (answered
+    /// 4.03 when they were requests, dropped otherwise).
+    pub forbidden: u64,
 }
 
 impl Output {
@@ -79,6 +82,7 @@ impl Output {
         self.publishes.clear();
         self.index.clear();
         self.dropped = 0;
+        self.forbidden = 0;
     }
 }
 
@@ -344,6 +348,9 @@ impl Shard {
             out.dropped += 1;
             return;
         };
+        if !self.sent_by_registrant(reg, &peer, out) {
+            return;
+        }
         let awaiting_ack = self.sessions.get(reg).and_then(|s| s.inflight());
         if !awaiting_ack.is_some_and(|e| e.mid == mid && e.state == ExchangeState::AwaitAck) {
             return;
@@ -369,6 +376,9 @@ impl Shard {
             }
             return;
         };
+        if !self.sent_by_registrant(reg, &peer, out) {
+            return;
+        }
         if mtype == MsgType::Con {
             self.ack(now, peer, mid, out);
         }
@@ -386,6 +396,19 @@ impl Shard {
             self.notification(now, reg, token, pkt, out);
         }
         self.pump(now, reg, out);
+    }
+
+    /// Whether `peer` is the identity that registered `reg` (see [`crate::core::authorize`]);
+    /// counts it when not.
+    fn sent_by_registrant(&self, reg: RegId, peer: &Peer, out: &mut Output) -> bool {
+        let ok = self
+            .sessions
+            .get(reg)
+            .is_some_and(|s| s.peer.same_identity(peer));
+        if !ok {
+            out.forbidden += 1;
+        }
+        ok
     }
 
     // ---------------------------------------------------------------- timers
@@ -432,7 +455,11 @@ mod tests {
     /// A million of these live at once: growth here is memory per device.
     #[test]
     fn an_idle_session_stays_small() {
-        assert!(std::mem::size_of::<Session>() <= 208);
+        assert!(
+            std::mem::size_of::<Session>() <= 208,
+            "{}",
+            std::mem::size_of::<Session>()
+        );
         let mut s = Session {
             reg: Registration::new("ep", 60, "1.1", &Default::default(), None),
             peer: Peer::plain(0, SocketAddr::from(([127, 0, 0, 1], 1))),

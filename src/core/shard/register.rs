@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::coap::{code, opt, MessageView};
+use crate::core::authorize::{Forbidden, GATEWAY_ENDPOINT};
 use crate::core::command::Command;
 use crate::core::ids::RegId;
 use crate::core::registration::{self, Registration, Rejection};
@@ -56,6 +57,9 @@ impl Shard {
                 let Some(reg) = reg else {
                     return Err(rejection(code::NOT_FOUND, "no such resource"));
                 };
+                if !self.sent_by_registrant(reg, &peer, out) {
+                    return Err(rejection(code::FORBIDDEN, "not the registered identity"));
+                }
                 match method {
                     code::POST => self
                         .update(now, peer, reg, pkt, out)
@@ -88,6 +92,14 @@ impl Shard {
         let Some(endpoint) = params.endpoint.clone() else {
             return Err(rejection(code::BAD_REQUEST, "missing ep"));
         };
+        if endpoint == GATEWAY_ENDPOINT {
+            out.forbidden += 1;
+            return Err(rejection(code::FORBIDDEN, "reserved endpoint name"));
+        }
+        if let Err(Forbidden(why)) = self.cfg.authorizer.authorize_register(&endpoint, &peer) {
+            out.forbidden += 1;
+            return Err(rejection(code::FORBIDDEN, why));
+        }
         let objects = parse_objects(pkt)?;
         let lifetime = params.lifetime.unwrap_or_else(|| {
             let (min, max) = self.cfg.lifetime_range;
@@ -110,7 +122,8 @@ impl Shard {
         }
         let reg_id = RegId::new(self.next_reg_seq, self.id);
         self.next_reg_seq += 1;
-        let reg = Registration::new(&endpoint, lifetime, version, &params, objects);
+        let mut reg = Registration::new(&endpoint, lifetime, version, &params, objects);
+        reg.security = peer.security();
         let expires_at = now + reg.lifetime_duration();
         let work = (!carried.is_empty()).then(|| {
             Box::new(Work {
@@ -226,6 +239,9 @@ impl Shard {
                 "Send from an unregistered address",
             ));
         };
+        if !self.sent_by_registrant(reg, &peer, out) {
+            return Err(rejection(code::FORBIDDEN, "not the registered identity"));
+        }
         let cf = content_format(pkt).and_then(ContentFormat::from_u16);
         let Some(
             cf @ (ContentFormat::SenmlJson | ContentFormat::SenmlCbor | ContentFormat::LwM2mCbor),
