@@ -5,7 +5,8 @@
 //! - [`core`]: the sans-IO gateway core (routing, the per-worker [`core::shard::Shard`] state
 //!   machine, commands in, EMQX JSON out). It takes `now` and bytes and returns what to do;
 //! - [`runtime`]: the I/O shells (event loop, workers, MQTT thread, embedded broker, metrics);
-//! - [`config`]: files and flags turned into a validated [`config::Config`].
+//! - [`config`]: files and flags turned into a validated [`config::Config`];
+//! - [`security`]: device credentials for DTLS (the store, its file, its MQTT management).
 //!
 //! Dependencies point inwards only: `runtime` and `config` use `core`; `core` uses neither.
 
@@ -15,3 +16,4 @@ pub mod core;
 pub mod dtls;
 pub mod lwm2m;
 pub mod runtime;
+pub mod security;

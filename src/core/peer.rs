@@ -10,6 +10,12 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
+impl std::fmt::Display for SecurityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An authenticated identity, interned by the security layer that vouches for it: a serial
 /// number below 2^30 and, in the top two bits, how it was proven (so that a [`Peer`], stored
 /// once per device, stays at 40 bytes).
@@ -56,6 +62,17 @@ pub enum SecurityMode {
 }
 
 impl SecurityMode {
+    pub const ALL: [SecurityMode; 4] = [
+        SecurityMode::NoSec,
+        SecurityMode::Psk,
+        SecurityMode::X509,
+        SecurityMode::Rpk,
+    ];
+
+    pub fn from_name(s: &str) -> Option<SecurityMode> {
+        SecurityMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
     /// The spelling in MQTT events and credential files.
     pub fn as_str(self) -> &'static str {
         match self {

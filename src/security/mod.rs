@@ -1,0 +1,24 @@
+//! Device security for the DTLS listener to come: which endpoint may connect how, and with what.
+//!
+//! - [`credentials`]: the credential types, the [`CredentialStore`] with its three lookups
+//!   (endpoint, PSK identity, public key), and its file format (TOML or JSON);
+//! - [`shared`]: [`SharedCredentials`], the store shared between threads, reloaded whole from
+//!   its file or changed one entry at a time and saved back;
+//! - [`management`]: the MQTT commands that change it (`credential-add`, `-remove`, `-get`,
+//!   `-list`), as a pure function from request payload to answer.
+//!
+//! Contract for everything here: a PSK key leaves this module only through
+//! [`Secret::expose`] (for the handshake) and the credentials file itself
+//! ([`CredentialStore::to_text`], [`CredentialStore::save`]). No `Debug`, `Display`, error
+//! message or MQTT answer carries it. The sans-IO core never sees any of this: the DTLS layer
+//! interns an authenticated identity and hands the core only its id (`core::peer`).
+
+pub mod credentials;
+pub mod management;
+pub mod shared;
+
+pub use credentials::{
+    Conflict, ConflictKind, Credential, CredentialStore, DeviceCredential, EntryError, FileError,
+    FileErrorKind, Format, Secret, SecurityMode,
+};
+pub use shared::{ReloadSummary, SharedCredentials};
