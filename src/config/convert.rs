@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use super::options::{BlockwiseOptions, CoapOptions, LogOptions, MqttOptions, Options};
+use super::options::{
+    BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
+};
 use super::translators::{TranslatorOptions, TranslatorsOptions, TRANSLATORS};
 use super::values::{Seconds, Secret};
 use super::Config;
@@ -48,6 +50,8 @@ impl Options {
             blockwise,
             coap,
             mqtt,
+            dtls,
+            security,
             log,
         } = self;
         set(&mut c.listen, listen);
@@ -130,6 +134,36 @@ impl Options {
         set(&mut m.reconnect_min, reconnect_min.map(|s| s.0));
         set(&mut m.reconnect_max, reconnect_max.map(|s| s.0));
 
+        let DtlsOptions {
+            listen,
+            max_handshakes,
+            max_sessions,
+            handshake_timeout,
+            idle_timeout,
+        } = dtls;
+        let d = &mut c.dtls;
+        set(&mut d.listen, listen);
+        set(&mut d.max_handshakes, max_handshakes);
+        set(&mut d.max_sessions, max_sessions);
+        set(&mut d.handshake_timeout, handshake_timeout.map(|s| s.0));
+        set(&mut d.idle_timeout, idle_timeout.map(|s| s.0));
+
+        let SecurityOptions {
+            credentials,
+            plain_requires_credential,
+            reload_interval,
+        } = security;
+        let sec = &mut c.security;
+        set_some(&mut sec.credentials, credentials);
+        set(
+            &mut sec.plain_requires_credential,
+            plain_requires_credential,
+        );
+        set(
+            &mut sec.reload_interval,
+            reload_interval.map(Duration::from_secs),
+        );
+
         let LogOptions {
             level,
             stats_interval,
@@ -196,6 +230,18 @@ impl Options {
                 max_packet_size: Some(m.max_packet_size),
                 reconnect_min: secs(m.reconnect_min),
                 reconnect_max: secs(m.reconnect_max),
+            },
+            dtls: DtlsOptions {
+                listen: Some(c.dtls.listen.clone()),
+                max_handshakes: Some(c.dtls.max_handshakes),
+                max_sessions: Some(c.dtls.max_sessions),
+                handshake_timeout: secs(c.dtls.handshake_timeout),
+                idle_timeout: secs(c.dtls.idle_timeout),
+            },
+            security: SecurityOptions {
+                credentials: c.security.credentials.clone(),
+                plain_requires_credential: Some(c.security.plain_requires_credential),
+                reload_interval: Some(c.security.reload_interval.as_secs()),
             },
             log: LogOptions {
                 level: Some(c.log_level.clone()),

@@ -170,6 +170,21 @@ fn everything_changed() -> Config {
             reconnect_max: Duration::from_secs(8),
             max_packet_size: 1 << 16,
         },
+        dtls: DtlsConfig {
+            listen: vec![
+                "127.0.0.1:15684".parse().unwrap(),
+                "[::1]:15685".parse().unwrap(),
+            ],
+            max_handshakes: 12,
+            max_sessions: 34,
+            handshake_timeout: Duration::from_secs(9),
+            idle_timeout: Duration::from_secs(600),
+        },
+        security: SecurityConfig {
+            credentials: Some(PathBuf::from("creds.toml")),
+            plain_requires_credential: true,
+            reload_interval: Duration::ZERO,
+        },
         log_level: "debug".into(),
         stats_interval: Duration::ZERO,
     }
@@ -216,7 +231,7 @@ fn every_config_field_is_reachable_by_flags() {
             .and_then(|a| a.get_long())
             .unwrap();
         match v {
-            Value::Array(items) if key == "listen" => {
+            Value::Array(items) if key == "listen" || key == "dtls.listen" => {
                 for i in items {
                     argv.extend([format!("--{long}"), render(&i)]);
                 }

@@ -40,7 +40,9 @@ mod every_option;
 mod tests;
 
 pub use cli::Args;
-pub use options::{BlockwiseOptions, CoapOptions, LogOptions, MqttOptions, Options};
+pub use options::{
+    BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
+};
 pub use translators::{TranslatorOptions, TranslatorsOptions};
 pub use validate::parse_mqtt_url;
 pub use values::{MqttVersion, Seconds, Secret};
@@ -84,6 +86,25 @@ impl fmt::Debug for MqttConfig {
     }
 }
 
+/// `[dtls]`: the DTLS listeners and their limits (all workers together).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DtlsConfig {
+    pub listen: Vec<SocketAddr>,
+    pub max_handshakes: usize,
+    pub max_sessions: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// `[security]`: where device credentials come from and what plain CoAP may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    pub credentials: Option<PathBuf>,
+    pub plain_requires_credential: bool,
+    /// Zero: the file is read again only on SIGHUP.
+    pub reload_interval: Duration,
+}
+
 /// The configuration the gateway runs on. Read from a file and flags by [`Config::load`]; tests
 /// and embedders build it as `Config { .., ..Config::default() }`.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +141,8 @@ pub struct Config {
     /// Bytes of block-wise reassembly buffers per worker, all devices together.
     pub block_total_max: usize,
     pub mqtt: MqttConfig,
+    pub dtls: DtlsConfig,
+    pub security: SecurityConfig,
     pub log_level: String,
     pub stats_interval: Duration,
 }
@@ -166,6 +189,18 @@ impl Default for Config {
                 reconnect_min: Duration::from_millis(100),
                 reconnect_max: Duration::from_secs(30),
                 max_packet_size: 1 << 20,
+            },
+            dtls: DtlsConfig {
+                listen: vec!["0.0.0.0:5684".parse().expect("literal")],
+                max_handshakes: 10_000,
+                max_sessions: 2_000_000,
+                handshake_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(24 * 3600),
+            },
+            security: SecurityConfig {
+                credentials: None,
+                plain_requires_credential: false,
+                reload_interval: Duration::from_secs(5),
             },
             log_level: "info".to_string(),
             stats_interval: Duration::from_secs(10),

@@ -96,7 +96,82 @@ pub struct Options {
     pub mqtt: MqttOptions,
     #[command(flatten)]
     #[serde(default)]
+    pub dtls: DtlsOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub security: SecurityOptions,
+    #[command(flatten)]
+    #[serde(default)]
     pub log: LogOptions,
+}
+
+/// `[dtls]`: the DTLS 1.2 listeners (PSK) and their limits.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "DTLS")]
+pub struct DtlsOptions {
+    /// UDP address of a DTLS listener (coaps); repeat the flag for several; an empty list in
+    /// the file turns DTLS off
+    #[arg(id = "dtls.listen", long = "dtls-listen", value_name = "ADDR")]
+    pub listen: Option<Vec<SocketAddr>>,
+    /// DTLS handshakes in progress at once, all workers together; more ClientHellos are dropped
+    #[arg(
+        id = "dtls.max_handshakes",
+        long = "dtls-max-handshakes",
+        value_name = "N"
+    )]
+    pub max_handshakes: Option<usize>,
+    /// Established DTLS sessions, all workers together; beyond it new handshakes are refused
+    #[arg(
+        id = "dtls.max_sessions",
+        long = "dtls-max-sessions",
+        value_name = "N"
+    )]
+    pub max_sessions: Option<usize>,
+    /// Seconds a handshake may take before its state is dropped
+    #[arg(
+        id = "dtls.handshake_timeout",
+        long = "dtls-handshake-timeout",
+        value_name = "S"
+    )]
+    pub handshake_timeout: Option<Seconds>,
+    /// Seconds without a record from the device before its DTLS session is dropped
+    #[arg(
+        id = "dtls.idle_timeout",
+        long = "dtls-idle-timeout",
+        value_name = "S"
+    )]
+    pub idle_timeout: Option<Seconds>,
+}
+
+/// `[security]`: device credentials and what plain CoAP may do.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityOptions {
+    /// Device credentials file (.toml or .json, see README); reloaded when it changes and on
+    /// SIGHUP; credentials added over MQTT are saved back to it
+    #[arg(
+        id = "security.credentials",
+        long = "credentials",
+        value_name = "FILE"
+    )]
+    pub credentials: Option<PathBuf>,
+    /// Plain CoAP only for endpoints whose credential says nosec (otherwise any endpoint
+    /// without a credential may register over plain CoAP)
+    #[arg(
+        id = "security.plain_requires_credential",
+        long = "plain-requires-credential",
+        value_name = "BOOL"
+    )]
+    pub plain_requires_credential: Option<bool>,
+    /// Seconds between checks of the credentials file for changes; 0 = only on SIGHUP
+    #[arg(
+        id = "security.reload_interval",
+        long = "credentials-reload-interval",
+        value_name = "S"
+    )]
+    pub reload_interval: Option<u64>,
 }
 
 /// `[blockwise]`: block-wise transfers (RFC 7959).

@@ -38,6 +38,18 @@ impl IdentityId {
             .flatten()
     }
 
+    /// The raw value, for a `u32` slot elsewhere (never 0).
+    pub fn tag(self) -> u32 {
+        self.0.get()
+    }
+
+    /// Back from [`IdentityId::tag`]; `None` for 0 or a value no identity has.
+    pub fn from_tag(tag: u32) -> Option<IdentityId> {
+        NonZeroU32::new(tag)
+            .filter(|t| t.get() >> 30 != 0)
+            .map(IdentityId)
+    }
+
     pub fn serial(self) -> u32 {
         self.0.get() & Self::MAX_SERIAL
     }

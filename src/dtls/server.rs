@@ -83,6 +83,8 @@ pub struct Session {
     /// Our last flight, until the peer's first application record shows it arrived.
     last_flight: Option<Box<[u8]>>,
     last_seen: Instant,
+    /// The caller's tag for this session (the gateway keeps the interned identity here).
+    pub tag: u32,
 }
 
 impl std::fmt::Debug for Session {
@@ -252,6 +254,15 @@ impl Server {
 
     pub fn session(&self, key: &ConnKey) -> Option<&Session> {
         self.sessions.get(key)
+    }
+
+    pub fn session_mut(&mut self, key: &ConnKey) -> Option<&mut Session> {
+        self.sessions.get_mut(key)
+    }
+
+    /// Every session's key (for a sweep over them, e.g. after credentials changed).
+    pub fn session_keys(&self) -> Vec<ConnKey> {
+        self.sessions.keys().copied().collect()
     }
 
     pub fn take_stats(&mut self) -> Stats {
@@ -821,6 +832,7 @@ impl Server {
             identity: std::mem::take(&mut state.identity),
             last_flight: (!flight.is_empty()).then(|| flight.into_boxed_slice()),
             last_seen: now,
+            tag: 0,
         };
         if resumed {
             // The resumed session replaces the one it came from, wherever that peer was.

@@ -16,6 +16,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::core::shard::Peer;
+use crate::dtls::server::Session;
+use crate::dtls::ConnKey;
 
 use super::doorbell::Doorbell;
 
@@ -30,6 +32,13 @@ pub enum WorkerMsg {
         /// MQTT 5 Message-Expiry-Interval left when the command arrived.
         expiry: Option<Duration>,
     },
+    /// A DTLS session established on another worker, for an endpoint of this one.
+    Session {
+        key: ConnKey,
+        session: Box<Session>,
+    },
+    /// The credential store changed: sessions of removed credentials end.
+    CredentialsChanged,
     Stop,
 }
 

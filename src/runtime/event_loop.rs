@@ -41,6 +41,10 @@ struct WorkersGone;
 pub(super) struct EventLoop {
     poll: Poll,
     sockets: Vec<mio::net::UdpSocket>,
+    /// Per listener: true for DTLS, whose datagrams are routed by peer address.
+    dtls_listener: Vec<bool>,
+    /// Peer address -> worker holding its DTLS session.
+    dtls_index: Arc<AddrIndex>,
     workers: Vec<WorkerTx>,
     index: Arc<AddrIndex>,
     metrics: Arc<Metrics>,
@@ -54,6 +58,8 @@ impl EventLoop {
     /// [`EventLoop::run`] look at `stop` again.
     pub(super) fn new(
         sockets: Vec<std::net::UdpSocket>,
+        dtls_listener: Vec<bool>,
+        dtls_index: Arc<AddrIndex>,
         workers: Vec<WorkerTx>,
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
@@ -71,6 +77,8 @@ impl EventLoop {
         let el = EventLoop {
             poll,
             sockets: mio_sockets,
+            dtls_listener,
+            dtls_index,
             workers,
             index,
             metrics,
@@ -132,6 +140,17 @@ impl EventLoop {
 
     /// Routes one datagram of listener `li`. `bytes` borrows the receive batch.
     fn dispatch(&mut self, li: usize, bytes: &[u8], addr: SocketAddr) -> Result<(), WorkersGone> {
+        if self.dtls_listener[li] {
+            // Encrypted: the worker holding the peer's session, or for a new peer the one its
+            // address hashes to (where the handshake runs; see `secure`).
+            let w = self
+                .dtls_index
+                .get(&addr)
+                .map(usize::from)
+                .filter(|w| *w < self.workers.len())
+                .unwrap_or_else(|| addr_shard(&addr, self.workers.len()));
+            return self.hand_over(w, Peer::plain(li as u16, addr), bytes);
+        }
         self.nonce = self.nonce.wrapping_add(1);
         let index = &self.index;
         let route = router::route(
@@ -178,4 +197,16 @@ impl EventLoop {
             self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A stable spread of peer addresses over `workers` (FNV-1a of IP and port).
+fn addr_shard(addr: &SocketAddr, workers: usize) -> usize {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    let mut key = [0u8; 18];
+    key[..16].copy_from_slice(&ip);
+    key[16..].copy_from_slice(&addr.port().to_be_bytes());
+    router::shard_of_endpoint(&key, workers)
 }

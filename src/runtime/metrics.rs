@@ -33,6 +33,23 @@ pub struct Metrics {
     pub commands_in: AtomicU64,
     pub commands_dropped: AtomicU64,
     pub registrations: AtomicUsize,
+    /// Uplinks refused for their identity (4.03 answers and dropped responses).
+    pub forbidden: AtomicU64,
+    /// Stateless HelloVerifyRequests sent (every first ClientHello gets one).
+    pub dtls_hello_verify: AtomicU64,
+    /// Handshakes started (ClientHellos with a valid cookie).
+    pub dtls_handshakes: AtomicU64,
+    /// Handshakes completed, full or abbreviated.
+    pub dtls_established: AtomicU64,
+    pub dtls_resumed: AtomicU64,
+    /// Handshakes that failed: wrong key, unknown identity, no common suite, timeout, alert.
+    pub dtls_failed: AtomicU64,
+    /// ClientHellos refused because the handshake or session limit was reached.
+    pub dtls_refused_busy: AtomicU64,
+    /// Records dropped: not authentic, replayed, garbage, or for no session.
+    pub dtls_bad_records: AtomicU64,
+    /// Established DTLS sessions now.
+    pub dtls_sessions: AtomicUsize,
     pub mqtt_connected: AtomicBool,
     /// True once the broker acknowledged the command subscription of the current connection.
     pub mqtt_subscribed: AtomicBool,
@@ -42,8 +59,9 @@ impl Metrics {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "registrations={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} mqtt={}",
+            "registrations={} dtls_sessions={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} forbidden={} dtls: handshakes={} failed={} bad_records={} mqtt={}",
             self.registrations.load(Ordering::Relaxed),
+            self.dtls_sessions.load(Ordering::Relaxed),
             g(&self.datagrams_in),
             g(&self.datagrams_out),
             g(&self.publishes),
@@ -53,6 +71,10 @@ impl Metrics {
             g(&self.send_errors),
             g(&self.publish_dropped),
             g(&self.commands_dropped),
+            g(&self.forbidden),
+            g(&self.dtls_established),
+            g(&self.dtls_failed),
+            g(&self.dtls_bad_records),
             if self.mqtt_connected.load(Ordering::Relaxed) { "up" } else { "down" },
         )
     }

@@ -20,6 +20,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,12 +30,14 @@ use log::{info, warn};
 use mio::Waker;
 
 use crate::config::Config;
-use crate::core::settings::ShardConfig;
+use crate::dtls;
 use crate::lwm2m::model::ObjectRegistry;
+use crate::security::{CredentialStore, Identities, Policy, PskKeys, SharedCredentials};
 
 use addr_index::AddrIndex;
 use event_loop::EventLoop;
 use mqtt::MqttClient;
+use secure::{SecureListener, SecureShared};
 use worker::Worker;
 
 pub use channel::{WorkerMsg, WorkerTx};
@@ -48,6 +51,8 @@ mod event_loop;
 mod metrics;
 pub mod mqtt;
 pub mod mqtt_session;
+mod reload;
+mod secure;
 pub mod sockopt;
 pub mod udp;
 mod worker;
@@ -55,6 +60,8 @@ mod worker;
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
     local_addrs: Vec<SocketAddr>,
+    dtls_addrs: Vec<SocketAddr>,
+    credentials: SharedCredentials,
     broker_addr: Option<SocketAddr>,
     broker_v5_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
@@ -86,8 +93,15 @@ impl Gateway {
     pub fn start_with_model(config: Config, model: Arc<ObjectRegistry>) -> anyhow::Result<Gateway> {
         // A Config built in code (tests, embedding) gets the same checks as one from a file.
         config.validate()?;
-        let shard_cfg: Arc<ShardConfig> =
-            Arc::new(config.shard_config(model).map_err(anyhow::Error::msg)?);
+        let credentials = load_credentials(&config)?;
+        let identities = Arc::new(Identities::default());
+        let mut shard_cfg = config.shard_config(model).map_err(anyhow::Error::msg)?;
+        shard_cfg.authorizer = Arc::new(Policy {
+            credentials: credentials.clone(),
+            identities: identities.clone(),
+            plain_requires_credential: config.security.plain_requires_credential,
+        });
+        let shard_cfg = Arc::new(shard_cfg);
         let metrics = Arc::new(Metrics::default());
         let stop = Arc::new(AtomicBool::new(false));
         let index = Arc::new(AddrIndex::with_capacity(config.expected_devices));
@@ -114,7 +128,14 @@ impl Gateway {
             };
         let (client, connection) = MqttClient::new(&config, host, port)?;
 
-        let (sockets, local_addrs) = bind_listeners(&config)?;
+        let (mut sockets, local_addrs) = bind_listeners(&config.listen, &config)?;
+        let (dtls_sockets, dtls_addrs) = bind_listeners(&config.dtls.listen, &config)?;
+        // Listener indexes: the plain ones first, then the DTLS ones.
+        let mut dtls_listener = vec![false; sockets.len()];
+        dtls_listener.extend(std::iter::repeat(true).take(dtls_sockets.len()));
+        sockets.extend(dtls_sockets);
+        let dtls_listener_flags = Arc::new(dtls_listener.clone());
+        let dtls_index = Arc::new(AddrIndex::new());
         // Workers send from clones of the listeners, so a reply leaves from the address the
         // device sent to, without going through the event loop.
         let send_sockets: Arc<Vec<UdpSocket>> = Arc::new(
@@ -124,20 +145,47 @@ impl Gateway {
                 .collect::<io::Result<_>>()?,
         );
 
-        let mut worker_txs = Vec::new();
-        for id in 0..config.workers {
-            let (tx, rx) = channel::worker_queue(config.worker_queue);
-            worker_txs.push(tx);
+        let (worker_txs, worker_rxs): (Vec<_>, Vec<_>) = (0..config.workers)
+            .map(|_| channel::worker_queue(config.worker_queue))
+            .unzip();
+        let secure_shared = Arc::new(SecureShared {
+            keys: PskKeys(credentials.clone()),
+            identities,
+            index: dtls_index.clone(),
+            workers: worker_txs.clone(),
+        });
+        let dtls_cfg = dtls_server_config(&config);
+        for (id, rx) in worker_rxs.into_iter().enumerate() {
+            let secure = (!dtls_addrs.is_empty()).then(|| {
+                SecureListener::new(
+                    id as u16,
+                    dtls_cfg.clone(),
+                    secure_shared.clone(),
+                    std::time::Instant::now(),
+                )
+            });
             let w = Worker::new(
                 id,
                 shard_cfg.clone(),
                 rx,
                 send_sockets.clone(),
+                dtls_listener_flags.clone(),
+                secure,
                 client.clone(),
                 index.clone(),
                 metrics.clone(),
             )?;
             threads.push(spawn(format!("worker-{id}"), move || w.run())?);
+        }
+        drop(secure_shared);
+
+        if let Some(path) = credentials.file().map(Path::to_path_buf) {
+            reload::install_sighup();
+            let (store, workers, stop) = (credentials.clone(), worker_txs.clone(), stop.clone());
+            let every = config.security.reload_interval;
+            threads.push(spawn("credentials".into(), move || {
+                reload::watch(path, store, workers, every, stop)
+            })?);
         }
 
         {
@@ -145,13 +193,18 @@ impl Gateway {
             let workers = worker_txs.clone();
             let (metrics, stop, client) = (metrics.clone(), stop.clone(), client.clone());
             let backoff = (config.mqtt.reconnect_min, config.mqtt.reconnect_max);
+            let creds = credentials.clone();
             threads.push(spawn("mqtt".into(), move || {
-                mqtt::run(connection, client, topics, workers, metrics, stop, backoff)
+                mqtt::run(
+                    connection, client, topics, workers, metrics, stop, backoff, creds,
+                )
             })?);
         }
 
         let (el, waker) = EventLoop::new(
             sockets,
+            dtls_listener,
+            dtls_index,
             worker_txs.clone(),
             index.clone(),
             metrics.clone(),
@@ -166,11 +219,13 @@ impl Gateway {
             })?);
         }
         info!(
-            "listening on {:?} with {} workers; commands on {}",
-            local_addrs, config.workers, shard_cfg.topics.command_filter
+            "listening on {:?}, DTLS on {:?}, with {} workers; commands on {}",
+            local_addrs, dtls_addrs, config.workers, shard_cfg.topics.command_filter
         );
         Ok(Gateway {
             local_addrs,
+            dtls_addrs,
+            credentials,
             broker_addr,
             broker_v5_addr,
             metrics,
@@ -182,9 +237,19 @@ impl Gateway {
         })
     }
 
-    /// The bound UDP addresses (useful with port 0).
+    /// The bound plain-CoAP UDP addresses (useful with port 0).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound DTLS addresses.
+    pub fn dtls_addrs(&self) -> &[SocketAddr] {
+        &self.dtls_addrs
+    }
+
+    /// The device credentials in force (changed by reloads and MQTT management).
+    pub fn credentials(&self) -> &SharedCredentials {
+        &self.credentials
     }
 
     /// The embedded broker's address (`mqtt.broker_listen`), when one was started.
@@ -228,11 +293,44 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHand
     std::thread::Builder::new().name(name).spawn(f)
 }
 
-/// Binds every configured UDP listener; returns the sockets and their actual addresses.
-fn bind_listeners(config: &Config) -> anyhow::Result<(Vec<UdpSocket>, Vec<SocketAddr>)> {
+/// The credentials file, or an empty store without one. A file that cannot be read at all stops
+/// the start: running without the credentials it holds would let plain CoAP register the
+/// endpoints it secures. Bad entries are skipped with a warning each.
+fn load_credentials(config: &Config) -> anyhow::Result<SharedCredentials> {
+    let Some(path) = &config.security.credentials else {
+        return Ok(SharedCredentials::default());
+    };
+    let (store, errors) = CredentialStore::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    reload::log_entry_errors(path, &errors);
+    info!(
+        "{} device credentials from {}",
+        store.len(),
+        path.display()
+    );
+    Ok(SharedCredentials::with_file(store, path))
+}
+
+/// Each worker's share of the DTLS limits.
+fn dtls_server_config(config: &Config) -> dtls::server::Config {
+    let d = &config.dtls;
+    let n = config.workers.max(1);
+    dtls::server::Config {
+        max_handshakes: d.max_handshakes.div_ceil(n),
+        max_sessions: d.max_sessions.div_ceil(n),
+        handshake_timeout: d.handshake_timeout,
+        idle_timeout: d.idle_timeout,
+        ..dtls::server::Config::default()
+    }
+}
+
+/// Binds UDP listeners on `addrs`; returns the sockets and their actual addresses.
+fn bind_listeners(
+    addrs: &[SocketAddr],
+    config: &Config,
+) -> anyhow::Result<(Vec<UdpSocket>, Vec<SocketAddr>)> {
     let mut sockets = Vec::new();
     let mut local_addrs = Vec::new();
-    for addr in &config.listen {
+    for addr in addrs {
         let s = bind_udp(*addr, config.recv_buffer)
             .with_context(|| format!("cannot listen on UDP {addr}"))?;
         local_addrs.push(s.local_addr()?);

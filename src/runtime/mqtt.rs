@@ -31,7 +31,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::config::{parse_mqtt_url, Config};
 
+use crate::core::authorize::GATEWAY_ENDPOINT;
 use crate::core::command;
+use crate::security::{management, SharedCredentials};
 use crate::core::router;
 use crate::core::topics::Topics;
 use crate::core::uplink::{self, Uplink};
@@ -155,6 +157,7 @@ enum End {
 }
 
 /// Drives the connection until `stop`; the body of the MQTT thread.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     mut conn: MqttConnection,
     client: MqttClient,
@@ -163,6 +166,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     (backoff_min, backoff_max): (Duration, Duration),
+    credentials: SharedCredentials,
 ) {
     let mut backoff = backoff_min;
     let mut router = CommandRouter {
@@ -170,6 +174,7 @@ pub fn run(
         topics,
         workers,
         metrics: metrics.clone(),
+        credentials,
     };
     while !stop.load(Ordering::Relaxed) {
         let end = match connect(&conn.host, conn.port) {
@@ -397,12 +402,14 @@ fn drive(
     }
 }
 
-/// Routes incoming commands to the worker owning their endpoint.
+/// Routes incoming commands to the worker owning their endpoint; commands to the gateway's own
+/// endpoint ([`GATEWAY_ENDPOINT`]) manage device credentials and are answered here.
 struct CommandRouter {
     client: MqttClient,
     topics: Topics,
     workers: Vec<WorkerTx>,
     metrics: Arc<Metrics>,
+    credentials: SharedCredentials,
 }
 
 impl CommandRouter {
@@ -415,6 +422,9 @@ impl CommandRouter {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if ep == GATEWAY_ENDPOINT {
+            return self.manage(&payload);
+        }
         let w = router::shard_of_endpoint(ep.as_bytes(), self.workers.len());
         let msg = WorkerMsg::Command {
             endpoint: ep.to_string(),
@@ -431,6 +441,32 @@ impl CommandRouter {
             {
                 overloaded(&self.client, &self.topics, &endpoint, &payload);
             }
+        }
+    }
+}
+
+impl CommandRouter {
+    /// A credential management command: answered on the gateway endpoint's response topic; a
+    /// change is saved to the credentials file (if there is one) and applied by every worker.
+    fn manage(&mut self, payload: &[u8]) {
+        let answer = management::handle(&self.credentials, payload);
+        if answer.changed {
+            match self.credentials.persist() {
+                Ok(_) => {}
+                Err(e) => error!("cannot save the credentials file: {e}"),
+            }
+            for w in &self.workers {
+                let _ = w.try_send(WorkerMsg::CredentialsChanged);
+            }
+        }
+        let t = &self.topics.response;
+        let topic = t.render_ip(GATEWAY_ENDPOINT, None);
+        if self
+            .client
+            .try_publish(topic, t.qos, answer.payload)
+            .is_err()
+        {
+            self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -24,13 +24,15 @@ use log::debug;
 use crate::core::command;
 use crate::core::ids::ShardId;
 use crate::core::settings::ShardConfig;
-use crate::core::shard::{IndexUpdate, Output, Shard};
+use crate::core::shard::{IndexUpdate, Output, Peer, Shard, Transmit};
+use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
 use super::channel::{WorkerMsg, WorkerRx};
 use super::doorbell::Doorbell;
 use super::metrics::Metrics;
 use super::mqtt::MqttClient;
+use super::secure::SecureListener;
 use super::udp;
 
 /// Messages a worker handles between two flushes of its replies and publishes.
@@ -52,15 +54,25 @@ pub(super) struct Worker {
     metrics: Arc<Metrics>,
     /// The shard's registration count as last added to `metrics.registrations`.
     registrations: usize,
+    /// Per listener: true for DTLS, whose datagrams go through `secure`.
+    dtls_listener: Arc<Vec<bool>>,
+    secure: Option<SecureListener>,
+    /// DTLS records the DTLS layer produced this round (handshake flights), already on the wire.
+    sealed: Vec<(ConnKey, Vec<u8>)>,
+    /// This worker's DTLS session count as last added to `metrics.dtls_sessions`.
+    dtls_sessions: usize,
 }
 
 impl Worker {
     /// Worker number `id`, with a fresh shard.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: usize,
         config: Arc<ShardConfig>,
         queue: WorkerRx,
         sockets: Arc<Vec<UdpSocket>>,
+        dtls_listener: Arc<Vec<bool>>,
+        secure: Option<SecureListener>,
         mqtt: MqttClient,
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
@@ -77,6 +89,10 @@ impl Worker {
             index,
             metrics,
             registrations: 0,
+            dtls_listener,
+            secure,
+            sealed: Vec::new(),
+            dtls_sessions: 0,
         })
     }
 
@@ -102,6 +118,9 @@ impl Worker {
                 }
             }
             self.shard.on_timeout(now, &mut out);
+            if let Some(sec) = &mut self.secure {
+                sec.on_timeout(now, &mut self.shard, &mut out, &mut self.sealed);
+            }
             self.flush(&mut out);
         }
     }
@@ -110,7 +129,13 @@ impl Worker {
     /// deadline or a message, and returns false.
     fn timer_due_or_sleep(&mut self) -> bool {
         let now = Instant::now();
-        let deadline = self.shard.next_deadline();
+        let deadline = match (
+            self.shard.next_deadline(),
+            self.secure.as_ref().and_then(|s| s.next_deadline()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if deadline.is_some_and(|d| d <= now) {
             return true;
         }
@@ -143,7 +168,30 @@ impl Worker {
     /// Feeds one message to the shard. False on [`WorkerMsg::Stop`].
     fn handle(&mut self, now: Instant, m: WorkerMsg, out: &mut Output) -> bool {
         match m {
-            WorkerMsg::Datagram { peer, bytes } => self.shard.on_datagram(now, peer, &bytes, out),
+            WorkerMsg::Datagram { peer, bytes } => {
+                let dtls = self.dtls_listener.get(peer.listener as usize) == Some(&true);
+                match &mut self.secure {
+                    Some(sec) if dtls => sec.on_datagram(
+                        now,
+                        (peer.listener, peer.addr),
+                        &bytes,
+                        &mut self.shard,
+                        out,
+                        &mut self.sealed,
+                    ),
+                    _ => self.shard.on_datagram(now, peer, &bytes, out),
+                }
+            }
+            WorkerMsg::Session { key, session } => {
+                if let Some(sec) = &mut self.secure {
+                    sec.adopt(key, session, &mut self.shard, out);
+                }
+            }
+            WorkerMsg::CredentialsChanged => {
+                if let Some(sec) = &mut self.secure {
+                    sec.revoke_stale();
+                }
+            }
             WorkerMsg::Command {
                 endpoint,
                 payload,
@@ -160,6 +208,7 @@ impl Worker {
 
     /// Carries out and clears everything `out` holds.
     fn flush(&mut self, out: &mut Output) {
+        self.seal_transmits(out);
         self.send_transmits(out);
         out.transmits.clear();
         self.publish(out);
@@ -174,8 +223,58 @@ impl Worker {
                 .dropped_malformed
                 .fetch_add(out.dropped, Ordering::Relaxed);
         }
+        if out.forbidden > 0 {
+            self.metrics
+                .forbidden
+                .fetch_add(out.forbidden, Ordering::Relaxed);
+        }
         out.clear();
         self.report_registrations();
+        if let Some(sec) = &mut self.secure {
+            sec.report(&self.metrics);
+            let n = sec.sessions();
+            let gauge = &self.metrics.dtls_sessions;
+            if n > self.dtls_sessions {
+                gauge.fetch_add(n - self.dtls_sessions, Ordering::Relaxed);
+            } else {
+                gauge.fetch_sub(self.dtls_sessions - n, Ordering::Relaxed);
+            }
+            self.dtls_sessions = n;
+        }
+    }
+
+    /// Seals what the shard sends to DTLS peers (a peer without a session here loses it, counted
+    /// as a send error: CoAP retransmission or the device's next handshake recovers) and adds
+    /// the DTLS layer's own records.
+    fn seal_transmits(&mut self, out: &mut Output) {
+        if let Some(sec) = &mut self.secure {
+            let dtls = &self.dtls_listener;
+            let mut lost = 0;
+            out.transmits.retain_mut(|t| {
+                if dtls.get(t.peer.listener as usize) != Some(&true) {
+                    return true;
+                }
+                match sec.seal(t) {
+                    Some(b) => {
+                        t.bytes = b;
+                        true
+                    }
+                    None => {
+                        lost += 1;
+                        false
+                    }
+                }
+            });
+            if lost > 0 {
+                self.metrics.send_errors.fetch_add(lost, Ordering::Relaxed);
+            }
+        }
+        for ((l, addr), bytes) in self.sealed.drain(..) {
+            out.transmits.push(Transmit {
+                peer: Peer::plain(l, addr),
+                bytes,
+            });
+        }
     }
 
     /// One `sendmmsg` per listener for everything this round produced.

@@ -1,11 +1,13 @@
-//! Device security for the DTLS listener to come: which endpoint may connect how, and with what.
+//! Device security for the DTLS listener: which endpoint may connect how, and with what.
 //!
 //! - [`credentials`]: the credential types, the [`CredentialStore`] with its three lookups
 //!   (endpoint, PSK identity, public key), and its file format (TOML or JSON);
 //! - [`shared`]: [`SharedCredentials`], the store shared between threads, reloaded whole from
 //!   its file or changed one entry at a time and saved back;
 //! - [`management`]: the MQTT commands that change it (`credential-add`, `-remove`, `-get`,
-//!   `-list`), as a pure function from request payload to answer.
+//!   `-list`), as a pure function from request payload to answer;
+//! - [`policy`]: the store put to work: identity interning, the core's authorizer, the DTLS
+//!   server's PSK lookup.
 //!
 //! Contract for everything here: a PSK key leaves this module only through
 //! [`Secret::expose`] (for the handshake) and the credentials file itself
@@ -15,10 +17,12 @@
 
 pub mod credentials;
 pub mod management;
+pub mod policy;
 pub mod shared;
 
 pub use credentials::{
     Conflict, ConflictKind, Credential, CredentialStore, DeviceCredential, EntryError, FileError,
     FileErrorKind, Format, Secret, SecurityMode,
 };
+pub use policy::{Identities, Policy, PskKeys};
 pub use shared::{ReloadSummary, SharedCredentials};

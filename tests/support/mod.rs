@@ -65,6 +65,8 @@ pub fn on_loopback(base: Config, broker: Option<SocketAddr>) -> Config {
         ..base
     };
     c.mqtt.broker_listen = "127.0.0.1:0".parse().unwrap();
+    // One DTLS listener on a free loopback port, after the plain one(s) in `local_addrs`.
+    c.dtls.listen = vec!["127.0.0.1:0".parse().unwrap()];
     c.mqtt.url = broker.map(|b| format!("mqtt://{b}"));
     c.mqtt.client_id = format!(
         "gw-test-{}",

@@ -398,6 +398,23 @@ impl Shard {
         self.pump(now, reg, out);
     }
 
+    /// The identity that registered from `old` now speaks from `new` (a new DTLS handshake after
+    /// NAT rebinding): its registration follows, so downlinks reach the new address at once.
+    /// Nothing happens if `old` holds no registration of that same identity.
+    pub fn rebind(&mut self, old: Peer, new: Peer, out: &mut Output) {
+        let Some(reg) = self.sessions.find_addr(old.addr) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(reg) else {
+            return;
+        };
+        if !s.peer.same_identity(&new) || s.peer.listener != old.listener {
+            return;
+        }
+        s.peer.listener = new.listener;
+        self.sessions.move_to(reg, new.addr, &mut out.index);
+    }
+
     /// Whether `peer` is the identity that registered `reg` (see [`crate::core::authorize`]);
     /// counts it when not.
     fn sent_by_registrant(&self, reg: RegId, peer: &Peer, out: &mut Output) -> bool {

@@ -1,0 +1,245 @@
+//! A worker's DTLS listener state: the [`dtls::Server`] of the peers routed to this worker, glued
+//! to the shard. Decrypted datagrams go into the shard with the peer's interned identity; what
+//! the shard sends to a DTLS peer is sealed here.
+//!
+//! Where sessions live: a handshake runs on the worker the event loop picked for the peer's
+//! address (by hash, or by the DTLS index when the address is known). Once it completes, the
+//! PSK identity names the endpoint, and the session moves to the worker that owns that endpoint
+//! (`shard_of_endpoint`, where plain Registers of it go and where its MQTT commands arrive): the
+//! session travels as a [`WorkerMsg::Session`] and the DTLS index is bound to the new worker
+//! only after the message is queued, so every later record of the peer finds the session there.
+//! One hop per handshake, none per message.
+//!
+//! A new handshake of an identity that already has a session here (from another address: NAT
+//! rebinding without Connection ID) takes over: the old session is dropped and the registration
+//! follows the new address ([`Shard::rebind`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::debug;
+
+use crate::core::peer::{IdentityId, Peer, SecurityMode};
+use crate::core::router::shard_of_endpoint;
+use crate::core::shard::{Output, Shard, Transmit};
+use crate::dtls::server::{Event, Output as DtlsOutput, Session};
+use crate::dtls::{self, ConnKey};
+use crate::security::{Identities, PskKeys};
+
+use super::addr_index::AddrIndex;
+use super::channel::{WorkerMsg, WorkerTx};
+use super::metrics::Metrics;
+
+/// What a worker's DTLS side needs from the gateway.
+pub(super) struct SecureShared {
+    pub keys: PskKeys,
+    pub identities: Arc<Identities>,
+    /// Peer address -> the worker holding its DTLS session.
+    pub index: Arc<AddrIndex>,
+    /// Every worker's queue, for handing a session to the worker owning its endpoint.
+    pub workers: Vec<WorkerTx>,
+}
+
+pub(super) struct SecureListener {
+    me: u16,
+    server: dtls::Server,
+    shared: Arc<SecureShared>,
+    by_identity: HashMap<IdentityId, ConnKey>,
+    out: DtlsOutput,
+}
+
+impl SecureListener {
+    pub(super) fn new(
+        me: u16,
+        cfg: dtls::server::Config,
+        shared: Arc<SecureShared>,
+        now: Instant,
+    ) -> SecureListener {
+        SecureListener {
+            me,
+            server: dtls::Server::new(cfg, now, rand::random()),
+            shared,
+            by_identity: HashMap::new(),
+            out: DtlsOutput::default(),
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.server.next_deadline()
+    }
+
+    /// A datagram from a DTLS peer: handshake records are answered, application data goes to
+    /// the shard. What the DTLS layer sends back is appended to `out.transmits` already sealed
+    /// (see [`SecureListener::seal_into`]).
+    pub(super) fn on_datagram(
+        &mut self,
+        now: Instant,
+        key: ConnKey,
+        bytes: &[u8],
+        shard: &mut Shard,
+        out: &mut Output,
+        sealed: &mut Vec<(ConnKey, Vec<u8>)>,
+    ) {
+        let shared = &self.shared;
+        self.server
+            .on_datagram(now, key, bytes, &shared.keys, &mut self.out, &mut |s, plain| {
+                let peer = Peer {
+                    identity: IdentityId::from_tag(s.tag),
+                    ..Peer::plain(key.0, key.1)
+                };
+                shard.on_datagram(now, peer, plain, out);
+            });
+        self.after(now, shard, out, sealed);
+    }
+
+    pub(super) fn on_timeout(
+        &mut self,
+        now: Instant,
+        shard: &mut Shard,
+        out: &mut Output,
+        sealed: &mut Vec<(ConnKey, Vec<u8>)>,
+    ) {
+        self.server.on_timeout(now, &mut self.out);
+        self.after(now, shard, out, sealed);
+    }
+
+    /// A session established on another worker, for an endpoint of this one.
+    pub(super) fn adopt(
+        &mut self,
+        key: ConnKey,
+        session: Box<Session>,
+        shard: &mut Shard,
+        out: &mut Output,
+    ) {
+        let Some(id) = IdentityId::from_tag(session.tag) else {
+            return;
+        };
+        self.server.insert_session(key, *session);
+        self.bind_identity(key, id, shard, out);
+    }
+
+    /// Protects a datagram the shard addressed to a DTLS peer; `None` if it has no session
+    /// here (it was dropped, or the device never finished a handshake).
+    pub(super) fn seal(&mut self, t: &Transmit) -> Option<Vec<u8>> {
+        self.server.seal(&(t.peer.listener, t.peer.addr), &t.bytes)
+    }
+
+    /// Counters since the last call, added to the gateway's.
+    pub(super) fn report(&mut self, m: &Metrics) {
+        let s = self.server.take_stats();
+        let add = |a: &std::sync::atomic::AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&m.dtls_hello_verify, s.hello_verify);
+        add(&m.dtls_handshakes, s.handshakes_started);
+        add(&m.dtls_established, s.established);
+        add(&m.dtls_resumed, s.resumed);
+        add(&m.dtls_failed, s.failed);
+        add(&m.dtls_refused_busy, s.refused_busy);
+        add(&m.dtls_bad_records, s.bad_records);
+    }
+
+    pub(super) fn sessions(&self) -> usize {
+        self.server.sessions()
+    }
+
+    /// Drops every session whose PSK identity no longer has a credential (after a reload or an
+    /// MQTT `credential-remove`): a revoked device must handshake again, and cannot.
+    pub(super) fn revoke_stale(&mut self) {
+        for key in self.server.session_keys() {
+            let gone = self
+                .server
+                .session(&key)
+                .is_some_and(|s| self.shared.keys.endpoint_of(&s.identity).is_none());
+            if gone {
+                if let Some(s) = self.server.take_session(&key) {
+                    if let Some(id) = IdentityId::from_tag(s.tag) {
+                        self.by_identity.remove(&id);
+                    }
+                }
+                self.shared.index.unbind(key.1, self.me);
+                debug!("DTLS session of {} dropped: credential removed", key.1);
+            }
+        }
+    }
+
+    /// Carries out the DTLS layer's output: flights to send, sessions established or ended.
+    fn after(
+        &mut self,
+        _now: Instant,
+        shard: &mut Shard,
+        out: &mut Output,
+        sealed: &mut Vec<(ConnKey, Vec<u8>)>,
+    ) {
+        sealed.append(&mut self.out.transmits);
+        for ev in std::mem::take(&mut self.out.events) {
+            match ev {
+                Event::Established { key, .. } => self.established(key, shard, out),
+                Event::Closed { key } => {
+                    self.shared.index.unbind(key.1, self.me);
+                    self.by_identity.retain(|_, k| *k != key);
+                }
+                Event::HandshakeFailed { key, why } => {
+                    debug!("DTLS handshake from {} failed: {why:?}", key.1);
+                }
+            }
+        }
+    }
+
+    fn established(&mut self, key: ConnKey, shard: &mut Shard, out: &mut Output) {
+        let Some(s) = self.server.session_mut(&key) else {
+            return;
+        };
+        let Some(id) = self.shared.identities.intern(SecurityMode::Psk, &s.identity) else {
+            self.server.take_session(&key);
+            return;
+        };
+        s.tag = id.tag();
+        let owner = match self.shared.keys.endpoint_of(&s.identity) {
+            Some(ep) => shard_of_endpoint(ep.as_bytes(), self.shared.workers.len()) as u16,
+            // The credential went away during the handshake: the session stays, any Register
+            // on it is refused.
+            None => self.me,
+        };
+        if owner == self.me {
+            self.bind_identity(key, id, shard, out);
+            return;
+        }
+        let Some(session) = self.server.take_session(&key) else {
+            return;
+        };
+        let msg = WorkerMsg::Session {
+            key,
+            session: Box::new(session),
+        };
+        // Queued first, indexed second: a record routed by the new index entry finds the
+        // session already ahead of it in the owner's queue.
+        if self.shared.workers[owner as usize].try_send(msg).is_ok() {
+            self.shared.index.bind(key.1, owner);
+        } else {
+            // The owner's queue is full: the device will handshake again.
+            self.shared.index.unbind(key.1, self.me);
+        }
+    }
+
+    /// `key` is now the session of identity `id` on this worker; an older session of the same
+    /// identity (another address) gives way and its registration follows.
+    fn bind_identity(&mut self, key: ConnKey, id: IdentityId, shard: &mut Shard, out: &mut Output) {
+        self.shared.index.bind(key.1, self.me);
+        if let Some(old) = self.by_identity.insert(id, key) {
+            if old != key {
+                self.server.take_session(&old);
+                self.shared.index.unbind(old.1, self.me);
+                let peer = |k: ConnKey| Peer {
+                    identity: Some(id),
+                    ..Peer::plain(k.0, k.1)
+                };
+                shard.rebind(peer(old), peer(key), out);
+            }
+        }
+    }
+}
