@@ -122,11 +122,7 @@ pub struct DtlsOptions {
     )]
     pub max_handshakes: Option<usize>,
     /// Established DTLS sessions, all workers together; beyond it new handshakes are refused
-    #[arg(
-        id = "dtls.max_sessions",
-        long = "dtls-max-sessions",
-        value_name = "N"
-    )]
+    #[arg(id = "dtls.max_sessions", long = "dtls-max-sessions", value_name = "N")]
     pub max_sessions: Option<usize>,
     /// Seconds a handshake may take before its state is dropped
     #[arg(
@@ -136,11 +132,7 @@ pub struct DtlsOptions {
     )]
     pub handshake_timeout: Option<Seconds>,
     /// Seconds without a record from the device before its DTLS session is dropped
-    #[arg(
-        id = "dtls.idle_timeout",
-        long = "dtls-idle-timeout",
-        value_name = "S"
-    )]
+    #[arg(id = "dtls.idle_timeout", long = "dtls-idle-timeout", value_name = "S")]
     pub idle_timeout: Option<Seconds>,
 }
 
@@ -151,11 +143,7 @@ pub struct DtlsOptions {
 pub struct SecurityOptions {
     /// Device credentials file (.toml or .json, see README); reloaded when it changes and on
     /// SIGHUP; credentials added over MQTT are saved back to it
-    #[arg(
-        id = "security.credentials",
-        long = "credentials",
-        value_name = "FILE"
-    )]
+    #[arg(id = "security.credentials", long = "credentials", value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// Plain CoAP only for endpoints whose credential says nosec (otherwise any endpoint
     /// without a credential may register over plain CoAP)

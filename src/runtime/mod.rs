@@ -302,11 +302,7 @@ fn load_credentials(config: &Config) -> anyhow::Result<SharedCredentials> {
     };
     let (store, errors) = CredentialStore::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     reload::log_entry_errors(path, &errors);
-    info!(
-        "{} device credentials from {}",
-        store.len(),
-        path.display()
-    );
+    info!("{} device credentials from {}", store.len(), path.display());
     Ok(SharedCredentials::with_file(store, path))
 }
 

@@ -33,10 +33,10 @@ use crate::config::{parse_mqtt_url, Config};
 
 use crate::core::authorize::GATEWAY_ENDPOINT;
 use crate::core::command;
-use crate::security::{management, SharedCredentials};
 use crate::core::router;
 use crate::core::topics::Topics;
 use crate::core::uplink::{self, Uplink};
+use crate::security::{management, SharedCredentials};
 
 use super::channel::{WorkerMsg, WorkerTx};
 use super::doorbell::Doorbell;

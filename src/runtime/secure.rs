@@ -83,14 +83,20 @@ impl SecureListener {
         sealed: &mut Vec<(ConnKey, Vec<u8>)>,
     ) {
         let shared = &self.shared;
-        self.server
-            .on_datagram(now, key, bytes, &shared.keys, &mut self.out, &mut |s, plain| {
+        self.server.on_datagram(
+            now,
+            key,
+            bytes,
+            &shared.keys,
+            &mut self.out,
+            &mut |s, plain| {
                 let peer = Peer {
                     identity: IdentityId::from_tag(s.tag),
                     ..Peer::plain(key.0, key.1)
                 };
                 shard.on_datagram(now, peer, plain, out);
-            });
+            },
+        );
         self.after(now, shard, out, sealed);
     }
 
@@ -194,7 +200,11 @@ impl SecureListener {
         let Some(s) = self.server.session_mut(&key) else {
             return;
         };
-        let Some(id) = self.shared.identities.intern(SecurityMode::Psk, &s.identity) else {
+        let Some(id) = self
+            .shared
+            .identities
+            .intern(SecurityMode::Psk, &s.identity)
+        else {
             self.server.take_session(&key);
             return;
         };

@@ -83,7 +83,9 @@ impl Authorizer for Policy {
             {
                 Ok(())
             }
-            (None | Some(Credential::NoSec), _) => Err(Forbidden("no credential for this endpoint")),
+            (None | Some(Credential::NoSec), _) => {
+                Err(Forbidden("no credential for this endpoint"))
+            }
             _ => Err(Forbidden("identity belongs to another endpoint")),
         }
     }

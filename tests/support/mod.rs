@@ -4,18 +4,20 @@
 //!   and real LwM2M client processes from `tests/interop`;
 //! - [`mqtt`]: MQTT observer clients and a Mosquitto broker;
 //! - [`coap`]: building the CoAP messages a device sends and reading those it gets;
+//! - [`dtls`]: a device speaking DTLS (the gateway's own sans-IO client over a UDP socket);
 //! - [`sim`]: the fake-clock harness of the sans-IO shard tests.
 //!
 //! Each test crate uses a subset, hence `dead_code` allowed.
 #![allow(dead_code)]
 
 pub mod coap;
+pub mod dtls;
 pub mod mqtt;
 pub mod sim;
 
 // Every test crate takes what it needs from `support::*`; none needs all of it.
 #[allow(unused_imports)]
-pub use {coap::*, mqtt::*, sim::*};
+pub use {coap::*, dtls::*, mqtt::*, sim::*};
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -86,6 +88,8 @@ pub fn rand_u16() -> u16 {
 pub struct TestGateway {
     pub gw: Option<Gateway>,
     pub udp: SocketAddr,
+    /// The DTLS listener, when the test left one configured.
+    pub dtls: Option<SocketAddr>,
     pub broker: SocketAddr,
 }
 
@@ -105,6 +109,7 @@ impl TestGateway {
         tweak(&mut c);
         let gw = Gateway::start(c).expect("gateway starts");
         let udp = gw.local_addrs()[0];
+        let dtls = gw.dtls_addrs().first().copied();
         let broker = broker.or(gw.broker_addr()).unwrap();
         wait_until("gateway never subscribed to its command topic", || {
             gw.metrics().mqtt_subscribed.load(Ordering::Relaxed)
@@ -112,6 +117,7 @@ impl TestGateway {
         TestGateway {
             gw: Some(gw),
             udp,
+            dtls,
             broker,
         }
     }

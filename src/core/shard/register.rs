@@ -53,7 +53,14 @@ impl Shard {
                 .map(|id| (code::CREATED, Some(id))),
             (Some(b"rd"), None, _) => Err(not_allowed()),
             (Some(b"rd"), Some(id), None) => {
-                let reg = RegId::parse(id).filter(|r| self.sessions.get(*r).is_some());
+                let parsed = RegId::parse(id);
+                // Another worker's registration reached here: only a DTLS session of another
+                // identity can bring it (plain traffic is routed by the id's shard).
+                if parsed.is_some_and(|r| r.shard() != self.id) && peer.identity.is_some() {
+                    out.forbidden += 1;
+                    return Err(rejection(code::FORBIDDEN, "not the registered identity"));
+                }
+                let reg = parsed.filter(|r| self.sessions.get(*r).is_some());
                 let Some(reg) = reg else {
                     return Err(rejection(code::NOT_FOUND, "no such resource"));
                 };
