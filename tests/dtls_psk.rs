@@ -238,9 +238,9 @@ fn a_spoofed_client_hello_flood_and_garbage_records_allocate_nothing_and_hurt_no
     ] {
         junk.send_to(d, gw.dtls.unwrap()).unwrap();
     }
-    // A record of good's session replayed from the junk socket is not good's.
+    // Each of the 3000 plus good's own.
     wait_until("the flood answered", || {
-        m.dtls_hello_verify.load(Ordering::Relaxed) >= 3000 + 1
+        m.dtls_hello_verify.load(Ordering::Relaxed) > 3000
     });
     assert_eq!(
         m.dtls_handshakes.load(Ordering::Relaxed),
