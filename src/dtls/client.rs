@@ -7,7 +7,7 @@
 //! holds ([`Client::resume`]), and protects application data. It does not time out on its
 //! own: the caller retransmits [`Client::last_flight`] when an answer is overdue.
 
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -34,7 +34,7 @@ pub struct Client {
     suites: Vec<u16>,
     ems: bool,
     state: State,
-    rng: SmallRng,
+    rng: StdRng,
     client_random: [u8; 32],
     server_random: [u8; 32],
     /// The session to resume, and its master secret.
@@ -63,7 +63,7 @@ impl Client {
             suites: suites.iter().map(|s| s.id()).collect(),
             ems: true,
             state: State::Idle,
-            rng: SmallRng::seed_from_u64(seed),
+            rng: StdRng::seed_from_u64(seed),
             client_random: [0; 32],
             server_random: [0; 32],
             session: None,

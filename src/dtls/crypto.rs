@@ -1,6 +1,7 @@
 //! The cryptography of the DTLS 1.2 suites the gateway offers, on RustCrypto primitives: the
-//! TLS 1.2 PRF (P_SHA256, RFC 5246 §5), key expansion, and record protection for the two PSK
-//! suites LwM2M names (RFC 6655 AES-128-CCM-8; RFC 5487 AES-128-CBC-SHA256).
+//! TLS 1.2 PRF (P_SHA256, RFC 5246 §5), key expansion, and record protection for the suites
+//! LwM2M names: PSK with AES-128-CCM-8 (RFC 6655) and AES-128-CBC-SHA256 (RFC 5487), ECDHE-ECDSA
+//! with AES-128-CCM-8 (RFC 7251) and AES-128-GCM-SHA256 (RFC 5289).
 //!
 //! Keys are kept raw (16-byte AES keys, 32-byte MAC keys) and the AES key schedule is expanded
 //! per record: that costs tens of nanoseconds and keeps an idle session at a few dozen bytes of
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 type Ccm8 = ccm::Ccm<Aes128, U8, U12>;
+type Aes128Gcm = aes_gcm::Aes128Gcm;
 
 /// The cipher suites this gateway negotiates, by their IANA numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,31 +27,62 @@ pub enum Suite {
     PskAes128Ccm8,
     /// TLS_PSK_WITH_AES_128_CBC_SHA256 (0x00AE).
     PskAes128CbcSha256,
+    /// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE): mandatory for LwM2M certificates and RPK.
+    EcdheEcdsaAes128Ccm8,
+    /// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 (0xC02B).
+    EcdheEcdsaAes128GcmSha256,
+}
+
+/// How a suite protects records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    Ccm8,
+    Gcm,
+    CbcSha256,
 }
 
 impl Suite {
+    pub const ALL: [Suite; 4] = [
+        Suite::PskAes128Ccm8,
+        Suite::PskAes128CbcSha256,
+        Suite::EcdheEcdsaAes128Ccm8,
+        Suite::EcdheEcdsaAes128GcmSha256,
+    ];
+
     pub const fn id(self) -> u16 {
         match self {
             Suite::PskAes128Ccm8 => 0xC0A8,
             Suite::PskAes128CbcSha256 => 0x00AE,
+            Suite::EcdheEcdsaAes128Ccm8 => 0xC0AE,
+            Suite::EcdheEcdsaAes128GcmSha256 => 0xC02B,
         }
     }
 
     pub fn from_id(id: u16) -> Option<Suite> {
-        match id {
-            0xC0A8 => Some(Suite::PskAes128Ccm8),
-            0x00AE => Some(Suite::PskAes128CbcSha256),
-            _ => None,
+        Suite::ALL.into_iter().find(|s| s.id() == id)
+    }
+
+    /// A PSK key exchange (else ECDHE with ECDSA authentication).
+    pub const fn is_psk(self) -> bool {
+        matches!(self, Suite::PskAes128Ccm8 | Suite::PskAes128CbcSha256)
+    }
+
+    const fn protection(self) -> Protection {
+        match self {
+            Suite::PskAes128Ccm8 | Suite::EcdheEcdsaAes128Ccm8 => Protection::Ccm8,
+            Suite::EcdheEcdsaAes128GcmSha256 => Protection::Gcm,
+            Suite::PskAes128CbcSha256 => Protection::CbcSha256,
         }
     }
 
     /// Bytes a protected record adds to its plaintext, at most.
     pub const fn overhead(self) -> usize {
-        match self {
+        match self.protection() {
             // explicit nonce + tag
-            Suite::PskAes128Ccm8 => 8 + 8,
+            Protection::Ccm8 => 8 + 8,
+            Protection::Gcm => 8 + 16,
             // IV + MAC + up to a block of padding
-            Suite::PskAes128CbcSha256 => 16 + 32 + 16,
+            Protection::CbcSha256 => 16 + 32 + 16,
         }
     }
 }
@@ -136,9 +169,9 @@ pub fn key_block(
     server_random: &[u8; 32],
 ) -> (DirectionKeys, DirectionKeys) {
     let mut kb = [0u8; 2 * 32 + 2 * 16 + 2 * 4];
-    let (mac_len, iv_len) = match suite {
-        Suite::PskAes128Ccm8 => (0, 4),
-        Suite::PskAes128CbcSha256 => (32, 0),
+    let (mac_len, iv_len) = match suite.protection() {
+        Protection::Ccm8 | Protection::Gcm => (0, 4),
+        Protection::CbcSha256 => (32, 0),
     };
     let total = 2 * mac_len + 2 * 16 + 2 * iv_len;
     prf(
@@ -191,8 +224,8 @@ pub fn seal(
     out: &mut Vec<u8>,
 ) {
     let ad = record_ad(epoch_seq, ctype, plain.len());
-    match suite {
-        Suite::PskAes128Ccm8 => {
+    match suite.protection() {
+        p @ (Protection::Ccm8 | Protection::Gcm) => {
             let explicit = epoch_seq.to_be_bytes();
             let mut nonce = [0u8; 12];
             nonce[..4].copy_from_slice(&k.salt);
@@ -200,14 +233,22 @@ pub fn seal(
             out.extend_from_slice(&explicit);
             let start = out.len();
             out.extend_from_slice(plain);
-            let cipher = Ccm8::new(GenericArray::from_slice(&k.key));
-            let tag = cipher
-                .encrypt_in_place_detached(GenericArray::from_slice(&nonce), &ad, &mut out[start..])
-                // Only a plaintext beyond CCM's length limit fails; records are < 2^14.
-                .expect("record within CCM length limit");
-            out.extend_from_slice(&tag);
+            let nonce = GenericArray::from_slice(&nonce);
+            let body = &mut out[start..];
+            // Only a plaintext beyond the AEAD's length limit fails; records are < 2^14.
+            if p == Protection::Ccm8 {
+                let tag = Ccm8::new(GenericArray::from_slice(&k.key))
+                    .encrypt_in_place_detached(nonce, &ad, body)
+                    .expect("record within CCM length limit");
+                out.extend_from_slice(&tag);
+            } else {
+                let tag = Aes128Gcm::new(GenericArray::from_slice(&k.key))
+                    .encrypt_in_place_detached(nonce, &ad, body)
+                    .expect("record within GCM length limit");
+                out.extend_from_slice(&tag);
+            }
         }
-        Suite::PskAes128CbcSha256 => {
+        Protection::CbcSha256 => {
             let mac = hmac_sha256(&k.mac, &[&ad, plain]);
             out.extend_from_slice(&iv);
             let start = out.len();
@@ -236,29 +277,31 @@ pub fn open(
     ctype: u8,
     frag: &mut [u8],
 ) -> Option<std::ops::Range<usize>> {
-    match suite {
-        Suite::PskAes128Ccm8 => {
-            if frag.len() < 16 {
+    match suite.protection() {
+        p @ (Protection::Ccm8 | Protection::Gcm) => {
+            let tag_len = if p == Protection::Ccm8 { 8 } else { 16 };
+            if frag.len() < 8 + tag_len {
                 return None;
             }
-            let plain_len = frag.len() - 16;
+            let plain_len = frag.len() - 8 - tag_len;
             let mut nonce = [0u8; 12];
             nonce[..4].copy_from_slice(&k.salt);
             nonce[4..].copy_from_slice(&frag[..8]);
             let ad = record_ad(epoch_seq, ctype, plain_len);
             let (body, tag) = frag[8..].split_at_mut(plain_len);
-            let cipher = Ccm8::new(GenericArray::from_slice(&k.key));
-            cipher
-                .decrypt_in_place_detached(
-                    GenericArray::from_slice(&nonce),
-                    &ad,
-                    body,
-                    GenericArray::from_slice(tag),
-                )
-                .ok()?;
-            Some(8..8 + plain_len)
+            let nonce = GenericArray::from_slice(&nonce);
+            let ok = if p == Protection::Ccm8 {
+                Ccm8::new(GenericArray::from_slice(&k.key))
+                    .decrypt_in_place_detached(nonce, &ad, body, GenericArray::from_slice(tag))
+                    .is_ok()
+            } else {
+                Aes128Gcm::new(GenericArray::from_slice(&k.key))
+                    .decrypt_in_place_detached(nonce, &ad, body, GenericArray::from_slice(tag))
+                    .is_ok()
+            };
+            ok.then_some(8..8 + plain_len)
         }
-        Suite::PskAes128CbcSha256 => {
+        Protection::CbcSha256 => {
             // IV, then at least one block holding MAC and padding.
             if frag.len() < 16 + 48 || frag.len() % 16 != 0 {
                 return None;
@@ -326,7 +369,7 @@ mod tests {
 
     #[test]
     fn both_suites_round_trip_and_reject_any_flipped_bit() {
-        for suite in [Suite::PskAes128Ccm8, Suite::PskAes128CbcSha256] {
+        for suite in Suite::ALL {
             for len in [0usize, 1, 15, 16, 17, 100] {
                 let plain: Vec<u8> = (0..len as u8).collect();
                 let mut frag = Vec::new();

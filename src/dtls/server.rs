@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -186,7 +186,8 @@ pub struct Server {
     sessions: HashMap<ConnKey, Session>,
     by_session_id: HashMap<[u8; 16], ConnKey>,
     cookies: CookieJar,
-    rng: SmallRng,
+    /// A CSPRNG: server randoms, session ids, cookie secrets, CBC IVs, ECDHE keys.
+    rng: StdRng,
     stats: Stats,
     next_sweep: Instant,
 }
@@ -228,8 +229,9 @@ fn alert(level: u8, desc: u8) -> Vec<u8> {
 }
 
 impl Server {
-    pub fn new(cfg: Config, now: Instant, seed: u64) -> Server {
-        let mut rng = SmallRng::seed_from_u64(seed);
+    /// `seed` must come from the OS's entropy in production (tests pass a fixed one).
+    pub fn new(cfg: Config, now: Instant, seed: [u8; 32]) -> Server {
+        let mut rng = StdRng::from_seed(seed);
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
         Server {

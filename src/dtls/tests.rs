@@ -40,7 +40,7 @@ impl Wire {
     fn new(cfg: Config) -> Wire {
         let now = Instant::now();
         Wire {
-            server: Server::new(cfg, now, 7),
+            server: Server::new(cfg, now, [7; 32]),
             keys: keys(),
             now,
             received: Vec::new(),
@@ -342,7 +342,7 @@ fn a_session_moves_between_servers_and_keeps_working() {
     let hello = c.connect();
     w.handshake(key(80), &mut c, hello);
     let s = w.server.take_session(&key(80)).unwrap();
-    let mut other = Server::new(Config::default(), w.now, 99);
+    let mut other = Server::new(Config::default(), w.now, [99; 32]);
     other.insert_session(key(80), s);
     let up = c.seal(b"moved").unwrap();
     let mut out = Output::default();
