@@ -136,6 +136,9 @@ impl Options {
 
         let DtlsOptions {
             listen,
+            certificate,
+            private_key,
+            trust_anchors,
             max_handshakes,
             max_sessions,
             handshake_timeout,
@@ -143,6 +146,9 @@ impl Options {
         } = dtls;
         let d = &mut c.dtls;
         set(&mut d.listen, listen);
+        set_some(&mut d.certificate, certificate);
+        set_some(&mut d.private_key, private_key);
+        set(&mut d.trust_anchors, trust_anchors);
         set(&mut d.max_handshakes, max_handshakes);
         set(&mut d.max_sessions, max_sessions);
         set(&mut d.handshake_timeout, handshake_timeout.map(|s| s.0));
@@ -233,6 +239,9 @@ impl Options {
             },
             dtls: DtlsOptions {
                 listen: Some(c.dtls.listen.clone()),
+                certificate: c.dtls.certificate.clone(),
+                private_key: c.dtls.private_key.clone(),
+                trust_anchors: Some(c.dtls.trust_anchors.clone()),
                 max_handshakes: Some(c.dtls.max_handshakes),
                 max_sessions: Some(c.dtls.max_sessions),
                 handshake_timeout: secs(c.dtls.handshake_timeout),

@@ -175,6 +175,9 @@ fn everything_changed() -> Config {
                 "127.0.0.1:15684".parse().unwrap(),
                 "[::1]:15685".parse().unwrap(),
             ],
+            certificate: Some(PathBuf::from("gw.crt")),
+            private_key: Some(PathBuf::from("gw.key")),
+            trust_anchors: vec![PathBuf::from("ca1.pem"), PathBuf::from("ca2.pem")],
             max_handshakes: 12,
             max_sessions: 34,
             handshake_timeout: Duration::from_secs(9),
@@ -231,7 +234,9 @@ fn every_config_field_is_reachable_by_flags() {
             .and_then(|a| a.get_long())
             .unwrap();
         match v {
-            Value::Array(items) if key == "listen" || key == "dtls.listen" => {
+            Value::Array(items)
+                if key == "listen" || key == "dtls.listen" || key == "dtls.trust_anchors" =>
+            {
                 for i in items {
                     argv.extend([format!("--{long}"), render(&i)]);
                 }

@@ -90,6 +90,12 @@ impl fmt::Debug for MqttConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DtlsConfig {
     pub listen: Vec<SocketAddr>,
+    /// The gateway's certificate chain (PEM); without it only raw public keys are presented.
+    pub certificate: Option<PathBuf>,
+    /// The gateway's P-256 private key (PEM): enables the ECDHE_ECDSA suites.
+    pub private_key: Option<PathBuf>,
+    /// CA certificates (PEM) device certificates must lead to; none: no X.509 devices.
+    pub trust_anchors: Vec<PathBuf>,
     pub max_handshakes: usize,
     pub max_sessions: usize,
     pub handshake_timeout: Duration,
@@ -192,6 +198,9 @@ impl Default for Config {
             },
             dtls: DtlsConfig {
                 listen: vec!["0.0.0.0:5684".parse().expect("literal")],
+                certificate: None,
+                private_key: None,
+                trust_anchors: Vec::new(),
                 max_handshakes: 10_000,
                 max_sessions: 2_000_000,
                 handshake_timeout: Duration::from_secs(30),

@@ -114,6 +114,30 @@ pub struct DtlsOptions {
     /// the file turns DTLS off
     #[arg(id = "dtls.listen", long = "dtls-listen", value_name = "ADDR")]
     pub listen: Option<Vec<SocketAddr>>,
+    /// The gateway's certificate chain, PEM (end-entity first); without it, with a private key,
+    /// only raw public keys (RFC 7250) are presented
+    #[arg(
+        id = "dtls.certificate",
+        long = "dtls-certificate",
+        value_name = "FILE"
+    )]
+    pub certificate: Option<PathBuf>,
+    /// The gateway's P-256 private key, PEM (PKCS#8 or SEC1): enables the certificate and
+    /// raw-public-key suites (ECDHE_ECDSA with AES-128-CCM-8 or -GCM)
+    #[arg(
+        id = "dtls.private_key",
+        long = "dtls-private-key",
+        value_name = "FILE"
+    )]
+    pub private_key: Option<PathBuf>,
+    /// CA certificates, PEM, that device certificates must lead to; repeat for several; none:
+    /// no X.509 devices
+    #[arg(
+        id = "dtls.trust_anchors",
+        long = "dtls-trust-anchors",
+        value_name = "FILE"
+    )]
+    pub trust_anchors: Option<Vec<PathBuf>>,
     /// DTLS handshakes in progress at once, all workers together; more ClientHellos are dropped
     #[arg(
         id = "dtls.max_handshakes",

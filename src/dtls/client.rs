@@ -1,4 +1,4 @@
-//! A DTLS 1.2 PSK client, sans-IO: the other end of [`super::server`] for the gateway's own
+//! A DTLS 1.2 client (PSK, certificate or raw public key), sans-IO: the other end of [`super::server`] for the gateway's own
 //! tests and for `lwm2m-loadtest`, which simulates DTLS devices with it. Interoperability is
 //! shown against real clients (libcoap, aiocoap/tinydtls) in the integration tests; this one
 //! exists because a load generator must be cheap per device.
@@ -12,6 +12,7 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::crypto::{self, ct_eq, DirectionKeys, Suite};
+use super::ecdhe;
 use super::handshake as hs;
 use super::record::{self, ReplayWindow};
 
@@ -49,6 +50,38 @@ pub struct Client {
     keys: Option<(DirectionKeys, DirectionKeys)>,
     replay: ReplayWindow,
     flight: Vec<u8>,
+    /// The certificate suites: our key and chain (empty: a raw public key).
+    cert: Option<ClientCert>,
+    server_key: Option<p256::ecdsa::VerifyingKey>,
+    server_point: Option<p256::PublicKey>,
+}
+
+/// A client's certificate credential.
+pub struct ClientCert {
+    pub key: p256::ecdsa::SigningKey,
+    /// DER, end-entity first; empty to authenticate with the raw public key.
+    pub chain: Vec<Vec<u8>>,
+    pub spki: Vec<u8>,
+}
+
+fn ecdhe_certificate(items: &[&[u8]], raw: bool) -> Vec<u8> {
+    let u24 = |n: usize| {
+        let b = (n as u32).to_be_bytes();
+        [b[1], b[2], b[3]]
+    };
+    let mut b = Vec::new();
+    if raw {
+        b.extend_from_slice(&u24(items[0].len()));
+        b.extend_from_slice(items[0]);
+        return b;
+    }
+    let total: usize = items.iter().map(|c| 3 + c.len()).sum();
+    b.extend_from_slice(&u24(total));
+    for c in items {
+        b.extend_from_slice(&u24(c.len()));
+        b.extend_from_slice(c);
+    }
+    b
 }
 
 fn add(t: &mut Sha256, msg: &[u8]) {
@@ -77,7 +110,18 @@ impl Client {
             keys: None,
             replay: ReplayWindow::default(),
             flight: Vec::new(),
+            cert: None,
+            server_key: None,
+            server_point: None,
         }
+    }
+
+    /// A client of the ECDHE_ECDSA `suites` that authenticates with `cert` (a raw public key
+    /// when its chain is empty, asking the server for its raw key too).
+    pub fn with_certificate(cert: ClientCert, suites: &[Suite], seed: u64) -> Client {
+        let mut c = Client::new(b"", b"", suites, seed);
+        c.cert = Some(cert);
+        c
     }
 
     /// Offer (or not) extended_master_secret.
@@ -141,6 +185,7 @@ impl Client {
             cookie,
             &self.suites,
             self.ems,
+            &self.hello_extensions(),
         );
         let mut msg = Vec::new();
         hs::write_message(&mut msg, hs::CLIENT_HELLO, self.msg_seq, &body);
@@ -153,6 +198,33 @@ impl Client {
         self.write_seq0 += 1;
         self.flight = d.clone();
         d
+    }
+
+    /// The ECDHE extensions of our ClientHello, when we have a certificate.
+    fn hello_extensions(&self) -> Vec<u8> {
+        let Some(cert) = &self.cert else {
+            return Vec::new();
+        };
+        let mut e = Vec::new();
+        for (t, data) in [
+            (ecdhe::EXT_SUPPORTED_GROUPS, &[0, 2, 0, 23][..]),
+            (ecdhe::EXT_EC_POINT_FORMATS, &[1, 0][..]),
+            (ecdhe::EXT_SIGNATURE_ALGORITHMS, &[0, 2, 4, 3][..]),
+        ] {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            e.extend_from_slice(data);
+        }
+        if cert.chain.is_empty() {
+            for t in [
+                ecdhe::EXT_CLIENT_CERTIFICATE_TYPE,
+                ecdhe::EXT_SERVER_CERTIFICATE_TYPE,
+            ] {
+                e.extend_from_slice(&t.to_be_bytes());
+                e.extend_from_slice(&[0, 2, 1, ecdhe::CERT_RAW_PUBLIC_KEY]);
+            }
+        }
+        e
     }
 
     /// Protects one application datagram (once established).
@@ -280,6 +352,47 @@ impl Client {
                 }
                 None
             }
+            (State::AwaitHelloDone, ecdhe::CERTIFICATE) => {
+                hs::write_message(&mut msg, t, seq, body);
+                add(&mut self.transcript, &msg);
+                let rpk = self.cert.as_ref().is_some_and(|c| c.chain.is_empty());
+                let kind = if rpk {
+                    ecdhe::CERT_RAW_PUBLIC_KEY
+                } else {
+                    ecdhe::CERT_X509
+                };
+                // The load generator and tests trust the gateway they talk to: the key is
+                // taken from its certificate without checking the chain.
+                let spki = match ecdhe::parse_certificate(body, kind)? {
+                    ecdhe::ClientCredential::RawPublicKey(k) => k,
+                    ecdhe::ClientCredential::X509(chain) => {
+                        super::x509::subject_public_key_info(chain.first()?)?
+                    }
+                    ecdhe::ClientCredential::None => return None,
+                };
+                self.server_key = ecdhe::verifying_key(spki);
+                None
+            }
+            (State::AwaitHelloDone, ecdhe::SERVER_KEY_EXCHANGE) => {
+                hs::write_message(&mut msg, t, seq, body);
+                add(&mut self.transcript, &msg);
+                let key = self.server_key.as_ref()?;
+                self.server_point = ecdhe::parse_server_key_exchange(
+                    body,
+                    key,
+                    &self.client_random,
+                    &self.server_random,
+                );
+                if self.server_point.is_none() {
+                    self.state = State::Failed(0);
+                }
+                None
+            }
+            (State::AwaitHelloDone, ecdhe::CERTIFICATE_REQUEST) => {
+                hs::write_message(&mut msg, t, seq, body);
+                add(&mut self.transcript, &msg);
+                None
+            }
             (State::AwaitHelloDone, hs::SERVER_HELLO_DONE) => {
                 hs::write_message(&mut msg, t, seq, body);
                 add(&mut self.transcript, &msg);
@@ -289,35 +402,73 @@ impl Client {
         }
     }
 
+    /// Appends one handshake message (its own record) to `flight` and the transcript.
+    fn send_message(&mut self, flight: &mut Vec<u8>, t: u8, body: &[u8]) {
+        let mut m = Vec::new();
+        hs::write_message(&mut m, t, self.msg_seq, body);
+        self.msg_seq += 1;
+        add(&mut self.transcript, &m);
+        record::write_header(flight, record::HANDSHAKE, 0, self.write_seq0, m.len());
+        flight.extend_from_slice(&m);
+        self.write_seq0 += 1;
+    }
+
     fn key_exchange(&mut self) -> Vec<u8> {
         let mut flight = Vec::new();
-        let mut cke_body = (self.identity.len() as u16).to_be_bytes().to_vec();
-        cke_body.extend_from_slice(&self.identity);
-        let mut cke = Vec::new();
-        hs::write_message(&mut cke, hs::CLIENT_KEY_EXCHANGE, self.msg_seq, &cke_body);
-        self.msg_seq += 1;
-        add(&mut self.transcript, &cke);
-        record::write_header(
-            &mut flight,
-            record::HANDSHAKE,
-            0,
-            self.write_seq0,
-            cke.len(),
-        );
-        flight.extend_from_slice(&cke);
-        self.write_seq0 += 1;
-        let pm = crypto::psk_premaster(&self.psk);
+        let pm = if self.suite.is_psk() {
+            let mut cke = (self.identity.len() as u16).to_be_bytes().to_vec();
+            cke.extend_from_slice(&self.identity);
+            self.send_message(&mut flight, hs::CLIENT_KEY_EXCHANGE, &cke);
+            crypto::psk_premaster(&self.psk)
+        } else {
+            let (Some(cert), Some(server_point)) = (self.cert.take(), self.server_point.take())
+            else {
+                self.state = State::Failed(0);
+                return Vec::new();
+            };
+            let body = match cert.chain.is_empty() {
+                true => ecdhe_certificate(&[&cert.spki[..]], true),
+                false => ecdhe_certificate(
+                    &cert.chain.iter().map(|c| &c[..]).collect::<Vec<_>>(),
+                    false,
+                ),
+            };
+            self.send_message(&mut flight, ecdhe::CERTIFICATE, &body);
+            let secret = p256::ecdh::EphemeralSecret::random(&mut self.rng);
+            let point = p256::EncodedPoint::from(secret.public_key());
+            let mut cke = vec![point.as_bytes().len() as u8];
+            cke.extend_from_slice(point.as_bytes());
+            self.send_message(&mut flight, hs::CLIENT_KEY_EXCHANGE, &cke);
+            let pm = secret
+                .diffie_hellman(&server_point)
+                .raw_secret_bytes()
+                .to_vec();
+            self.derive_master(&pm);
+            let hash: [u8; 32] = self.transcript.clone().finalize().into();
+            let cv = ecdhe::certificate_verify(&cert.key, &hash);
+            self.send_message(&mut flight, ecdhe::CERTIFICATE_VERIFY, &cv);
+            self.cert = Some(cert);
+            return self.finish_key_exchange(flight);
+        };
+        self.derive_master(&pm);
+        self.finish_key_exchange(flight)
+    }
+
+    fn derive_master(&mut self, pm: &[u8]) {
         if self.ems {
             let h: [u8; 32] = self.transcript.clone().finalize().into();
-            crypto::prf(&pm, b"extended master secret", &[&h], &mut self.master);
+            crypto::prf(pm, b"extended master secret", &[&h], &mut self.master);
         } else {
             crypto::prf(
-                &pm,
+                pm,
                 b"master secret",
                 &[&self.client_random, &self.server_random],
                 &mut self.master,
             );
         }
+    }
+
+    fn finish_key_exchange(&mut self, mut flight: Vec<u8>) -> Vec<u8> {
         if let Some(s) = &mut self.session {
             s.1 = self.master;
         }

@@ -117,6 +117,8 @@ pub struct ClientHello<'a> {
     pub extended_master_secret: bool,
     /// `renegotiation_info` extension or the SCSV: answered with an empty `renegotiation_info`.
     pub secure_renegotiation: bool,
+    /// What it says about groups, signatures and certificate types (the ECDHE suites).
+    pub certs: super::ecdhe::CertOffer,
 }
 
 impl ClientHello<'_> {
@@ -147,6 +149,7 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
         suites,
         extended_master_secret: false,
         secure_renegotiation: false,
+        certs: super::ecdhe::CertOffer::new(),
     };
     ch.secure_renegotiation = ch.offers(SCSV_RENEGOTIATION);
     if !r.0.is_empty() {
@@ -158,7 +161,7 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
                 EXT_EXTENDED_MASTER_SECRET => ch.extended_master_secret = true,
                 // An initial handshake carries an empty renegotiated_connection.
                 EXT_RENEGOTIATION_INFO => ch.secure_renegotiation |= data == [0],
-                _ => {}
+                _ => ch.certs.extension(t, data),
             }
         }
     }
@@ -175,12 +178,14 @@ pub fn hello_verify_request(cookie: &[u8]) -> Vec<u8> {
 }
 
 /// The ServerHello body.
+/// `extra` is more extensions, already encoded (the ECDHE ones, see `ecdhe`).
 pub fn server_hello(
     random: &[u8; 32],
     session_id: &[u8],
     suite: u16,
     extended_master_secret: bool,
     secure_renegotiation: bool,
+    extra: &[u8],
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(2 + 32 + 1 + session_id.len() + 3 + 12);
     b.extend_from_slice(&[0xfe, 0xfd]);
@@ -198,6 +203,7 @@ pub fn server_hello(
         ext.extend_from_slice(&EXT_RENEGOTIATION_INFO.to_be_bytes());
         ext.extend_from_slice(&[0, 1, 0]);
     }
+    ext.extend_from_slice(extra);
     if !ext.is_empty() {
         b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
         b.extend_from_slice(&ext);
@@ -219,6 +225,8 @@ pub struct ServerHello<'a> {
     pub session_id: &'a [u8],
     pub suite: u16,
     pub extended_master_secret: bool,
+    /// The server_certificate_type it chose (RFC 7250), if it sent one.
+    pub server_cert_type: Option<u8>,
 }
 
 pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
@@ -234,25 +242,31 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
         session_id,
         suite,
         extended_master_secret: false,
+        server_cert_type: None,
     };
     if !r.0.is_empty() {
         let mut ext = Reader(r.vec16()?);
         while !ext.0.is_empty() {
             let t = ext.u16()?;
-            ext.vec16()?;
+            let data = ext.vec16()?;
             sh.extended_master_secret |= t == EXT_EXTENDED_MASTER_SECRET;
+            if t == super::ecdhe::EXT_SERVER_CERTIFICATE_TYPE {
+                sh.server_cert_type = data.first().copied();
+            }
         }
     }
     Some(sh)
 }
 
 /// A ClientHello body, for the client side (tests and the load generator).
+/// `extra` is more extensions, already encoded.
 pub fn client_hello(
     random: &[u8; 32],
     session_id: &[u8],
     cookie: &[u8],
     suites: &[u16],
     extended_master_secret: bool,
+    extra: &[u8],
 ) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&[0xfe, 0xfd]);
@@ -273,6 +287,7 @@ pub fn client_hello(
     }
     ext.extend_from_slice(&EXT_RENEGOTIATION_INFO.to_be_bytes());
     ext.extend_from_slice(&[0, 1, 0]);
+    ext.extend_from_slice(extra);
     b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     b.extend_from_slice(&ext);
     b
@@ -290,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_client_hello_round_trips_and_every_truncation_is_refused() {
-        let body = client_hello(&[5; 32], &[1, 2], &[9; 16], &[0xC0A8, 0x00AE], true);
+        let body = client_hello(&[5; 32], &[1, 2], &[9; 16], &[0xC0A8, 0x00AE], true, &[]);
         let ch = parse_client_hello(&body).unwrap();
         assert_eq!(ch.random, [5; 32]);
         assert_eq!(ch.session_id, &[1, 2]);
@@ -325,7 +340,7 @@ mod tests {
 
     #[test]
     fn server_hello_round_trips() {
-        let b = server_hello(&[3; 32], &[7; 16], 0xC0A8, true, true);
+        let b = server_hello(&[3; 32], &[7; 16], 0xC0A8, true, true, &[]);
         let sh = parse_server_hello(&b).unwrap();
         assert_eq!(sh.suite, 0xC0A8);
         assert_eq!(sh.session_id, &[7; 16]);

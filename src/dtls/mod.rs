@@ -13,18 +13,22 @@
 //! - [`record`]: record framing and the replay window;
 //! - [`handshake`]: handshake message framing and the hellos;
 //! - [`cookie`]: stateless HelloVerifyRequest cookies;
+//! - [`ecdhe`]: the certificate and raw-public-key messages of the ECDHE_ECDSA suites;
 //! - [`server`]: one worker's associations (handshakes and sessions) keyed by peer;
+//! - [`x509`]: the subject common name and public key of a certificate;
 //! - [`client`]: a PSK client, for tests and the load generator.
 
 pub mod client;
 pub mod cookie;
 pub mod crypto;
+pub mod ecdhe;
 pub mod handshake;
 pub mod record;
 pub mod server;
+pub mod x509;
 
 pub use crypto::Suite;
-pub use server::{ConnKey, PskStore, Server};
+pub use server::{Authenticator, ConnKey, PeerAuth, Server};
 
 #[cfg(test)]
 mod tests;

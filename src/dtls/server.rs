@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -30,15 +31,37 @@ use sha2::{Digest, Sha256};
 
 use super::cookie::CookieJar;
 use super::crypto::{self, ct_eq, DirectionKeys, Suite};
+use super::ecdhe::{self, ClientCredential, ServerCert};
 use super::handshake as hs;
 use super::record::{self, ReplayWindow};
 
 /// (listener index, peer address): one DTLS association.
 pub type ConnKey = (u16, SocketAddr);
 
-/// Where PSK keys come from: identity in, key out (`None`: unknown identity).
-pub trait PskStore {
+/// Who the server trusts: PSK keys by identity, and (for the ECDHE suites) the check of a
+/// client's certificate chain or raw public key. The defaults trust no certificate at all.
+pub trait Authenticator {
+    /// The key of a PSK identity (`None`: unknown identity).
     fn psk(&self, identity: &[u8]) -> Option<Vec<u8>>;
+
+    /// Whether an X.509 chain (end-entity first, DER) is valid now and leads to a trust anchor.
+    fn verify_chain(&self, _chain: &[&[u8]]) -> bool {
+        false
+    }
+
+    /// Whether a raw public key (subjectPublicKeyInfo, DER) is a known device's.
+    fn accept_raw_key(&self, _spki: &[u8]) -> bool {
+        false
+    }
+}
+
+/// How the peer of a session authenticated; its identity is the PSK identity, the certificate's
+/// subject common name, or the raw public key (subjectPublicKeyInfo DER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerAuth {
+    Psk,
+    X509,
+    RawPublicKey,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +75,12 @@ pub struct Config {
     pub cookie_period: Duration,
     /// First retransmission of a flight the peer does not answer; doubles up to 3 times.
     pub retransmit: Duration,
+    /// Our key and certificate: enables the ECDHE_ECDSA suites.
+    pub certificate: Option<Arc<ServerCert>>,
+    /// Client certificates may be X.509 (an [`Authenticator::verify_chain`] exists).
+    pub client_x509: bool,
+    /// Client certificates may be raw public keys.
+    pub client_rpk: bool,
 }
 
 impl Default for Config {
@@ -64,6 +93,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(24 * 3600),
             cookie_period: Duration::from_secs(60),
             retransmit: Duration::from_secs(1),
+            certificate: None,
+            client_x509: false,
+            client_rpk: false,
         }
     }
 }
@@ -78,8 +110,9 @@ pub struct Session {
     master: [u8; 48],
     session_id: [u8; 16],
     ems: bool,
-    /// The PSK identity the peer proved.
+    /// What the peer proved: PSK identity, certificate common name, or raw public key.
     pub identity: Box<[u8]>,
+    pub auth: PeerAuth,
     /// Our last flight, until the peer's first application record shows it arrived.
     last_flight: Option<Box<[u8]>>,
     last_seen: Instant,
@@ -100,6 +133,9 @@ impl std::fmt::Debug for Session {
 pub enum Failure {
     /// Finished did not verify: a wrong key, or an identity the store does not know.
     BadKey,
+    /// A certificate chain that does not verify, a raw key nobody knows, a bad signature, or
+    /// no certificate at all.
+    BadCertificate,
     UnknownIdentity,
     NoCommonSuite,
     Malformed,
@@ -146,13 +182,15 @@ pub struct Output {
 }
 
 /// What an abbreviated handshake takes over from the session it resumes: suite, master secret,
-/// session id, identity.
-type Resumable = (Suite, [u8; 48], [u8; 16], Box<[u8]>);
+/// session id, identity and how it was proven.
+type Resumable = (Suite, [u8; 48], [u8; 16], Box<[u8]>, PeerAuth);
 
 /// What the handshake waits for next.
 enum Stage {
     /// Full handshake: ServerHelloDone sent, waiting for ClientKeyExchange.
     KeyExchange,
+    /// ECDHE: keys derived, waiting for the client's CertificateVerify.
+    CertificateVerify,
     /// Keys derived, waiting for the client's Finished.
     Finished { unknown_identity: bool },
     /// Abbreviated handshake: our Finished sent, waiting for the client's.
@@ -174,10 +212,21 @@ struct Handshake {
     master: [u8; 48],
     client_keys: Option<(DirectionKeys, DirectionKeys)>,
     identity: Box<[u8]>,
+    auth: PeerAuth,
+    /// The ECDHE suites' state.
+    ecdhe: Option<Box<Ecdhe>>,
     flight: Vec<u8>,
     started: Instant,
     retransmit_at: Option<Instant>,
     retransmits: u8,
+}
+
+struct Ecdhe {
+    secret: p256::ecdh::EphemeralSecret,
+    /// The certificate type agreed for the client.
+    client_type: u8,
+    /// The client's key, once its Certificate arrived.
+    peer_key: Option<p256::ecdsa::VerifyingKey>,
 }
 
 pub struct Server {
@@ -197,6 +246,7 @@ const CLOSE_NOTIFY: u8 = 0;
 const HANDSHAKE_FAILURE: u8 = 40;
 const DECODE_ERROR: u8 = 50;
 const DECRYPT_ERROR: u8 = 51;
+const BAD_CERTIFICATE: u8 = 42;
 
 fn transcript_add(t: &mut Sha256, msg_type: u8, seq: u16, body: &[u8]) {
     let mut h = Vec::with_capacity(hs::HEADER_LEN);
@@ -381,7 +431,7 @@ impl Server {
         now: Instant,
         key: ConnKey,
         bytes: &[u8],
-        keys: &dyn PskStore,
+        keys: &dyn Authenticator,
         out: &mut Output,
         app: &mut dyn FnMut(&Session, &[u8]),
     ) {
@@ -411,7 +461,7 @@ impl Server {
         now: Instant,
         key: ConnKey,
         rec: &record::Record,
-        keys: &dyn PskStore,
+        keys: &dyn Authenticator,
         out: &mut Output,
     ) {
         match rec.ctype {
@@ -426,6 +476,8 @@ impl Server {
                     match h.msg_type {
                         hs::CLIENT_HELLO => self.on_client_hello(now, key, rec, &h, body, out),
                         hs::CLIENT_KEY_EXCHANGE => self.on_key_exchange(key, &h, body, keys, out),
+                        ecdhe::CERTIFICATE => self.on_certificate(key, &h, body, keys, out),
+                        ecdhe::CERTIFICATE_VERIFY => self.on_certificate_verify(key, &h, body, out),
                         _ => self.stats.bad_records += 1,
                     }
                 }
@@ -494,7 +546,21 @@ impl Server {
             self.stats.refused_busy += 1;
             return;
         }
-        let Some(suite) = self.cfg.suites.iter().copied().find(|s| ch.offers(s.id())) else {
+        // The first of our suites the client offers and can use: the ECDHE ones need our
+        // certificate and certificate types both sides can do.
+        let cert = self.cfg.certificate.clone();
+        let (x509, rpk) = (self.cfg.client_x509, self.cfg.client_rpk);
+        let chosen = self.cfg.suites.iter().copied().find_map(|s| {
+            if !ch.offers(s.id()) {
+                return None;
+            }
+            if s.is_psk() {
+                return Some((s, None));
+            }
+            let types = ch.certs.agree(cert.as_deref()?, x509, rpk)?;
+            Some((s, Some(types)))
+        });
+        let Some((suite, cert_types)) = chosen else {
             out.transmits
                 .push((key, alert(ALERT_FATAL, HANDSHAKE_FAILURE)));
             self.stats.failed += 1;
@@ -524,6 +590,8 @@ impl Server {
             master: [0; 48],
             client_keys: None,
             identity: Box::default(),
+            auth: PeerAuth::Psk,
+            ecdhe: None,
             flight: Vec::new(),
             started: now,
             retransmit_at: None,
@@ -531,34 +599,55 @@ impl Server {
         });
         let hs_ref = &mut *hs_state;
         let mut flight = Vec::new();
-        if let Some((suite, master, session_id, identity)) = resumable {
+        if let Some((suite, master, session_id, identity, auth)) = resumable {
             hs_ref.suite = suite;
             hs_ref.master = master;
             hs_ref.session_id = session_id;
             hs_ref.identity = identity;
+            hs_ref.auth = auth;
             let sh = hs::server_hello(
                 &server_random,
                 &session_id,
                 suite.id(),
                 hs_ref.ems,
                 ch.secure_renegotiation,
+                &[],
             );
             self.server_flight_resumed(hs_ref, &sh, &mut flight);
             hs_ref.stage = Stage::ResumedFinished;
             hs_ref.retransmit_at = Some(now + self.cfg.retransmit);
         } else {
             self.rng.fill_bytes(&mut hs_ref.session_id);
+            let mut extra = Vec::new();
+            let mut messages: Vec<(u8, Vec<u8>)> = Vec::new();
+            if let (Some((server_type, client_type)), Some(cert)) = (cert_types, &cert) {
+                ecdhe::server_hello_extensions(&ch.certs, server_type, client_type, &mut extra);
+                let secret = p256::ecdh::EphemeralSecret::random(&mut self.rng);
+                let point = p256::EncodedPoint::from(secret.public_key());
+                messages.push((ecdhe::CERTIFICATE, ecdhe::certificate(cert, server_type)));
+                messages.push((
+                    ecdhe::SERVER_KEY_EXCHANGE,
+                    ecdhe::server_key_exchange(cert, point.as_bytes(), &ch.random, &server_random),
+                ));
+                messages.push((ecdhe::CERTIFICATE_REQUEST, ecdhe::certificate_request()));
+                hs_ref.ecdhe = Some(Box::new(Ecdhe {
+                    secret,
+                    client_type,
+                    peer_key: None,
+                }));
+            }
             let sh = hs::server_hello(
                 &server_random,
                 &hs_ref.session_id,
                 suite.id(),
                 hs_ref.ems,
                 ch.secure_renegotiation,
+                &extra,
             );
-            for (t, b) in [
-                (hs::SERVER_HELLO, &sh[..]),
-                (hs::SERVER_HELLO_DONE, &[][..]),
-            ] {
+            messages.insert(0, (hs::SERVER_HELLO, sh));
+            messages.push((hs::SERVER_HELLO_DONE, Vec::new()));
+            for (t, b) in &messages {
+                let (t, b) = (*t, &b[..]);
                 let mut m = Vec::new();
                 hs::write_message(&mut m, t, hs_ref.next_send_seq, b);
                 transcript_add(&mut hs_ref.transcript, t, hs_ref.next_send_seq, b);
@@ -578,7 +667,7 @@ impl Server {
         let key = self.by_session_id.get(&id)?;
         let s = self.sessions.get(key)?;
         (ch.offers(s.suite.id()) && s.ems == ch.extended_master_secret)
-            .then(|| (s.suite, s.master, s.session_id, s.identity.clone()))
+            .then(|| (s.suite, s.master, s.session_id, s.identity.clone(), s.auth))
     }
 
     fn server_flight_resumed(&mut self, h: &mut Handshake, sh: &[u8], flight: &mut Vec<u8>) {
@@ -628,7 +717,7 @@ impl Server {
         key: ConnKey,
         h: &hs::Header,
         body: &[u8],
-        keys: &dyn PskStore,
+        keys: &dyn Authenticator,
         out: &mut Output,
     ) {
         let Some(state) = self.handshakes.get_mut(&key) else {
@@ -642,24 +731,35 @@ impl Server {
         if !matches!(state.stage, Stage::KeyExchange) || h.message_seq != state.next_recv_seq {
             return;
         }
-        let Some(identity) = hs::parse_psk_client_key_exchange(body) else {
-            self.handshakes.remove(&key);
-            out.transmits.push((key, alert(ALERT_FATAL, DECODE_ERROR)));
-            self.stats.failed += 1;
-            out.events.push(Event::HandshakeFailed {
-                key,
-                why: Failure::Malformed,
-            });
-            return;
-        };
-        let (psk, unknown) = match keys.psk(identity) {
-            Some(k) => (k, false),
-            None => {
-                // Go on with a key nobody has: the client's Finished then fails like a wrong
-                // key would, and the peer cannot tell an unknown identity from a bad key.
-                let mut k = vec![0u8; 16];
-                self.rng.fill_bytes(&mut k);
-                (k, true)
+        let (premaster, unknown) = if let Some(e) = &state.ecdhe {
+            // ECDHE: the client's Certificate must have come first.
+            let point = ecdhe::parse_ecdh_key_exchange(body);
+            let (Some(point), Some(_)) = (point, &e.peer_key) else {
+                let why = if e.peer_key.is_none() {
+                    Failure::BadCertificate
+                } else {
+                    Failure::Malformed
+                };
+                return self.fail(key, why, HANDSHAKE_FAILURE, out);
+            };
+            let shared = e.secret.diffie_hellman(&point);
+            (shared.raw_secret_bytes().to_vec(), false)
+        } else {
+            let Some(identity) = hs::parse_psk_client_key_exchange(body) else {
+                return self.fail(key, Failure::Malformed, DECODE_ERROR, out);
+            };
+            state.identity = identity.into();
+            state.auth = PeerAuth::Psk;
+            match keys.psk(identity) {
+                Some(k) => (crypto::psk_premaster(&k), false),
+                None => {
+                    // Go on with a key nobody has: the client's Finished then fails like a
+                    // wrong key would, and the peer cannot tell an unknown identity from a bad
+                    // key.
+                    let mut k = vec![0u8; 16];
+                    self.rng.fill_bytes(&mut k);
+                    (crypto::psk_premaster(&k), true)
+                }
             }
         };
         transcript_add(
@@ -669,18 +769,17 @@ impl Server {
             body,
         );
         state.next_recv_seq = state.next_recv_seq.wrapping_add(1);
-        let pm = crypto::psk_premaster(&psk);
         if state.ems {
             let session_hash: [u8; 32] = state.transcript.clone().finalize().into();
             crypto::prf(
-                &pm,
+                &premaster,
                 b"extended master secret",
                 &[&session_hash],
                 &mut state.master,
             );
         } else {
             crypto::prf(
-                &pm,
+                &premaster,
                 b"master secret",
                 &[&state.client_random, &state.server_random],
                 &mut state.master,
@@ -692,10 +791,105 @@ impl Server {
             &state.client_random,
             &state.server_random,
         ));
-        state.identity = identity.into();
-        state.stage = Stage::Finished {
-            unknown_identity: unknown,
+        state.stage = if state.ecdhe.is_some() {
+            Stage::CertificateVerify
+        } else {
+            Stage::Finished {
+                unknown_identity: unknown,
+            }
         };
+    }
+
+    /// The client's Certificate (ECDHE suites): an X.509 chain the authenticator trusts, or a
+    /// raw public key it knows. Its identity is the certificate's subject common name or the key.
+    fn on_certificate(
+        &mut self,
+        key: ConnKey,
+        h: &hs::Header,
+        body: &[u8],
+        keys: &dyn Authenticator,
+        out: &mut Output,
+    ) {
+        let Some(state) = self.handshakes.get_mut(&key) else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        let Some(e) = &mut state.ecdhe else {
+            return self.fail(key, Failure::Malformed, DECODE_ERROR, out);
+        };
+        if !matches!(state.stage, Stage::KeyExchange)
+            || h.message_seq != state.next_recv_seq
+            || e.peer_key.is_some()
+        {
+            return;
+        }
+        let accepted = match ecdhe::parse_certificate(body, e.client_type) {
+            Some(ClientCredential::X509(chain)) if keys.verify_chain(&chain) => {
+                let ee = chain[0];
+                let cn = super::x509::common_name(ee);
+                let spki = super::x509::subject_public_key_info(ee);
+                match (cn, spki.and_then(ecdhe::verifying_key)) {
+                    (Some(cn), Some(k)) => Some((cn.to_vec(), k, PeerAuth::X509)),
+                    _ => None,
+                }
+            }
+            Some(ClientCredential::RawPublicKey(spki)) if keys.accept_raw_key(spki) => {
+                ecdhe::verifying_key(spki).map(|k| (spki.to_vec(), k, PeerAuth::RawPublicKey))
+            }
+            _ => None,
+        };
+        let Some((identity, peer_key, auth)) = accepted else {
+            return self.fail(key, Failure::BadCertificate, BAD_CERTIFICATE, out);
+        };
+        e.peer_key = Some(peer_key);
+        state.identity = identity.into();
+        state.auth = auth;
+        transcript_add(
+            &mut state.transcript,
+            ecdhe::CERTIFICATE,
+            h.message_seq,
+            body,
+        );
+        state.next_recv_seq = state.next_recv_seq.wrapping_add(1);
+    }
+
+    /// The client's CertificateVerify: its key signed the handshake so far.
+    fn on_certificate_verify(
+        &mut self,
+        key: ConnKey,
+        h: &hs::Header,
+        body: &[u8],
+        out: &mut Output,
+    ) {
+        let Some(state) = self.handshakes.get_mut(&key) else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        if !matches!(state.stage, Stage::CertificateVerify) || h.message_seq != state.next_recv_seq
+        {
+            return;
+        }
+        let hash: [u8; 32] = state.transcript.clone().finalize().into();
+        let ok = state
+            .ecdhe
+            .as_ref()
+            .and_then(|e| e.peer_key.as_ref())
+            .is_some_and(|k| ecdhe::certificate_verify_ok(body, k, &hash));
+        if !ok {
+            return self.fail(key, Failure::BadCertificate, DECRYPT_ERROR, out);
+        }
+        transcript_add(
+            &mut state.transcript,
+            ecdhe::CERTIFICATE_VERIFY,
+            h.message_seq,
+            body,
+        );
+        state.next_recv_seq = state.next_recv_seq.wrapping_add(1);
+        state.stage = Stage::Finished {
+            unknown_identity: false,
+        };
+        // The ephemeral secret is spent.
+        state.ecdhe = None;
     }
 
     fn on_protected_record(
@@ -832,6 +1026,7 @@ impl Server {
             session_id: state.session_id,
             ems: state.ems,
             identity: std::mem::take(&mut state.identity),
+            auth: state.auth,
             last_flight: (!flight.is_empty()).then(|| flight.into_boxed_slice()),
             last_seen: now,
             tag: 0,

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::client::Client;
-use super::server::{Config, ConnKey, Event, Failure, Output, PskStore, Server};
+use super::server::{Authenticator, Config, ConnKey, Event, Failure, Output, Server};
 use super::Suite;
 
 struct Keys(HashMap<Vec<u8>, Vec<u8>>);
 
-impl PskStore for Keys {
+impl Authenticator for Keys {
     fn psk(&self, identity: &[u8]) -> Option<Vec<u8>> {
         self.0.get(identity).cloned()
     }
@@ -351,4 +351,215 @@ fn a_session_moves_between_servers_and_keeps_working() {
         got.push(p.to_vec())
     });
     assert_eq!(got, vec![b"moved".to_vec()]);
+}
+
+// ---------------------------------------------------------------- certificates and raw keys
+
+mod ecdhe_suites {
+    use super::*;
+    use crate::dtls::client::ClientCert;
+    use crate::dtls::ecdhe::ServerCert;
+    use crate::dtls::server::PeerAuth;
+    use base64::Engine;
+    use p256::ecdsa::SigningKey;
+    use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    use std::sync::Arc;
+
+    /// The self-signed certificate of `x509.rs` (CN=dev-7) and its key.
+    const DEV7_CERT: &str = "MIIBlTCCATugAwIBAgIUH75CKh6r6m/jdVj2JPu9xzg0GEEwCgYIKoZIzj0EAwIwHzENMAsGA1UECgwEVGVzdDEOMAwGA1UEAwwFZGV2LTcwIBcNMjYxMjA0MjM1MTM5WhgPMjA1NjExMjYyMzUxMzlaMB8xDTALBgNVBAoMBFRlc3QxDjAMBgNVBAMMBWRldi03MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEhuTj20aGjWPi5J1KaVxR3E+o3mhVwIIaxWJqMgtHaNH6HnTo7HA0DXluPMHVV237uqTubxzBDzHKrUKDnGFg/6NTMFEwHQYDVR0OBBYEFBI3ATUbfiIKDTZejB4JSjJr/n61MB8GA1UdIwQYMBaAFBI3ATUbfiIKDTZejB4JSjJr/n61MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAJeVhnbAd0yqzXV1hwpvLTxYFAR30qLZvKng1BdW7/iNAiAUkHGQLx7gbsQCs36BAgiVtaAdlZMd7pUlUVJlY2YsnQ==";
+    const DEV7_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgyAaa6xqGmOasZUxV
+PR++PL4Ly7YXkb9FFeP0tuoOHpahRANCAASG5OPbRoaNY+LknUppXFHcT6jeaFXA
+ghrFYmoyC0do0foedOjscDQNeW48wdVXbfu6pO5vHMEPMcqtQoOcYWD/
+-----END PRIVATE KEY-----
+";
+
+    fn dev7() -> (SigningKey, Vec<u8>) {
+        let cert = base64::engine::general_purpose::STANDARD
+            .decode(DEV7_CERT)
+            .unwrap();
+        (SigningKey::from_pkcs8_pem(DEV7_KEY).unwrap(), cert)
+    }
+
+    fn spki(k: &SigningKey) -> Vec<u8> {
+        k.verifying_key().to_public_key_der().unwrap().into_vec()
+    }
+
+    /// Trusts the dev-7 certificate and one raw key.
+    struct Trust {
+        raw: Vec<u8>,
+    }
+
+    impl Authenticator for Trust {
+        fn psk(&self, _: &[u8]) -> Option<Vec<u8>> {
+            None
+        }
+        fn verify_chain(&self, chain: &[&[u8]]) -> bool {
+            chain.first() == Some(&&dev7().1[..])
+        }
+        fn accept_raw_key(&self, spki: &[u8]) -> bool {
+            spki == self.raw
+        }
+    }
+
+    fn server() -> Server {
+        let (key, cert) = dev7();
+        let sc = ServerCert {
+            spki: spki(&key),
+            key,
+            chain: vec![cert],
+        };
+        let cfg = Config {
+            suites: vec![
+                Suite::EcdheEcdsaAes128Ccm8,
+                Suite::EcdheEcdsaAes128GcmSha256,
+            ],
+            certificate: Some(Arc::new(sc)),
+            client_x509: true,
+            client_rpk: true,
+            ..Config::default()
+        };
+        Server::new(cfg, Instant::now(), [3; 32])
+    }
+
+    /// Runs the handshake of `c` to completion; the server's events.
+    fn run(s: &mut Server, auth: &Trust, c: &mut Client) -> Vec<Event> {
+        let mut pending = vec![c.connect()];
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            let Some(d) = pending.pop() else { break };
+            let mut out = Output::default();
+            s.on_datagram(Instant::now(), key(9), &d, auth, &mut out, &mut |_, _| {});
+            events.extend(out.events);
+            for (_, answer) in out.transmits {
+                if let Some(r) = c.on_datagram(&answer, &mut |_| {}) {
+                    pending.push(r);
+                }
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn a_raw_public_key_client_handshakes_with_both_ecdhe_suites_and_is_known_by_its_key() {
+        for suite in [
+            Suite::EcdheEcdsaAes128Ccm8,
+            Suite::EcdheEcdsaAes128GcmSha256,
+        ] {
+            let sk = SigningKey::from_slice(&[7; 32]).unwrap();
+            let trust = Trust { raw: spki(&sk) };
+            let mut s = server();
+            let cert = ClientCert {
+                spki: spki(&sk),
+                key: sk,
+                chain: Vec::new(),
+            };
+            let mut c = Client::with_certificate(cert, &[suite], 1);
+            run(&mut s, &trust, &mut c);
+            assert!(c.is_established(), "{suite:?}");
+            let session = s.session(&key(9)).unwrap();
+            assert_eq!(session.auth, PeerAuth::RawPublicKey);
+            assert_eq!(&session.identity[..], &trust.raw[..]);
+            let up = c.seal(b"rpk data").unwrap();
+            let mut got = Vec::new();
+            let mut out = Output::default();
+            s.on_datagram(
+                Instant::now(),
+                key(9),
+                &up,
+                &trust,
+                &mut out,
+                &mut |_, p| got.push(p.to_vec()),
+            );
+            assert_eq!(got, vec![b"rpk data".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn an_x509_client_is_known_by_its_certificates_common_name() {
+        let (sk, cert) = dev7();
+        let trust = Trust { raw: Vec::new() };
+        let mut s = server();
+        let cc = ClientCert {
+            spki: spki(&sk),
+            key: sk,
+            chain: vec![cert],
+        };
+        let mut c = Client::with_certificate(cc, &[Suite::EcdheEcdsaAes128Ccm8], 2);
+        run(&mut s, &trust, &mut c);
+        assert!(c.is_established());
+        let session = s.session(&key(9)).unwrap();
+        assert_eq!(session.auth, PeerAuth::X509);
+        assert_eq!(&session.identity[..], b"dev-7");
+    }
+
+    #[test]
+    fn unknown_keys_untrusted_chains_and_forged_signatures_are_refused() {
+        let stranger = SigningKey::from_slice(&[9; 32]).unwrap();
+        let (dev_key, dev_cert) = dev7();
+        let cases: Vec<(ClientCert, u8, &str)> = vec![
+            // A raw key nobody registered: bad_certificate.
+            (
+                ClientCert {
+                    spki: spki(&stranger),
+                    key: stranger.clone(),
+                    chain: Vec::new(),
+                },
+                42,
+                "unknown raw key",
+            ),
+            // A certificate the authenticator does not trust (stranger's key in place of
+            // dev-7's in the chain bytes would not parse; a truncated chain stands in).
+            (
+                ClientCert {
+                    spki: spki(&dev_key),
+                    key: dev_key.clone(),
+                    chain: vec![dev_cert[..dev_cert.len() - 1].to_vec()],
+                },
+                42,
+                "untrusted chain",
+            ),
+            // The trusted certificate, but CertificateVerify signed with another key.
+            (
+                ClientCert {
+                    spki: spki(&dev_key),
+                    key: stranger.clone(),
+                    chain: vec![dev_cert.clone()],
+                },
+                51,
+                "forged CertificateVerify",
+            ),
+        ];
+        for (cert, alert, what) in cases {
+            let trust = Trust { raw: Vec::new() };
+            let mut s = server();
+            let mut c = Client::with_certificate(cert, &[Suite::EcdheEcdsaAes128Ccm8], 3);
+            let events = run(&mut s, &trust, &mut c);
+            assert!(!c.is_established(), "{what}");
+            assert_eq!(c.failure(), Some(alert), "{what}");
+            assert!(
+                events.contains(&Event::HandshakeFailed {
+                    key: key(9),
+                    why: Failure::BadCertificate
+                }),
+                "{what}: {events:?}"
+            );
+            assert_eq!(s.sessions() + s.handshakes(), 0, "{what}");
+        }
+    }
+
+    #[test]
+    fn without_a_server_key_a_certificate_only_client_gets_handshake_failure() {
+        let sk = SigningKey::from_slice(&[7; 32]).unwrap();
+        let trust = Trust { raw: spki(&sk) };
+        let mut s = Server::new(Config::default(), Instant::now(), [1; 32]);
+        let cert = ClientCert {
+            spki: spki(&sk),
+            key: sk,
+            chain: Vec::new(),
+        };
+        let mut c = Client::with_certificate(cert, &[Suite::EcdheEcdsaAes128Ccm8], 4);
+        run(&mut s, &trust, &mut c);
+        assert_eq!(c.failure(), Some(40));
+    }
 }

@@ -32,7 +32,9 @@ use mio::Waker;
 use crate::config::Config;
 use crate::dtls;
 use crate::lwm2m::model::ObjectRegistry;
-use crate::security::{CredentialStore, Identities, Policy, PskKeys, SharedCredentials};
+use crate::security::{
+    trust, CredentialStore, DeviceKeys, Identities, Policy, SharedCredentials, TrustAnchors,
+};
 
 use addr_index::AddrIndex;
 use event_loop::EventLoop;
@@ -94,6 +96,7 @@ impl Gateway {
         // A Config built in code (tests, embedding) gets the same checks as one from a file.
         config.validate()?;
         let credentials = load_credentials(&config)?;
+        let (server_cert, anchors) = load_certificates(&config)?;
         let identities = Arc::new(Identities::default());
         let mut shard_cfg = config.shard_config(model).map_err(anyhow::Error::msg)?;
         shard_cfg.authorizer = Arc::new(Policy {
@@ -149,12 +152,15 @@ impl Gateway {
             .map(|_| channel::worker_queue(config.worker_queue))
             .unzip();
         let secure_shared = Arc::new(SecureShared {
-            keys: PskKeys(credentials.clone()),
+            keys: DeviceKeys {
+                credentials: credentials.clone(),
+                anchors: anchors.clone(),
+            },
             identities,
             index: dtls_index.clone(),
             workers: worker_txs.clone(),
         });
-        let dtls_cfg = dtls_server_config(&config);
+        let dtls_cfg = dtls_server_config(&config, server_cert, anchors.is_some());
         for (id, rx) in worker_rxs.into_iter().enumerate() {
             let secure = (!dtls_addrs.is_empty()).then(|| {
                 SecureListener::new(
@@ -306,15 +312,50 @@ fn load_credentials(config: &Config) -> anyhow::Result<SharedCredentials> {
     Ok(SharedCredentials::with_file(store, path))
 }
 
-/// Each worker's share of the DTLS limits.
-fn dtls_server_config(config: &Config) -> dtls::server::Config {
+/// The gateway's key and certificate (enabling the certificate and raw-public-key suites) and
+/// the CAs device certificates must lead to, as configured.
+type Certificates = (
+    Option<Arc<dtls::ecdhe::ServerCert>>,
+    Option<Arc<TrustAnchors>>,
+);
+
+fn load_certificates(config: &Config) -> anyhow::Result<Certificates> {
+    let d = &config.dtls;
+    let cert = match &d.private_key {
+        Some(key) => Some(Arc::new(trust::server_cert(d.certificate.as_deref(), key)?)),
+        None => None,
+    };
+    let anchors = match d.trust_anchors.is_empty() {
+        true => None,
+        false => Some(Arc::new(TrustAnchors::load(&d.trust_anchors)?)),
+    };
+    Ok((cert, anchors))
+}
+
+/// Each worker's share of the DTLS limits, and the suites the configuration makes possible.
+fn dtls_server_config(
+    config: &Config,
+    certificate: Option<Arc<dtls::ecdhe::ServerCert>>,
+    client_x509: bool,
+) -> dtls::server::Config {
     let d = &config.dtls;
     let n = config.workers.max(1);
+    let mut suites = dtls::server::Config::default().suites;
+    if certificate.is_some() {
+        suites.extend([
+            dtls::Suite::EcdheEcdsaAes128Ccm8,
+            dtls::Suite::EcdheEcdsaAes128GcmSha256,
+        ]);
+    }
     dtls::server::Config {
+        suites,
         max_handshakes: d.max_handshakes.div_ceil(n),
         max_sessions: d.max_sessions.div_ceil(n),
         handshake_timeout: d.handshake_timeout,
         idle_timeout: d.idle_timeout,
+        client_rpk: certificate.is_some(),
+        certificate,
+        client_x509,
         ..dtls::server::Config::default()
     }
 }

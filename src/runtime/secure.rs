@@ -25,8 +25,9 @@ use crate::core::peer::{IdentityId, Peer, SecurityMode};
 use crate::core::router::shard_of_endpoint;
 use crate::core::shard::{Output, Shard, Transmit};
 use crate::dtls::server::{Event, Output as DtlsOutput, Session};
+use crate::dtls::PeerAuth;
 use crate::dtls::{self, ConnKey};
-use crate::security::{Identities, PskKeys};
+use crate::security::{DeviceKeys, Identities};
 
 use super::addr_index::AddrIndex;
 use super::channel::{WorkerMsg, WorkerTx};
@@ -34,7 +35,7 @@ use super::metrics::Metrics;
 
 /// What a worker's DTLS side needs from the gateway.
 pub(super) struct SecureShared {
-    pub keys: PskKeys,
+    pub keys: DeviceKeys,
     pub identities: Arc<Identities>,
     /// Peer address -> the worker holding its DTLS session.
     pub index: Arc<AddrIndex>,
@@ -153,14 +154,19 @@ impl SecureListener {
         self.server.sessions()
     }
 
-    /// Drops every session whose PSK identity no longer has a credential (after a reload or an
-    /// MQTT `credential-remove`): a revoked device must handshake again, and cannot.
+    /// Drops every session whose PSK identity or raw public key no longer has a credential
+    /// (after a reload or an MQTT `credential-remove`): a revoked device must handshake again,
+    /// and cannot. Certificate sessions stand on the CA, not on the store.
     pub(super) fn revoke_stale(&mut self) {
         for key in self.server.session_keys() {
-            let gone = self
-                .server
-                .session(&key)
-                .is_some_and(|s| self.shared.keys.endpoint_of(&s.identity).is_none());
+            let gone = self.server.session(&key).is_some_and(|s| {
+                s.auth != PeerAuth::X509
+                    && self
+                        .shared
+                        .keys
+                        .endpoint_of(mode_of(s.auth), &s.identity)
+                        .is_none()
+            });
             if gone {
                 if let Some(s) = self.server.take_session(&key) {
                     if let Some(id) = IdentityId::from_tag(s.tag) {
@@ -200,16 +206,13 @@ impl SecureListener {
         let Some(s) = self.server.session_mut(&key) else {
             return;
         };
-        let Some(id) = self
-            .shared
-            .identities
-            .intern(SecurityMode::Psk, &s.identity)
-        else {
+        let mode = mode_of(s.auth);
+        let Some(id) = self.shared.identities.intern(mode, &s.identity) else {
             self.server.take_session(&key);
             return;
         };
         s.tag = id.tag();
-        let owner = match self.shared.keys.endpoint_of(&s.identity) {
+        let owner = match self.shared.keys.endpoint_of(mode, &s.identity) {
             Some(ep) => shard_of_endpoint(ep.as_bytes(), self.shared.workers.len()) as u16,
             // The credential went away during the handshake: the session stays, any Register
             // on it is refused.
@@ -251,5 +254,13 @@ impl SecureListener {
                 shard.rebind(peer(old), peer(key), out);
             }
         }
+    }
+}
+
+fn mode_of(a: PeerAuth) -> SecurityMode {
+    match a {
+        PeerAuth::Psk => SecurityMode::Psk,
+        PeerAuth::X509 => SecurityMode::X509,
+        PeerAuth::RawPublicKey => SecurityMode::Rpk,
     }
 }

@@ -332,6 +332,8 @@ pub struct CredentialStore {
     by_endpoint: BTreeMap<String, Arc<DeviceCredential>>,
     by_identity: HashMap<Box<[u8]>, Arc<DeviceCredential>>,
     by_public_key: HashMap<Box<[u8]>, Arc<DeviceCredential>>,
+    /// x509 credentials that name a common name other than their endpoint.
+    by_common_name: HashMap<String, Arc<DeviceCredential>>,
 }
 
 impl CredentialStore {
@@ -415,6 +417,11 @@ impl CredentialStore {
         self.by_public_key.get(spki_der)
     }
 
+    /// The x509 credential whose `common_name` is `cn` (not one that defaults to its endpoint).
+    pub fn by_common_name(&self, cn: &str) -> Option<&Arc<DeviceCredential>> {
+        self.by_common_name.get(cn)
+    }
+
     /// Sets the endpoint's credential, returning the one it replaces. Refused, with the store
     /// unchanged, when its PSK identity or public key belongs to another endpoint. The value is
     /// taken as it is: the limits of the file format are checked where entries are read.
@@ -447,6 +454,12 @@ impl CredentialStore {
         if let Some(k) = c.public_key() {
             self.by_public_key.insert(k.into(), Arc::clone(&c));
         }
+        if let Credential::X509 {
+            common_name: Some(cn),
+        } = &c.credential
+        {
+            self.by_common_name.insert(cn.clone(), Arc::clone(&c));
+        }
         self.by_endpoint.insert(c.endpoint.clone(), c);
         Ok(old)
     }
@@ -458,6 +471,18 @@ impl CredentialStore {
         }
         if let Some(k) = old.public_key() {
             self.by_public_key.remove(k);
+        }
+        if let Credential::X509 {
+            common_name: Some(cn),
+        } = &old.credential
+        {
+            if self
+                .by_common_name
+                .get(cn)
+                .is_some_and(|c| c.endpoint == old.endpoint)
+            {
+                self.by_common_name.remove(cn);
+            }
         }
         Some(old)
     }

@@ -7,7 +7,8 @@
 //! - [`management`]: the MQTT commands that change it (`credential-add`, `-remove`, `-get`,
 //!   `-list`), as a pure function from request payload to answer;
 //! - [`policy`]: the store put to work: identity interning, the core's authorizer, the DTLS
-//!   server's PSK lookup.
+//!   server's authenticator;
+//! - [`trust`]: X.509 trust anchors (webpki) and the gateway's own certificate and key.
 //!
 //! Contract for everything here: a PSK key leaves this module only through
 //! [`Secret::expose`] (for the handshake) and the credentials file itself
@@ -19,10 +20,12 @@ pub mod credentials;
 pub mod management;
 pub mod policy;
 pub mod shared;
+pub mod trust;
 
 pub use credentials::{
     Conflict, ConflictKind, Credential, CredentialStore, DeviceCredential, EntryError, FileError,
     FileErrorKind, Format, Secret, SecurityMode,
 };
-pub use policy::{Identities, Policy, PskKeys};
+pub use policy::{DeviceKeys, Identities, Policy};
 pub use shared::{ReloadSummary, SharedCredentials};
+pub use trust::{TrustAnchors, TrustError};

@@ -1,6 +1,7 @@
 //! The credential store put to work: [`Identities`] interns the identities DTLS authenticates
 //! into the compact ids the core compares, [`Policy`] is the core's [`Authorizer`] (which
-//! identity may register as which endpoint), and [`PskKeys`] is the DTLS server's key lookup.
+//! identity may register as which endpoint), and [`DeviceKeys`] is the DTLS server's
+//! [`Authenticator`] (PSK keys, trusted certificate chains, known raw public keys).
 //!
 //! All three read the shared store at the moment they decide, so a reload or an MQTT change
 //! applies to the next handshake and the next Register without a restart.
@@ -12,7 +13,9 @@ use dashmap::DashMap;
 
 use crate::core::authorize::{Authorizer, Forbidden};
 use crate::core::peer::{IdentityId, Peer, SecurityMode};
-use crate::dtls::PskStore;
+use crate::dtls::Authenticator;
+
+use super::trust::TrustAnchors;
 
 use super::credentials::Credential;
 use super::shared::SharedCredentials;
@@ -83,6 +86,22 @@ impl Authorizer for Policy {
             {
                 Ok(())
             }
+            (Some(Credential::Rpk { public_key }), SecurityMode::Rpk)
+                if public_key[..] == identity[..] =>
+            {
+                Ok(())
+            }
+            // A certificate from a trusted CA: its common name is the endpoint, or the one the
+            // endpoint's x509 credential names.
+            (Some(Credential::X509 { common_name }), SecurityMode::X509)
+                if common_name.as_deref().unwrap_or(endpoint).as_bytes() == &identity[..] =>
+            {
+                Ok(())
+            }
+            (None, SecurityMode::X509) if endpoint.as_bytes() == &identity[..] => Ok(()),
+            (None, SecurityMode::X509) => {
+                Err(Forbidden("certificate common name is not the endpoint"))
+            }
             (None | Some(Credential::NoSec), _) => {
                 Err(Forbidden("no credential for this endpoint"))
             }
@@ -91,27 +110,54 @@ impl Authorizer for Policy {
     }
 }
 
-/// The DTLS server's PSK lookup, straight from the shared store.
+/// What the DTLS server trusts, straight from the shared store (and the trust anchors).
 #[derive(Debug, Clone)]
-pub struct PskKeys(pub SharedCredentials);
+pub struct DeviceKeys {
+    pub credentials: SharedCredentials,
+    /// `None`: no X.509 client certificate is accepted.
+    pub anchors: Option<Arc<TrustAnchors>>,
+}
 
-impl PskStore for PskKeys {
+impl Authenticator for DeviceKeys {
     fn psk(&self, identity: &[u8]) -> Option<Vec<u8>> {
-        let store = self.0.read();
+        let store = self.credentials.read();
         match &store.by_psk_identity(identity)?.credential {
             Credential::Psk { key, .. } => Some(key.expose().to_vec()),
             _ => None,
         }
     }
+
+    fn verify_chain(&self, chain: &[&[u8]]) -> bool {
+        self.anchors
+            .as_ref()
+            .is_some_and(|a| a.verify(chain, std::time::SystemTime::now()))
+    }
+
+    fn accept_raw_key(&self, spki: &[u8]) -> bool {
+        self.credentials.read().by_public_key(spki).is_some()
+    }
 }
 
-impl PskKeys {
-    /// The endpoint a PSK identity belongs to: where its session is routed after the handshake.
-    pub fn endpoint_of(&self, identity: &[u8]) -> Option<String> {
-        self.0
-            .read()
-            .by_psk_identity(identity)
-            .map(|c| c.endpoint.clone())
+impl DeviceKeys {
+    /// The endpoint an authenticated identity belongs to: where its session is routed after
+    /// the handshake. A PSK identity and a raw public key name theirs in the store; a
+    /// certificate's common name is the endpoint (or the endpoint whose x509 credential names
+    /// that common name).
+    pub fn endpoint_of(&self, mode: SecurityMode, identity: &[u8]) -> Option<String> {
+        let store = self.credentials.read();
+        match mode {
+            SecurityMode::Psk => store.by_psk_identity(identity).map(|c| c.endpoint.clone()),
+            SecurityMode::Rpk => store.by_public_key(identity).map(|c| c.endpoint.clone()),
+            SecurityMode::X509 => {
+                let cn = std::str::from_utf8(identity).ok()?;
+                Some(
+                    store
+                        .by_common_name(cn)
+                        .map_or_else(|| cn.to_string(), |c| c.endpoint.clone()),
+                )
+            }
+            SecurityMode::NoSec => None,
+        }
     }
 }
 
@@ -181,9 +227,24 @@ mod tests {
         p.plain_requires_credential = true;
         assert!(p.authorize_register("newcomer", &plain).is_err());
         assert_eq!(p.authorize_register("legacy", &plain), Ok(()));
-        let keys = PskKeys(p.credentials.clone());
+        let keys = DeviceKeys {
+            credentials: p.credentials.clone(),
+            anchors: None,
+        };
         assert_eq!(keys.psk(b"id-a"), Some(b"key-a".to_vec()));
         assert_eq!(keys.psk(b"id-b"), None);
-        assert_eq!(keys.endpoint_of(b"id-a").as_deref(), Some("dev-a"));
+        assert_eq!(
+            keys.endpoint_of(SecurityMode::Psk, b"id-a").as_deref(),
+            Some("dev-a")
+        );
+        assert!(
+            !keys.verify_chain(&[b"not a certificate"]),
+            "no anchors: no chain"
+        );
+        // A certificate's common name is its endpoint.
+        let cn = peer(ids.intern(SecurityMode::X509, b"newcomer"));
+        assert_eq!(p.authorize_register("newcomer", &cn), Ok(()));
+        assert!(p.authorize_register("dev-a", &cn).is_err());
+        assert!(p.authorize_register("legacy", &cn).is_err());
     }
 }
