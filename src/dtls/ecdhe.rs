@@ -100,11 +100,14 @@ impl CertOffer {
         if !self.p256 || !self.ecdsa_sha256 {
             return None;
         }
+        // Our raw key whenever the client takes one: a client that lists raw keys may have no
+        // CA to check a chain with (libcoap's GnuTLS client with `-M` lists X.509 first).
         let server = match &self.server_types {
             None => (!cert.chain.is_empty()).then_some(CERT_X509)?,
-            Some(list) => *list.iter().find(|t| {
-                **t == CERT_RAW_PUBLIC_KEY || (**t == CERT_X509 && !cert.chain.is_empty())
-            })?,
+            Some(list) if list.contains(&CERT_RAW_PUBLIC_KEY) => CERT_RAW_PUBLIC_KEY,
+            Some(list) => *list
+                .iter()
+                .find(|t| **t == CERT_X509 && !cert.chain.is_empty())?,
         };
         let client = match &self.client_types {
             None => client_x509.then_some(CERT_X509)?,

@@ -215,6 +215,8 @@ struct Handshake {
     auth: PeerAuth,
     /// The ECDHE suites' state.
     ecdhe: Option<Box<Ecdhe>>,
+    /// A handshake message arriving in fragments: (message_seq, type, bytes so far).
+    reassembly: Option<(u16, u8, Vec<u8>)>,
     flight: Vec<u8>,
     started: Instant,
     retransmit_at: Option<Instant>,
@@ -247,6 +249,8 @@ const HANDSHAKE_FAILURE: u8 = 40;
 const DECODE_ERROR: u8 = 50;
 const DECRYPT_ERROR: u8 = 51;
 const BAD_CERTIFICATE: u8 = 42;
+/// The largest handshake message reassembled (a client's certificate chain).
+const MAX_HANDSHAKE_MESSAGE: usize = 16 * 1024;
 
 fn transcript_add(t: &mut Sha256, msg_type: u8, seq: u16, body: &[u8]) {
     let mut h = Vec::with_capacity(hs::HEADER_LEN);
@@ -467,12 +471,23 @@ impl Server {
         match rec.ctype {
             record::HANDSHAKE => {
                 for (h, body) in hs::messages(rec.fragment) {
-                    if !h.is_whole() {
-                        // Our peers' handshake messages are small; a fragmented one is
-                        // dropped and its retransmission awaited.
-                        self.stats.bad_records += 1;
-                        continue;
-                    }
+                    let assembled;
+                    let (h, body) = if h.is_whole() {
+                        (h, body)
+                    } else {
+                        match self.reassemble(key, &h, body) {
+                            Some(whole) => {
+                                assembled = whole;
+                                let h = hs::Header {
+                                    fragment_offset: 0,
+                                    fragment_length: h.length,
+                                    ..h
+                                };
+                                (h, &assembled[..])
+                            }
+                            None => continue,
+                        }
+                    };
                     match h.msg_type {
                         hs::CLIENT_HELLO => self.on_client_hello(now, key, rec, &h, body, out),
                         hs::CLIENT_KEY_EXCHANGE => self.on_key_exchange(key, &h, body, keys, out),
@@ -502,6 +517,44 @@ impl Server {
             }
             _ => self.stats.bad_records += 1,
         }
+    }
+
+    /// Collects the fragments of a handshake message in order (clients fragment to their MTU,
+    /// libcoap cuts a CertificateVerify at 63 bytes); the whole message once complete. An
+    /// out-of-order fragment is dropped: the peer retransmits its flight. A ClientHello is never
+    /// reassembled (there is no state before the cookie).
+    fn reassemble(&mut self, key: ConnKey, h: &hs::Header, body: &[u8]) -> Option<Vec<u8>> {
+        let Some(state) = self.handshakes.get_mut(&key) else {
+            self.stats.bad_records += 1;
+            return None;
+        };
+        if h.length as usize > MAX_HANDSHAKE_MESSAGE || h.message_seq != state.next_recv_seq {
+            self.stats.bad_records += 1;
+            return None;
+        }
+        let r = match &mut state.reassembly {
+            Some(r) if r.0 == h.message_seq && r.1 == h.msg_type => r,
+            r => {
+                if h.fragment_offset != 0 {
+                    self.stats.bad_records += 1;
+                    return None;
+                }
+                r.insert((
+                    h.message_seq,
+                    h.msg_type,
+                    Vec::with_capacity(h.length as usize),
+                ))
+            }
+        };
+        if h.fragment_offset as usize != r.2.len() {
+            // A retransmitted or reordered piece: what we have stays, this one is dropped.
+            return None;
+        }
+        r.2.extend_from_slice(body);
+        if r.2.len() < h.length as usize {
+            return None;
+        }
+        state.reassembly.take().map(|r| r.2)
     }
 
     fn on_client_hello(
@@ -592,6 +645,7 @@ impl Server {
             identity: Box::default(),
             auth: PeerAuth::Psk,
             ecdhe: None,
+            reassembly: None,
             flight: Vec::new(),
             started: now,
             retransmit_at: None,
@@ -963,6 +1017,11 @@ impl Server {
         let Some(state) = self.handshakes.get_mut(&key) else {
             return;
         };
+        // Only after everything that authenticates the client: a Finished that skips the
+        // CertificateVerify proves nothing about the certificate's key.
+        if !matches!(state.stage, Stage::Finished { .. } | Stage::ResumedFinished) {
+            return self.fail(key, Failure::BadCertificate, HANDSHAKE_FAILURE, out);
+        }
         let Some((ck, _)) = &state.client_keys else {
             self.stats.bad_records += 1;
             return;

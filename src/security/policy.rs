@@ -98,7 +98,14 @@ impl Authorizer for Policy {
             {
                 Ok(())
             }
-            (None, SecurityMode::X509) if endpoint.as_bytes() == &identity[..] => Ok(()),
+            // Unless an x509 credential of another endpoint claims that common name.
+            (None, SecurityMode::X509)
+                if endpoint.as_bytes() == &identity[..]
+                    && std::str::from_utf8(&identity)
+                        .map_or(true, |cn| store.by_common_name(cn).is_none()) =>
+            {
+                Ok(())
+            }
             (None, SecurityMode::X509) => {
                 Err(Forbidden("certificate common name is not the endpoint"))
             }
