@@ -68,7 +68,10 @@ fn handshake(s: &mut Server, keys: &Keys, k: ConnKey, seed: u64) -> Duration {
 }
 
 fn keys() -> Keys {
-    Keys(HashMap::from([(b"dev".to_vec(), b"0123456789abcdef".to_vec())]))
+    Keys(HashMap::from([(
+        b"dev".to_vec(),
+        b"0123456789abcdef".to_vec(),
+    )]))
 }
 
 fn bench(c: &mut Criterion) {
@@ -85,7 +88,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("psk_ccm8_handshake_server_share", |b| {
         b.iter_custom(|iters| {
             let mut s = Server::new(Config::default(), Instant::now(), [2; 32]);
-            (0..iters as u32).map(|n| handshake(&mut s, &keys, key(n % 50_000), n as u64)).sum()
+            (0..iters as u32)
+                .map(|n| handshake(&mut s, &keys, key(n % 50_000), n as u64))
+                .sum()
         })
     });
     g.bench_function("record_100b_seal_and_open", |b| {
@@ -105,9 +110,16 @@ fn bench(c: &mut Criterion) {
         let mut out = Output::default();
         b.iter(|| {
             let rec = cl.seal(&payload).unwrap();
-            s.on_datagram(Instant::now(), key(1), &rec, &keys, &mut out, &mut |_, p| {
-                black_box(p);
-            });
+            s.on_datagram(
+                Instant::now(),
+                key(1),
+                &rec,
+                &keys,
+                &mut out,
+                &mut |_, p| {
+                    black_box(p);
+                },
+            );
         })
     });
     g.finish();

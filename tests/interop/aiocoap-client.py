@@ -7,6 +7,12 @@
 # Usage:
 #   python3 aiocoap-client.py --host 127.0.0.1 --port <serverPort> --ep <endpoint> --lifetime <s>
 #                             [--timeout <s>] [--queue] [--verbose]
+#                             [--psk-identity <utf8> --psk-key-hex <hex>]
+#
+# With --psk-identity/--psk-key-hex the client talks coaps:// (DTLS 1.2, PSK) to the server through
+# aiocoap's tinydtls transport (PyPI DTLSSocket): Register, Update, Send and Deregister open or use
+# one DTLS session, and the server's requests over that session (Read, Observe...) are answered
+# like plain ones (tinydtls hands every decrypted message to the context's message manager).
 #
 # stdout protocol (one event per line, nothing else is ever written to stdout):
 #   REGISTERED <location>     once, after a 2.xx answer to Register (Location-Path joined by '/', e.g. "rd/1")
@@ -127,7 +133,7 @@ def path_str(path):
 
 def parse_args(argv):
     args = {"host": None, "port": None, "ep": None, "lifetime": None, "timeout": DEFAULT_RUN_S,
-            "queue": False, "verbose": False}
+            "queue": False, "verbose": False, "psk_identity": None, "psk_key": None}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -155,6 +161,13 @@ def parse_args(argv):
                 args["timeout"] = float(v)
             except ValueError:
                 raise ValueError("--timeout must be a number (s)") from None
+        elif a == "--psk-identity":
+            args["psk_identity"] = nxt().encode()
+        elif a == "--psk-key-hex":
+            try:
+                args["psk_key"] = bytes.fromhex(nxt())
+            except ValueError:
+                raise ValueError("--psk-key-hex must be hex") from None
         elif a == "--queue":
             args["queue"] = True
         elif a == "--verbose":
@@ -173,6 +186,8 @@ def parse_args(argv):
         raise ValueError("--lifetime must be a positive integer (s)")
     if not args["timeout"] > 0:
         raise ValueError("--timeout must be > 0")
+    if (args["psk_identity"] is None) != (args["psk_key"] is None):
+        raise ValueError("--psk-identity and --psk-key-hex go together")
     args["timeout"] = min(args["timeout"], MAX_RUN_S)
     return args
 
@@ -411,7 +426,9 @@ class Client:
         self.mm = None  # aiocoap MessageManager of the one UDP socket
         self.tm = None  # its TokenManager
         self.location = None
-        self.server_uri = "coap://%s:%d" % (
+        self.secure = args["psk_identity"] is not None
+        self.server_uri = "%s://%s:%d" % (
+            "coaps" if self.secure else "coap",
             "[%s]" % args["host"] if ":" in args["host"] else args["host"], args["port"])
         self.sleeping = False
         self.held_notifications = set()  # observation ids to notify on wake
@@ -425,8 +442,13 @@ class Client:
     # -- socket and message-layer hooks ------------------------------------
 
     async def start(self):
+        transports = ["tinydtls", "udp6"] if self.secure else ["udp6"]
         self.ctx = await Context.create_server_context(
-            self, bind=("127.0.0.1", 0), transports=["udp6"])
+            self, bind=("127.0.0.1", 0), transports=transports)
+        if self.secure:
+            self.ctx.client_credentials.load_from_dict({
+                self.server_uri + "/*": {"dtls": {
+                    "psk": self.args["psk_key"], "client-identity": self.args["psk_identity"]}}})
         self.tm = self.ctx.request_interfaces[0]
         self.mm = self.tm.token_interface
         original = self.mm.dispatch_message
