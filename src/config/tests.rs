@@ -296,3 +296,31 @@ fn mqtt_urls() {
     assert!(parse_mqtt_url("mqtts://h").is_err());
     assert!(parse_mqtt_url("mqtt://h:x").is_err());
 }
+
+#[test]
+fn dtls_settings_are_checked_and_plain_coap_may_be_off_only_with_dtls_on() {
+    let mut c = Config::default();
+    c.listen.clear();
+    assert!(c.validate().is_ok(), "DTLS only");
+    c.dtls.listen.clear();
+    assert!(c.validate().unwrap_err().to_string().contains("listen"));
+    let bad: [(&str, fn(&mut Config)); 5] = [
+        ("dtls.max_handshakes", |c| c.dtls.max_handshakes = 0),
+        ("dtls.max_sessions", |c| c.dtls.max_sessions = 0),
+        ("dtls.handshake_timeout", |c| {
+            c.dtls.handshake_timeout = Duration::ZERO
+        }),
+        ("dtls.certificate", |c| {
+            c.dtls.certificate = Some("gw.pem".into())
+        }),
+        ("dtls.trust_anchors", |c| {
+            c.dtls.trust_anchors = vec!["ca.pem".into()]
+        }),
+    ];
+    for (key, f) in bad {
+        let mut c = Config::default();
+        f(&mut c);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}

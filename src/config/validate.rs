@@ -11,10 +11,46 @@ use super::{invalid, Config, ConfigError};
 const MQTT_MAX_PACKET: usize = 268_435_455;
 
 impl Config {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen.is_empty() {
-            return Err(invalid("listen", "at least one address is needed"));
+    fn validate_dtls(&self) -> Result<(), ConfigError> {
+        let d = &self.dtls;
+        if d.max_handshakes == 0 {
+            return Err(invalid("dtls.max_handshakes", "must be at least 1"));
         }
+        if d.max_sessions == 0 {
+            return Err(invalid("dtls.max_sessions", "must be at least 1"));
+        }
+        if d.handshake_timeout.is_zero() {
+            return Err(invalid("dtls.handshake_timeout", "must be above 0"));
+        }
+        if d.idle_timeout.is_zero() {
+            return Err(invalid("dtls.idle_timeout", "must be above 0"));
+        }
+        if d.private_key.is_none() {
+            if d.certificate.is_some() {
+                return Err(invalid(
+                    "dtls.certificate",
+                    "needs dtls.private_key, the key of that certificate",
+                ));
+            }
+            if !d.trust_anchors.is_empty() {
+                return Err(invalid(
+                    "dtls.trust_anchors",
+                    "X.509 devices need the gateway's own key: set dtls.private_key (and dtls.certificate)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Plain CoAP may be off (`listen = []`), when DTLS is on.
+        if self.listen.is_empty() && self.dtls.listen.is_empty() {
+            return Err(invalid(
+                "listen",
+                "at least one address is needed (here or in dtls.listen)",
+            ));
+        }
+        self.validate_dtls()?;
         if !(1..=256).contains(&self.workers) {
             return Err(invalid(
                 "workers",
