@@ -304,7 +304,8 @@ fn dtls_settings_are_checked_and_plain_coap_may_be_off_only_with_dtls_on() {
     assert!(c.validate().is_ok(), "DTLS only");
     c.dtls.listen.clear();
     assert!(c.validate().unwrap_err().to_string().contains("listen"));
-    let bad: [(&str, fn(&mut Config)); 5] = [
+    type Breaks = (&'static str, fn(&mut Config));
+    let bad: [Breaks; 5] = [
         ("dtls.max_handshakes", |c| c.dtls.max_handshakes = 0),
         ("dtls.max_sessions", |c| c.dtls.max_sessions = 0),
         ("dtls.handshake_timeout", |c| {

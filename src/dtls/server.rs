@@ -349,6 +349,8 @@ pub struct Server {
     rng: StdRng,
     stats: Stats,
     next_sweep: Instant,
+    /// The earliest handshake timeout or retransmission (see [`Server::next_deadline`]).
+    handshake_deadline: Option<Instant>,
 }
 
 const ALERT_FATAL: u8 = 2;
@@ -405,6 +407,7 @@ impl Server {
             by_session_id: HashMap::new(),
             rng,
             stats: Stats::default(),
+            handshake_deadline: None,
         }
     }
 
@@ -454,14 +457,12 @@ impl Server {
 
     /// The earliest moment [`Server::on_timeout`] has work.
     pub fn next_deadline(&self) -> Option<Instant> {
+        // Kept, not computed: the worker asks every time its queue runs empty, and thousands
+        // of handshakes may be in progress. It may be early (a handshake that ended since),
+        // never late; `on_timeout` computes it afresh.
         let hs = self
-            .handshakes
-            .values()
-            .map(|h| {
-                let end = h.started + self.cfg.handshake_timeout;
-                h.retransmit_at.map_or(end, |r| r.min(end))
-            })
-            .min();
+            .handshake_deadline
+            .filter(|_| !self.handshakes.is_empty());
         let sweep = (!self.sessions.is_empty()).then_some(self.next_sweep);
         match (hs, sweep) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -469,14 +470,17 @@ impl Server {
         }
     }
 
-    /// Expires handshakes, retransmits flights, drops idle sessions.
-    pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
-        let rng = &mut self.rng;
-        self.cookies.rotate_if_due(now, || {
-            let mut s = [0u8; 32];
-            rng.fill_bytes(&mut s);
-            s
-        });
+    fn earliest_handshake_deadline(&self) -> Option<Instant> {
+        self.handshakes
+            .values()
+            .map(|h| {
+                let end = h.started + self.cfg.handshake_timeout;
+                h.retransmit_at.map_or(end, |r| r.min(end))
+            })
+            .min()
+    }
+
+    fn expire_handshakes(&mut self, now: Instant, out: &mut Output) {
         let timeout = self.cfg.handshake_timeout;
         let mut expired = Vec::new();
         for (k, h) in self.handshakes.iter_mut() {
@@ -496,6 +500,22 @@ impl Server {
                 key: k,
                 why: Failure::Timeout,
             });
+        }
+    }
+
+    /// Expires handshakes, retransmits flights, drops idle sessions.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Output) {
+        let rng = &mut self.rng;
+        self.cookies.rotate_if_due(now, || {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            s
+        });
+        // Called after every round of the worker: the handshake table is walked only when
+        // something in it is due.
+        if self.handshake_deadline.is_some_and(|d| d <= now) {
+            self.expire_handshakes(now, out);
+            self.handshake_deadline = self.earliest_handshake_deadline();
         }
         if now >= self.next_sweep {
             self.next_sweep = now + self.cfg.idle_timeout.min(Duration::from_secs(60));
@@ -819,6 +839,9 @@ impl Server {
         }
         hs_ref.flight = flight.clone();
         out.transmits.push((key, flight));
+        let end = hs_state.started + self.cfg.handshake_timeout;
+        let due = hs_state.retransmit_at.map_or(end, |r| r.min(end));
+        self.handshake_deadline = Some(self.handshake_deadline.map_or(due, |d| d.min(due)));
         self.handshakes.insert(key, hs_state);
     }
 
