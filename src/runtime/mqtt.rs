@@ -455,8 +455,15 @@ impl CommandRouter {
                 Ok(_) => {}
                 Err(e) => error!("cannot save the credentials file: {e}"),
             }
-            for w in &self.workers {
-                let _ = w.try_send(WorkerMsg::CredentialsChanged);
+            // Only a removed or replaced credential can end sessions; a provisioning burst of
+            // additions must not make every worker sweep its sessions each time.
+            let code = serde_json::from_slice::<serde_json::Value>(&answer.payload)
+                .ok()
+                .and_then(|v| v["data"]["code"].as_str().map(str::to_string));
+            if matches!(code.as_deref(), Some("2.02" | "2.04")) {
+                for w in &self.workers {
+                    let _ = w.try_send(WorkerMsg::CredentialsChanged);
+                }
             }
         }
         let t = &self.topics.response;

@@ -53,7 +53,8 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Reads `path` into `store`; true if it was read (even with skipped entries).
+/// Reads `path` into `store`; true if it was read (even with skipped entries) and removed or
+/// changed a credential (which may end sessions).
 pub fn reload(path: &Path, store: &SharedCredentials) -> bool {
     match CredentialStore::load(path) {
         Ok((new, errors)) => {
@@ -67,7 +68,7 @@ pub fn reload(path: &Path, store: &SharedCredentials) -> bool {
                 s.changed,
                 s.unchanged
             );
-            true
+            s.removed + s.changed > 0
         }
         Err(e) => {
             error!("credentials file not reloaded, keeping the previous credentials: {e}");
