@@ -55,7 +55,7 @@ fn handshake(s: &mut Server, keys: &Keys, k: ConnKey, seed: u64) -> Duration {
     while let Some(d) = pending.pop() {
         let mut out = Output::default();
         let t = Instant::now();
-        s.on_datagram(Instant::now(), k, &d, keys, &mut out, &mut |_, _| {});
+        s.on_datagram(Instant::now(), k, &d, keys, &mut out, &mut |_, _, _| {});
         in_server += t.elapsed();
         for (_, a) in out.transmits {
             if let Some(r) = c.on_datagram(&a, &mut |_| {}) {
@@ -99,7 +99,14 @@ fn bench(c: &mut Criterion) {
         let mut pending = vec![cl.connect()];
         while let Some(d) = pending.pop() {
             let mut out = Output::default();
-            s.on_datagram(Instant::now(), key(1), &d, &keys, &mut out, &mut |_, _| {});
+            s.on_datagram(
+                Instant::now(),
+                key(1),
+                &d,
+                &keys,
+                &mut out,
+                &mut |_, _, _| {},
+            );
             for (_, a) in out.transmits {
                 if let Some(r) = cl.on_datagram(&a, &mut |_| {}) {
                     pending.push(r);
@@ -116,7 +123,7 @@ fn bench(c: &mut Criterion) {
                 &rec,
                 &keys,
                 &mut out,
-                &mut |_, p| {
+                &mut |_, _, p| {
                     black_box(p);
                 },
             );

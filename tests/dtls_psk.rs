@@ -353,6 +353,52 @@ fn a_new_handshake_from_a_new_address_takes_over_the_registration() {
 }
 
 #[test]
+fn with_a_connection_id_the_registration_follows_a_new_address_without_a_handshake() {
+    let (_dir, path) = credentials_file("");
+    let gw = gateway(&path);
+    let obs = gw.observer();
+    let mut dev = DtlsDevice::with_connection_id(gw.dtls.unwrap(), "id-a", KEY_A);
+    assert!(dev.handshake());
+    assert!(
+        dev.client.connection_id().is_some(),
+        "the gateway agreed to a CID"
+    );
+    let (mut other, other_loc) = registered(&gw, "dev-b", "id-b", KEY_B);
+    let loc = location_id(&dev.request(&register("dev-a", 1))).unwrap();
+    obs.next_of("register");
+    // Several rebindings, so that some new ports hash to another worker than the session's:
+    // the event loop must route by the CID, not the address.
+    for mid in 31..35 {
+        let old_port = dev.sock.local_addr().unwrap();
+        dev.rebind();
+        assert_ne!(dev.sock.local_addr().unwrap(), old_port);
+        // The first record from the new port is an Update: answered there, no handshake.
+        let upd = Msg::con(code::POST, mid).path(&["rd", &loc]).build();
+        assert_eq!(code_of(&dev.request(&upd)), code::CHANGED);
+        assert_eq!(obs.next_of("update").1["data"]["ep"], "dev-a");
+    }
+    // Commands now reach the new address.
+    obs.command(
+        "dev-a",
+        json!({"reqID": 4, "msgType": "read", "data": {"path": "/3/0/0"}}),
+    );
+    let req = dev.recv();
+    assert_eq!(path_of(&req), ["3", "0", "0"]);
+    dev.send(&answer(&req, code::CONTENT, Some(0), b"rebound"));
+    assert_eq!(
+        obs.next_of("read").1["data"]["content"][0]["value"],
+        "rebound"
+    );
+    wait_until("the move counted", || {
+        gw.metrics().dtls_migrated.load(Ordering::Relaxed) == 4
+    });
+    assert_eq!(gw.metrics().dtls_handshakes.load(Ordering::Relaxed), 2);
+    // The neighbour did not notice.
+    let upd = Msg::con(code::POST, 40).path(&["rd", &other_loc]).build();
+    assert_eq!(code_of(&other.request(&upd)), code::CHANGED);
+}
+
+#[test]
 fn an_abbreviated_handshake_resumes_the_session() {
     let (_dir, path) = credentials_file("");
     let gw = gateway(&path);

@@ -54,6 +54,10 @@ pub struct Client {
     cert: Option<ClientCert>,
     server_key: Option<p256::ecdsa::VerifyingKey>,
     server_point: Option<p256::PublicKey>,
+    /// RFC 9146: the CID we offer (what the server's records to us carry; `None`: no offer).
+    own_cid: Option<Vec<u8>>,
+    /// The CID the server gave us for our records to it (empty: none).
+    server_cid: Vec<u8>,
 }
 
 /// A client's certificate credential.
@@ -113,7 +117,26 @@ impl Client {
             cert: None,
             server_key: None,
             server_point: None,
+            own_cid: None,
+            server_cid: Vec::new(),
         }
+    }
+
+    /// Offer a Connection ID (RFC 9146): `own` is what the server's records to us are to carry
+    /// (empty: we only want to send with the server's).
+    pub fn with_connection_id(mut self, own: &[u8]) -> Client {
+        self.own_cid = Some(own.to_vec());
+        self
+    }
+
+    /// The CID the server gave us, which our records carry (once its ServerHello arrived).
+    pub fn connection_id(&self) -> Option<&[u8]> {
+        (!self.server_cid.is_empty()).then_some(&self.server_cid[..])
+    }
+
+    /// The CID our records carry, if any.
+    fn send_cid(&self) -> Option<&[u8]> {
+        (!self.server_cid.is_empty()).then_some(&self.server_cid[..])
     }
 
     /// A client of the ECDHE_ECDSA `suites` that authenticates with `cert` (a raw public key
@@ -174,6 +197,7 @@ impl Client {
         self.write_seq1 = 0;
         self.replay = ReplayWindow::default();
         self.keys = None;
+        self.server_cid.clear();
         self.state = State::AwaitServerHello;
         self.hello(&[])
     }
@@ -200,12 +224,16 @@ impl Client {
         d
     }
 
-    /// The ECDHE extensions of our ClientHello, when we have a certificate.
+    /// The extensions of our ClientHello: the CID offer, and the ECDHE ones when we have a
+    /// certificate.
     fn hello_extensions(&self) -> Vec<u8> {
-        let Some(cert) = &self.cert else {
-            return Vec::new();
+        let mut e = match &self.own_cid {
+            Some(own) => hs::connection_id_extension(own),
+            None => Vec::new(),
         };
-        let mut e = Vec::new();
+        let Some(cert) = &self.cert else {
+            return e;
+        };
         for (t, data) in [
             (ecdhe::EXT_SUPPORTED_GROUPS, &[0, 2, 0, 23][..]),
             (ecdhe::EXT_EC_POINT_FORMATS, &[1, 0][..]),
@@ -230,15 +258,18 @@ impl Client {
     /// Protects one application datagram (once established).
     pub fn seal(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
         let (ck, _) = self.keys.as_ref().filter(|_| self.is_established())?;
-        let mut out = Vec::with_capacity(record::HEADER_LEN + plain.len() + self.suite.overhead());
-        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, self.write_seq1);
         let mut iv = [0u8; 16];
         self.rng.fill_bytes(&mut iv);
+        let cid = self.send_cid();
+        let mut out =
+            Vec::with_capacity(record::HEADER_LEN + 9 + plain.len() + self.suite.overhead());
+        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, self.write_seq1, cid);
         crypto::seal(
             self.suite,
             ck,
             (1 << 48) | self.write_seq1,
             record::APPLICATION_DATA,
+            cid,
             plain,
             iv,
             &mut out,
@@ -252,12 +283,14 @@ impl Client {
     pub fn close(&mut self) -> Option<Vec<u8>> {
         let (ck, _) = self.keys.as_ref().filter(|_| self.is_established())?;
         let mut out = Vec::new();
-        let at = record::begin_record(&mut out, record::ALERT, 1, self.write_seq1);
+        let cid = self.send_cid();
+        let at = record::begin_record(&mut out, record::ALERT, 1, self.write_seq1, cid);
         crypto::seal(
             self.suite,
             ck,
             (1 << 48) | self.write_seq1,
             record::ALERT,
+            cid,
             &[1, 0],
             [0; 16],
             &mut out,
@@ -272,7 +305,8 @@ impl Client {
     pub fn on_datagram(&mut self, bytes: &[u8], app: &mut dyn FnMut(&[u8])) -> Option<Vec<u8>> {
         let mut reply = None;
         let mut scratch = Vec::new();
-        for rec in record::records(bytes) {
+        let own_len = self.own_cid.as_ref().map_or(0, Vec::len);
+        for rec in record::records(bytes, own_len) {
             match (rec.epoch, rec.ctype) {
                 (0, record::HANDSHAKE) => {
                     for (h, body) in hs::messages(rec.fragment) {
@@ -293,12 +327,20 @@ impl Client {
                     }
                     scratch.clear();
                     scratch.extend_from_slice(rec.fragment);
-                    let Some(r) = crypto::open(self.suite, sk, rec.epoch_seq(), t, &mut scratch)
-                    else {
+                    let cid = (t == record::TLS12_CID).then_some(rec.cid);
+                    let opened =
+                        crypto::open(self.suite, sk, rec.epoch_seq(), t, cid, &mut scratch);
+                    let Some(r) = opened else {
                         continue;
                     };
+                    let (t, plain) = match cid {
+                        None => (t, scratch[r].to_vec()),
+                        Some(_) => match crypto::inner_plaintext(&scratch[r]) {
+                            Some((t, p)) => (t, p.to_vec()),
+                            None => continue,
+                        },
+                    };
                     self.replay.accept(rec.seq);
-                    let plain = scratch[r].to_vec();
                     match t {
                         record::HANDSHAKE => {
                             if let Some(r) = self.on_server_finished(&plain) {
@@ -330,6 +372,10 @@ impl Client {
                 self.server_random = sh.random;
                 self.suite = suite;
                 self.ems = self.ems && sh.extended_master_secret;
+                // A CID only when we offered one (an unasked-for one is ignored).
+                if self.own_cid.is_some() {
+                    self.server_cid = sh.connection_id.unwrap_or_default().to_vec();
+                }
                 let resumed = match &self.session {
                     Some((id, master, _)) if !id.is_empty() && id[..] == *sh.session_id => {
                         self.master = *master;
@@ -495,11 +541,21 @@ impl Client {
         hs::write_message(&mut fin, hs::FINISHED, self.msg_seq, &verify);
         self.msg_seq += 1;
         add(&mut self.transcript, &fin);
-        let at = record::begin_record(flight, record::HANDSHAKE, 1, self.write_seq1);
+        let cid = (!self.server_cid.is_empty()).then_some(&self.server_cid[..]);
+        let at = record::begin_record(flight, record::HANDSHAKE, 1, self.write_seq1, cid);
         let mut iv = [0u8; 16];
         self.rng.fill_bytes(&mut iv);
         if let Some((ck, _)) = &self.keys {
-            crypto::seal(self.suite, ck, 1 << 48, record::HANDSHAKE, &fin, iv, flight);
+            crypto::seal(
+                self.suite,
+                ck,
+                1 << 48,
+                record::HANDSHAKE,
+                cid,
+                &fin,
+                iv,
+                flight,
+            );
         }
         record::finish_record(flight, at);
         self.write_seq1 = 1;

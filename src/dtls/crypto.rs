@@ -201,29 +201,73 @@ pub fn key_block(
     (c, s)
 }
 
-/// The additional data / MAC header of a record: seq_num(8) type version length (RFC 5246 §6.2.3).
-fn record_ad(epoch_seq: u64, ctype: u8, len: usize) -> [u8; 13] {
-    let mut ad = [0u8; 13];
-    ad[..8].copy_from_slice(&epoch_seq.to_be_bytes());
-    ad[8] = ctype;
-    ad[9] = 0xfe;
-    ad[10] = 0xfd;
-    ad[11..13].copy_from_slice(&(len as u16).to_be_bytes());
-    ad
+/// The additional data (AEAD) or MAC header (CBC) of a record, on the stack: RFC 5246 §6.2.3's
+/// `seq_num type version length`, or for a record with a Connection ID RFC 9146 §5's
+/// `seq_num_placeholder tls12_cid cid_length tls12_cid version epoch seq cid length`, where
+/// `length` is the DTLSInnerPlaintext's (content, real type, padding).
+struct Ad {
+    b: [u8; 23 + 255],
+    n: usize,
 }
+
+impl Ad {
+    fn new(epoch_seq: u64, ctype: u8, cid: Option<&[u8]>, len: usize) -> Ad {
+        let mut ad = Ad {
+            b: [0u8; 23 + 255],
+            n: 0,
+        };
+        let mut put = |bytes: &[u8]| {
+            ad.b[ad.n..ad.n + bytes.len()].copy_from_slice(bytes);
+            ad.n += bytes.len();
+        };
+        let len = (len as u16).to_be_bytes();
+        match cid {
+            None => {
+                put(&epoch_seq.to_be_bytes());
+                put(&[ctype, 0xfe, 0xfd]);
+            }
+            Some(cid) => {
+                // A CID is at most 255 bytes by its encoding; longer is cut, never overrun.
+                let cid = &cid[..cid.len().min(255)];
+                put(&[0xff; 8]);
+                put(&[TLS12_CID, cid.len() as u8, TLS12_CID, 0xfe, 0xfd]);
+                put(&epoch_seq.to_be_bytes());
+                put(cid);
+            }
+        }
+        put(&len);
+        ad
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+/// The outer content type of a record carrying a Connection ID (RFC 9146).
+pub const TLS12_CID: u8 = 25;
 
 /// Protects `plain` and appends the record fragment (what follows the record header) to `out`.
 /// `iv` is fresh randomness for CBC's explicit IV (ignored by CCM-8, whose nonce is the sequence).
+/// With a Connection ID (`cid`, the peer's), what is protected is RFC 9146's DTLSInnerPlaintext:
+/// `plain`, then `ctype` (the record's outer type is then [`TLS12_CID`]), no padding.
+// The record's identity (sequence, type, CID) and the protection inputs are all distinct
+// things the caller has at hand; a struct for one call site per record kind would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn seal(
     suite: Suite,
     k: &DirectionKeys,
     epoch_seq: u64,
     ctype: u8,
+    cid: Option<&[u8]>,
     plain: &[u8],
     iv: [u8; 16],
     out: &mut Vec<u8>,
 ) {
-    let ad = record_ad(epoch_seq, ctype, plain.len());
+    let inner = cid.map(|_| ctype);
+    let len = plain.len() + inner.is_some() as usize;
+    let ad = Ad::new(epoch_seq, ctype, cid, len);
+    let ad = ad.bytes();
     match suite.protection() {
         p @ (Protection::Ccm8 | Protection::Gcm) => {
             let explicit = epoch_seq.to_be_bytes();
@@ -233,28 +277,30 @@ pub fn seal(
             out.extend_from_slice(&explicit);
             let start = out.len();
             out.extend_from_slice(plain);
+            out.extend(inner);
             let nonce = GenericArray::from_slice(&nonce);
             let body = &mut out[start..];
             // Only a plaintext beyond the AEAD's length limit fails; records are < 2^14.
             if p == Protection::Ccm8 {
                 let tag = Ccm8::new(GenericArray::from_slice(&k.key))
-                    .encrypt_in_place_detached(nonce, &ad, body)
+                    .encrypt_in_place_detached(nonce, ad, body)
                     .expect("record within CCM length limit");
                 out.extend_from_slice(&tag);
             } else {
                 let tag = Aes128Gcm::new(GenericArray::from_slice(&k.key))
-                    .encrypt_in_place_detached(nonce, &ad, body)
+                    .encrypt_in_place_detached(nonce, ad, body)
                     .expect("record within GCM length limit");
                 out.extend_from_slice(&tag);
             }
         }
         Protection::CbcSha256 => {
-            let mac = hmac_sha256(&k.mac, &[&ad, plain]);
             out.extend_from_slice(&iv);
             let start = out.len();
             out.extend_from_slice(plain);
+            out.extend(inner);
+            let mac = hmac_sha256(&k.mac, &[ad, &out[start..]]);
             out.extend_from_slice(&mac);
-            let body = plain.len() + 32;
+            let body = len + 32;
             let pad = 15 - (body % 16);
             out.extend(std::iter::repeat(pad as u8).take(pad + 1));
             let mut enc = cbc::Encryptor::<Aes128>::new(
@@ -268,13 +314,15 @@ pub fn seal(
     }
 }
 
-/// Verifies and decrypts a record fragment in place; returns the plaintext's length (at the
-/// start of `frag`... for CCM-8 after the explicit nonce) as a range into `frag`.
+/// Verifies and decrypts a record fragment in place; returns where the plaintext is in `frag`
+/// (after the explicit nonce or IV). With a Connection ID (`cid`, ours, as the record carried
+/// it) that is the DTLSInnerPlaintext, which [`inner_plaintext`] splits; `ctype` is then unused.
 pub fn open(
     suite: Suite,
     k: &DirectionKeys,
     epoch_seq: u64,
     ctype: u8,
+    cid: Option<&[u8]>,
     frag: &mut [u8],
 ) -> Option<std::ops::Range<usize>> {
     match suite.protection() {
@@ -287,16 +335,17 @@ pub fn open(
             let mut nonce = [0u8; 12];
             nonce[..4].copy_from_slice(&k.salt);
             nonce[4..].copy_from_slice(&frag[..8]);
-            let ad = record_ad(epoch_seq, ctype, plain_len);
+            let ad = Ad::new(epoch_seq, ctype, cid, plain_len);
+            let ad = ad.bytes();
             let (body, tag) = frag[8..].split_at_mut(plain_len);
             let nonce = GenericArray::from_slice(&nonce);
             let ok = if p == Protection::Ccm8 {
                 Ccm8::new(GenericArray::from_slice(&k.key))
-                    .decrypt_in_place_detached(nonce, &ad, body, GenericArray::from_slice(tag))
+                    .decrypt_in_place_detached(nonce, ad, body, GenericArray::from_slice(tag))
                     .is_ok()
             } else {
                 Aes128Gcm::new(GenericArray::from_slice(&k.key))
-                    .decrypt_in_place_detached(nonce, &ad, body, GenericArray::from_slice(tag))
+                    .decrypt_in_place_detached(nonce, ad, body, GenericArray::from_slice(tag))
                     .is_ok()
             };
             ok.then_some(8..8 + plain_len)
@@ -324,12 +373,19 @@ pub fn open(
                     .all(|b| *b as usize == pad);
             let cut = if pad_ok { pad + 1 } else { 0 };
             let plain_len = body.len().saturating_sub(cut + 32);
-            let ad = record_ad(epoch_seq, ctype, plain_len);
-            let mac = hmac_sha256(&k.mac, &[&ad, &body[..plain_len]]);
+            let ad = Ad::new(epoch_seq, ctype, cid, plain_len);
+            let mac = hmac_sha256(&k.mac, &[ad.bytes(), &body[..plain_len]]);
             let mac_ok = ct_eq(&mac, &body[plain_len..plain_len + 32]);
             (pad_ok && mac_ok).then_some(16..16 + plain_len)
         }
     }
+}
+
+/// RFC 9146's DTLSInnerPlaintext split into its real content type and content: the last
+/// non-zero byte is the type, zeros after it are padding. `None` for all zeros.
+pub fn inner_plaintext(inner: &[u8]) -> Option<(u8, &[u8])> {
+    let end = inner.iter().rposition(|b| *b != 0)?;
+    Some((inner[end], &inner[..end]))
 }
 
 #[cfg(test)]
@@ -378,24 +434,25 @@ mod tests {
                     &keys(),
                     0x0001_0000_0000_0005,
                     23,
+                    None,
                     &plain,
                     [3; 16],
                     &mut frag,
                 );
                 assert!(frag.len() <= plain.len() + suite.overhead());
                 let mut copy = frag.clone();
-                let r = open(suite, &keys(), 0x0001_0000_0000_0005, 23, &mut copy).unwrap();
+                let r = open(suite, &keys(), 0x0001_0000_0000_0005, 23, None, &mut copy).unwrap();
                 assert_eq!(&copy[r], &plain[..], "{suite:?} len {len}");
                 // Another sequence number or content type is another record.
                 let mut copy = frag.clone();
-                assert!(open(suite, &keys(), 0x0001_0000_0000_0006, 23, &mut copy).is_none());
+                assert!(open(suite, &keys(), 0x0001_0000_0000_0006, 23, None, &mut copy).is_none());
                 let mut copy = frag.clone();
-                assert!(open(suite, &keys(), 0x0001_0000_0000_0005, 22, &mut copy).is_none());
+                assert!(open(suite, &keys(), 0x0001_0000_0000_0005, 22, None, &mut copy).is_none());
                 for i in 0..frag.len() {
                     let mut bad = frag.clone();
                     bad[i] ^= 0x10;
                     assert!(
-                        open(suite, &keys(), 0x0001_0000_0000_0005, 23, &mut bad).is_none(),
+                        open(suite, &keys(), 0x0001_0000_0000_0005, 23, None, &mut bad).is_none(),
                         "{suite:?} len {len} flipped byte {i}"
                     );
                 }
@@ -407,9 +464,69 @@ mod tests {
     fn short_or_misaligned_fragments_are_refused() {
         for n in [0usize, 7, 15, 16 + 47, 16 + 49] {
             let mut f = vec![0u8; n];
-            assert!(open(Suite::PskAes128CbcSha256, &keys(), 1, 23, &mut f).is_none());
+            assert!(open(Suite::PskAes128CbcSha256, &keys(), 1, 23, None, &mut f).is_none());
             let mut f = vec![0u8; n.min(15)];
-            assert!(open(Suite::PskAes128Ccm8, &keys(), 1, 23, &mut f).is_none());
+            assert!(open(Suite::PskAes128Ccm8, &keys(), 1, 23, None, &mut f).is_none());
         }
+    }
+
+    #[test]
+    fn the_connection_id_additional_data_is_laid_out_as_rfc_9146_section_5_says() {
+        let ad = Ad::new(0x0001_0000_0000_0203, 23, Some(&[0xaa, 0xbb, 0xcc]), 0x0102);
+        let want = [
+            &[0xff; 8][..],            // seq_num_placeholder
+            &[25, 3, 25],              // tls12_cid, cid_length, tls12_cid
+            &[0xfe, 0xfd],             // version
+            &[0, 1, 0, 0, 0, 0, 2, 3], // epoch, sequence_number
+            &[0xaa, 0xbb, 0xcc],       // cid
+            &[1, 2],                   // length_of_DTLSInnerPlaintext
+        ]
+        .concat();
+        assert_eq!(ad.bytes(), &want[..]);
+        let classic = Ad::new(0x0001_0000_0000_0203, 23, None, 0x0102);
+        assert_eq!(
+            classic.bytes(),
+            &[0, 1, 0, 0, 0, 0, 2, 3, 23, 0xfe, 0xfd, 1, 2][..]
+        );
+    }
+
+    #[test]
+    fn records_with_a_connection_id_round_trip_and_bind_the_cid_and_real_type() {
+        let cid = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        for suite in Suite::ALL {
+            let plain = b"coap over a connection id".to_vec();
+            let mut frag = Vec::new();
+            let es = 0x0001_0000_0000_0009;
+            seal(
+                suite,
+                &keys(),
+                es,
+                23,
+                Some(&cid),
+                &plain,
+                [5; 16],
+                &mut frag,
+            );
+            assert!(frag.len() <= plain.len() + 1 + suite.overhead());
+            let mut copy = frag.clone();
+            let r = open(suite, &keys(), es, 0, Some(&cid), &mut copy).unwrap();
+            assert_eq!(inner_plaintext(&copy[r]), Some((23, &plain[..])));
+            // The CID is authenticated: another one, or none, does not open it.
+            let mut copy = frag.clone();
+            assert!(open(
+                suite,
+                &keys(),
+                es,
+                0,
+                Some(&[1, 2, 3, 4, 5, 6, 7, 9]),
+                &mut copy
+            )
+            .is_none());
+            let mut copy = frag.clone();
+            assert!(open(suite, &keys(), es, 23, None, &mut copy).is_none());
+        }
+        assert_eq!(inner_plaintext(&[7, 23, 0, 0]), Some((23, &[7u8][..])));
+        assert_eq!(inner_plaintext(&[0, 0]), None);
+        assert_eq!(inner_plaintext(&[]), None);
     }
 }

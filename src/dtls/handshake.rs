@@ -16,6 +16,8 @@ pub const HEADER_LEN: usize = 12;
 
 pub const EXT_EXTENDED_MASTER_SECRET: u16 = 23;
 pub const EXT_RENEGOTIATION_INFO: u16 = 0xff01;
+/// RFC 9146: the CID the sender wants to receive records with.
+pub const EXT_CONNECTION_ID: u16 = 54;
 /// TLS_EMPTY_RENEGOTIATION_INFO_SCSV: a client's way to say it does secure renegotiation.
 pub const SCSV_RENEGOTIATION: u16 = 0x00ff;
 
@@ -119,6 +121,9 @@ pub struct ClientHello<'a> {
     pub secure_renegotiation: bool,
     /// What it says about groups, signatures and certificate types (the ECDHE suites).
     pub certs: super::ecdhe::CertOffer,
+    /// RFC 9146 `connection_id`: the CID the client wants our records to carry (may be empty:
+    /// it supports CIDs, wants none itself).
+    pub connection_id: Option<&'a [u8]>,
 }
 
 impl ClientHello<'_> {
@@ -150,6 +155,7 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
         extended_master_secret: false,
         secure_renegotiation: false,
         certs: super::ecdhe::CertOffer::new(),
+        connection_id: None,
     };
     ch.secure_renegotiation = ch.offers(SCSV_RENEGOTIATION);
     if !r.0.is_empty() {
@@ -161,11 +167,29 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello<'_>> {
                 EXT_EXTENDED_MASTER_SECRET => ch.extended_master_secret = true,
                 // An initial handshake carries an empty renegotiated_connection.
                 EXT_RENEGOTIATION_INFO => ch.secure_renegotiation |= data == [0],
+                EXT_CONNECTION_ID => ch.connection_id = parse_connection_id(data),
                 _ => ch.certs.extension(t, data),
             }
         }
     }
     Some(ch)
+}
+
+/// The body of a `connection_id` extension: one `cid<0..2^8-1>`, nothing after it.
+fn parse_connection_id(data: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader(data);
+    let cid = r.vec8()?;
+    r.0.is_empty().then_some(cid)
+}
+
+/// A whole `connection_id` extension (type, length, body), to append to a hello's extensions.
+pub fn connection_id_extension(cid: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(5 + cid.len());
+    b.extend_from_slice(&EXT_CONNECTION_ID.to_be_bytes());
+    b.extend_from_slice(&(cid.len() as u16 + 1).to_be_bytes());
+    b.push(cid.len() as u8);
+    b.extend_from_slice(cid);
+    b
 }
 
 /// The HelloVerifyRequest body: DTLS 1.0's version (RFC 6347 §4.2.1 advises it) and the cookie.
@@ -227,6 +251,8 @@ pub struct ServerHello<'a> {
     pub extended_master_secret: bool,
     /// The server_certificate_type it chose (RFC 7250), if it sent one.
     pub server_cert_type: Option<u8>,
+    /// The CID the server wants our records to carry (RFC 9146), if it agreed to CIDs.
+    pub connection_id: Option<&'a [u8]>,
 }
 
 pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
@@ -243,6 +269,7 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
         suite,
         extended_master_secret: false,
         server_cert_type: None,
+        connection_id: None,
     };
     if !r.0.is_empty() {
         let mut ext = Reader(r.vec16()?);
@@ -252,6 +279,9 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello<'_>> {
             sh.extended_master_secret |= t == EXT_EXTENDED_MASTER_SECRET;
             if t == super::ecdhe::EXT_SERVER_CERTIFICATE_TYPE {
                 sh.server_cert_type = data.first().copied();
+            }
+            if t == EXT_CONNECTION_ID {
+                sh.connection_id = Some(parse_connection_id(data)?);
             }
         }
     }
@@ -336,6 +366,35 @@ mod tests {
         let mut bad = f.clone();
         bad[8] = 2;
         assert_eq!(messages(&bad).count(), 0);
+    }
+
+    #[test]
+    fn the_connection_id_extension_round_trips_in_both_hellos() {
+        let ext = connection_id_extension(&[]);
+        assert_eq!(ext, [0, 54, 0, 1, 0]);
+        let body = client_hello(&[5; 32], &[], &[], &[0xC0A8], false, &ext);
+        assert_eq!(
+            parse_client_hello(&body).unwrap().connection_id,
+            Some(&[][..])
+        );
+        let body = client_hello(&[5; 32], &[], &[], &[0xC0A8], false, &[]);
+        assert_eq!(parse_client_hello(&body).unwrap().connection_id, None);
+        // A body that is not exactly one cid<0..255> is no offer.
+        let bad = [0, 54, 0, 2, 3, 1];
+        let body = client_hello(&[5; 32], &[], &[], &[0xC0A8], false, &bad);
+        assert_eq!(parse_client_hello(&body).unwrap().connection_id, None);
+        let b = server_hello(
+            &[3; 32],
+            &[7; 16],
+            0xC0A8,
+            false,
+            false,
+            &connection_id_extension(&[1, 2, 3]),
+        );
+        assert_eq!(
+            parse_server_hello(&b).unwrap().connection_id,
+            Some(&[1u8, 2, 3][..])
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The DTLS 1.2 record layer's framing (RFC 6347 §4.1): splitting a datagram into records,
 //! writing record headers, and the anti-replay window (§4.1.2.6).
 //!
+//! Records with a Connection ID (RFC 9146: outer type 25, the CID between sequence number and
+//! length) are framed here too; their length cannot be parsed without knowing the CID's length,
+//! which is the receiver's own choice, so [`records`] is told it.
+//!
 //! Pure byte handling: protection itself is [`super::crypto`]. A datagram may carry several
 //! records; a record whose header is unreadable ends the datagram (its length cannot be
 //! trusted), while a record that fails later checks is dropped alone, as §4.1.2.7 asks.
@@ -9,6 +13,8 @@ pub const CHANGE_CIPHER_SPEC: u8 = 20;
 pub const ALERT: u8 = 21;
 pub const HANDSHAKE: u8 = 22;
 pub const APPLICATION_DATA: u8 = 23;
+/// RFC 9146 `tls12_cid`: a protected record with a Connection ID.
+pub const TLS12_CID: u8 = super::crypto::TLS12_CID;
 
 pub const HEADER_LEN: usize = 13;
 /// DTLS 1.2 on the wire.
@@ -24,6 +30,8 @@ pub struct Record<'a> {
     pub epoch: u16,
     /// 48-bit sequence number.
     pub seq: u64,
+    /// The Connection ID of a [`TLS12_CID`] record, empty for others.
+    pub cid: &'a [u8],
     pub fragment: &'a [u8],
 }
 
@@ -35,14 +43,22 @@ impl Record<'_> {
 }
 
 /// Splits a datagram into its records; stops at the first record whose header does not fit.
-pub fn records(datagram: &[u8]) -> impl Iterator<Item = Record<'_>> {
+/// `cid_len` is the length of the Connection ID [`TLS12_CID`] records carry for this receiver.
+pub fn records(datagram: &[u8], cid_len: usize) -> impl Iterator<Item = Record<'_>> {
     let mut rest = datagram;
     std::iter::from_fn(move || {
-        if rest.len() < HEADER_LEN {
+        let cid_len = if rest.first() == Some(&TLS12_CID) {
+            cid_len
+        } else {
+            0
+        };
+        let hdr = HEADER_LEN + cid_len;
+        if rest.len() < hdr {
+            rest = &[];
             return None;
         }
-        let len = u16::from_be_bytes([rest[11], rest[12]]) as usize;
-        if rest.len() < HEADER_LEN + len {
+        let len = u16::from_be_bytes([rest[hdr - 2], rest[hdr - 1]]) as usize;
+        if rest.len() < hdr + len {
             rest = &[];
             return None;
         }
@@ -53,11 +69,19 @@ pub fn records(datagram: &[u8]) -> impl Iterator<Item = Record<'_>> {
             version: [rest[1], rest[2]],
             epoch: u16::from_be_bytes([rest[3], rest[4]]),
             seq: u64::from_be_bytes(seq),
-            fragment: &rest[HEADER_LEN..HEADER_LEN + len],
+            cid: &rest[11..11 + cid_len],
+            fragment: &rest[hdr..hdr + len],
         };
-        rest = &rest[HEADER_LEN + len..];
+        rest = &rest[hdr + len..];
         Some(r)
     })
+}
+
+/// The Connection ID of the first record of a datagram, if it is a [`TLS12_CID`] record whose
+/// header holds `cid_len` bytes of it: how the event loop routes a device whose address changed.
+pub fn first_cid(datagram: &[u8], cid_len: usize) -> Option<&[u8]> {
+    (datagram.first() == Some(&TLS12_CID) && datagram.len() >= HEADER_LEN + cid_len)
+        .then(|| &datagram[11..11 + cid_len])
 }
 
 /// Appends a record header; the caller appends `len` bytes of fragment after it.
@@ -70,16 +94,28 @@ pub fn write_header(out: &mut Vec<u8>, ctype: u8, epoch: u16, seq: u64, len: usi
 }
 
 /// Writes a record header whose length is patched in by [`finish_record`] once the fragment is
-/// appended. Returns where the header starts.
-pub fn begin_record(out: &mut Vec<u8>, ctype: u8, epoch: u16, seq: u64) -> usize {
+/// appended; with the peer's Connection ID `cid`, a [`TLS12_CID`] header carrying it (`ctype`
+/// then travels inside, see [`super::crypto::seal`]). Returns where the length field is.
+pub fn begin_record(
+    out: &mut Vec<u8>,
+    ctype: u8,
+    epoch: u16,
+    seq: u64,
+    cid: Option<&[u8]>,
+) -> usize {
+    out.push(if cid.is_some() { TLS12_CID } else { ctype });
+    out.extend_from_slice(&VERSION);
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes()[2..]);
+    out.extend_from_slice(cid.unwrap_or_default());
     let at = out.len();
-    write_header(out, ctype, epoch, seq, 0);
+    out.extend_from_slice(&[0, 0]);
     at
 }
 
 pub fn finish_record(out: &mut [u8], at: usize) {
-    let len = (out.len() - at - HEADER_LEN) as u16;
-    out[at + 11..at + 13].copy_from_slice(&len.to_be_bytes());
+    let len = (out.len() - at - 2) as u16;
+    out[at..at + 2].copy_from_slice(&len.to_be_bytes());
 }
 
 /// The sliding anti-replay window of one epoch: the highest sequence number accepted and a bit
@@ -99,6 +135,11 @@ impl ReplayWindow {
         }
         let back = self.top - 1 - seq;
         back < 64 && self.bits & (1 << back) == 0
+    }
+
+    /// Whether `seq` is beyond every number accepted so far (RFC 9146 §6's "newer").
+    pub fn is_newest(&self, seq: u64) -> bool {
+        seq >= self.top
     }
 
     /// Records `seq` as received (after it authenticated).
@@ -140,7 +181,7 @@ mod tests {
         let good = d.len();
         write_header(&mut d, APPLICATION_DATA, 1, 7, 10);
         d.extend_from_slice(&[0; 3]);
-        let rs: Vec<Record> = records(&d).collect();
+        let rs: Vec<Record> = records(&d, 0).collect();
         assert_eq!(rs.len(), 2);
         assert_eq!(rs[0].ctype, HANDSHAKE);
         assert_eq!(rs[0].seq, 5);
@@ -148,8 +189,35 @@ mod tests {
         assert_eq!(rs[1].epoch, 1);
         assert_eq!(rs[1].seq, 0x0102_0304_0506);
         assert_eq!(rs[1].epoch_seq(), 0x0001_0102_0304_0506);
-        assert_eq!(records(&d[..good - 1]).count(), 1);
-        assert_eq!(records(&[0u8; 12]).count(), 0);
+        assert_eq!(records(&d[..good - 1], 0).count(), 1);
+        assert_eq!(records(&[0u8; 12], 0).count(), 0);
+    }
+
+    #[test]
+    fn records_with_a_connection_id_are_framed_by_the_receivers_cid_length() {
+        let mut d = Vec::new();
+        let at = begin_record(&mut d, APPLICATION_DATA, 1, 3, Some(&[9, 8, 7, 6]));
+        d.extend_from_slice(&[1, 2, 3]);
+        finish_record(&mut d, at);
+        let at = begin_record(&mut d, APPLICATION_DATA, 1, 4, None);
+        d.push(5);
+        finish_record(&mut d, at);
+        assert_eq!(first_cid(&d, 4), Some(&[9u8, 8, 7, 6][..]));
+        let rs: Vec<Record> = records(&d, 4).collect();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(
+            (rs[0].ctype, rs[0].seq, rs[0].cid),
+            (TLS12_CID, 3, &[9u8, 8, 7, 6][..])
+        );
+        assert_eq!(rs[0].fragment, &[1, 2, 3]);
+        assert_eq!(
+            (rs[1].ctype, rs[1].cid, rs[1].fragment),
+            (APPLICATION_DATA, &[][..], &[5u8][..])
+        );
+        // Cut inside the CID: nothing.
+        assert_eq!(records(&d[..14], 4).count(), 0);
+        assert_eq!(first_cid(&d[..16], 4), None);
+        assert_eq!(first_cid(&d[17..], 4), None);
     }
 
     #[test]

@@ -13,6 +13,14 @@
 //! - the client's Finished, once verified, makes the handshake a [`Session`] (with
 //!   extended_master_secret when the client offers it, RFC 7627).
 //!
+//! Connection ID (RFC 9146): a client that offers the `connection_id` extension gets a random
+//! [`CID_LEN`]-byte CID of ours in the ServerHello (fresh for every handshake, resumed ones too),
+//! and we send with the CID it asked for (usually none). A record carrying our CID finds its
+//! session by it, wherever it came from: when it authenticates, carries application data and is
+//! newer than anything received before (§6), the session moves to the new address and the
+//! application callback is told where it came from, so the registration can follow. Sessions
+//! are keyed by address all the same: most devices send no CID, and handshakes need the address.
+//!
 //! Retransmission follows §4.2.4 loosely: a peer that sends its previous flight again gets ours
 //! again (the server keeps its last flight until the client's first application record), and
 //! the abbreviated handshake, where the server's flight is not the last, is also retransmitted on
@@ -37,6 +45,14 @@ use super::record::{self, ReplayWindow};
 
 /// (listener index, peer address): one DTLS association.
 pub type ConnKey = (u16, SocketAddr);
+
+/// Where decrypted application data goes: the session it arrived on, the key that session had
+/// before if it just moved (a Connection ID from a new address), the plaintext.
+pub type AppData<'a> = dyn FnMut(&Session, Option<ConnKey>, &[u8]) + 'a;
+
+/// The length of the Connection IDs this server hands out: a constant, so records can be
+/// framed (and the event loop can route them) without a lookup first.
+pub const CID_LEN: usize = 8;
 
 /// Who the server trusts: PSK keys by identity, and (for the ECDHE suites) the check of a
 /// client's certificate chain or raw public key. The defaults trust no certificate at all.
@@ -81,6 +97,8 @@ pub struct Config {
     pub client_x509: bool,
     /// Client certificates may be raw public keys.
     pub client_rpk: bool,
+    /// Agree to Connection IDs (RFC 9146) with clients that offer them.
+    pub connection_id: bool,
 }
 
 impl Default for Config {
@@ -96,6 +114,7 @@ impl Default for Config {
             certificate: None,
             client_x509: false,
             client_rpk: false,
+            connection_id: true,
         }
     }
 }
@@ -118,6 +137,10 @@ pub struct Session {
     last_seen: Instant,
     /// The caller's tag for this session (the gateway keeps the interned identity here).
     pub tag: u32,
+    /// Our Connection ID, the one the peer's records carry (0: none agreed).
+    cid: u64,
+    /// The peer's, which ours carry (empty: none).
+    peer_cid: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Session {
@@ -130,11 +153,16 @@ impl std::fmt::Debug for Session {
 }
 
 /// Version of [`Session::to_bytes`]'s layout.
-const SESSION_FORMAT: u8 = 1;
+const SESSION_FORMAT: u8 = 2;
 /// Sequence numbers skipped by a restored session (see [`Session::from_bytes`]).
 const RESTORE_SEQ_GAP: u64 = 1 << 24;
 
 impl Session {
+    /// Our Connection ID for this session, if one was agreed.
+    pub fn connection_id(&self) -> Option<u64> {
+        (self.cid != 0).then_some(self.cid)
+    }
+
     /// The session's whole state (keys, sequence numbers, replay window, master secret for
     /// resumption, identity) as bytes, so that a restart need not cost every device a new
     /// handshake. The bytes hold key material: whoever stores them must protect them.
@@ -160,6 +188,9 @@ impl Session {
             PeerAuth::RawPublicKey => 2,
         });
         b.extend_from_slice(&self.tag.to_be_bytes());
+        b.extend_from_slice(&self.cid.to_be_bytes());
+        b.push(self.peer_cid.len() as u8);
+        b.extend_from_slice(&self.peer_cid);
         b.extend_from_slice(&(self.identity.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.identity);
         b
@@ -208,6 +239,9 @@ impl Session {
         };
         let t = take(4)?;
         let tag = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        let cid = u64::from_be_bytes(arr(take(8)?));
+        let n = take(1)?[0] as usize;
+        let peer_cid: Box<[u8]> = take(n)?.into();
         let n = take(2)?;
         let identity: Box<[u8]> = take(u16::from_be_bytes([n[0], n[1]]) as usize)?.into();
         if at != b.len() {
@@ -233,6 +267,8 @@ impl Session {
             last_flight: None,
             last_seen: now,
             tag,
+            cid,
+            peer_cid,
         })
     }
 }
@@ -265,6 +301,8 @@ pub enum Event {
     /// The session ended: close_notify or a fatal alert from the peer, or idle.
     Closed {
         key: ConnKey,
+        /// Its Connection ID, if it had one (for whoever routes by it).
+        connection_id: Option<u64>,
     },
 }
 
@@ -281,6 +319,8 @@ pub struct Stats {
     /// Records that did not authenticate, replays, records for no session, garbage.
     pub bad_records: u64,
     pub app_records: u64,
+    /// Sessions that followed their peer to a new address by its Connection ID.
+    pub migrated: u64,
 }
 
 #[derive(Debug, Default)]
@@ -325,6 +365,9 @@ struct Handshake {
     ecdhe: Option<Box<Ecdhe>>,
     /// A handshake message arriving in fragments: (message_seq, type, bytes so far).
     reassembly: Option<(u16, u8, Vec<u8>)>,
+    /// The Connection IDs agreed: ours (0: none) and the client's.
+    cid: u64,
+    peer_cid: Box<[u8]>,
     flight: Vec<u8>,
     started: Instant,
     retransmit_at: Option<Instant>,
@@ -344,6 +387,7 @@ pub struct Server {
     handshakes: HashMap<ConnKey, Box<Handshake>>,
     sessions: HashMap<ConnKey, Session>,
     by_session_id: HashMap<[u8; 16], ConnKey>,
+    by_cid: HashMap<u64, ConnKey>,
     cookies: CookieJar,
     /// A CSPRNG: server randoms, session ids, cookie secrets, CBC IVs, ECDHE keys.
     rng: StdRng,
@@ -405,6 +449,7 @@ impl Server {
             handshakes: HashMap::new(),
             sessions: HashMap::new(),
             by_session_id: HashMap::new(),
+            by_cid: HashMap::new(),
             rng,
             stats: Stats::default(),
             handshake_deadline: None,
@@ -439,18 +484,45 @@ impl Server {
     /// Removes a session (it moves to another worker, or its peer is gone).
     pub fn take_session(&mut self, key: &ConnKey) -> Option<Session> {
         let s = self.sessions.remove(key)?;
+        self.forget(key, &s);
+        Some(s)
+    }
+
+    fn forget(&mut self, key: &ConnKey, s: &Session) {
         if self.by_session_id.get(&s.session_id) == Some(key) {
             self.by_session_id.remove(&s.session_id);
         }
-        Some(s)
+        if s.cid != 0 && self.by_cid.get(&s.cid) == Some(key) {
+            self.by_cid.remove(&s.cid);
+        }
     }
 
     /// Adopts a session established elsewhere (another worker of the same gateway).
     pub fn insert_session(&mut self, key: ConnKey, s: Session) {
         self.by_session_id.insert(s.session_id, key);
+        if s.cid != 0 {
+            self.by_cid.insert(s.cid, key);
+        }
         if let Some(old) = self.sessions.insert(key, s) {
-            if self.by_session_id.get(&old.session_id) == Some(&key) {
-                self.by_session_id.remove(&old.session_id);
+            self.forget(&key, &old);
+        }
+    }
+
+    /// The session moves from `from` to `to` (its peer's address changed).
+    fn move_session(&mut self, from: ConnKey, to: ConnKey) {
+        if let Some(s) = self.sessions.remove(&from) {
+            self.forget(&from, &s);
+            self.insert_session(to, s);
+            self.stats.migrated += 1;
+        }
+    }
+
+    /// A fresh Connection ID of ours: random, never 0, not in use here.
+    fn new_cid(&mut self) -> u64 {
+        loop {
+            let c = self.rng.next_u64();
+            if c != 0 && !self.by_cid.contains_key(&c) {
+                return c;
             }
         }
     }
@@ -527,8 +599,12 @@ impl Server {
                 .map(|(k, _)| *k)
                 .collect();
             for k in gone {
-                self.take_session(&k);
-                out.events.push(Event::Closed { key: k });
+                if let Some(s) = self.take_session(&k) {
+                    out.events.push(Event::Closed {
+                        key: k,
+                        connection_id: s.connection_id(),
+                    });
+                }
             }
         }
     }
@@ -536,8 +612,11 @@ impl Server {
     /// Protects one application datagram for the peer; `None` if it has no session.
     pub fn seal(&mut self, key: &ConnKey, plain: &[u8]) -> Option<Vec<u8>> {
         let s = self.sessions.get_mut(key)?;
-        let mut out = Vec::with_capacity(record::HEADER_LEN + plain.len() + s.suite.overhead());
-        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, s.write_seq);
+        let cid = (!s.peer_cid.is_empty()).then_some(&s.peer_cid[..]);
+        let mut out = Vec::with_capacity(
+            record::HEADER_LEN + s.peer_cid.len() + 1 + plain.len() + s.suite.overhead(),
+        );
+        let at = record::begin_record(&mut out, record::APPLICATION_DATA, 1, s.write_seq, cid);
         let mut iv = [0u8; 16];
         if s.suite == Suite::PskAes128CbcSha256 {
             self.rng.fill_bytes(&mut iv);
@@ -547,6 +626,7 @@ impl Server {
             &s.write,
             (1 << 48) | s.write_seq,
             record::APPLICATION_DATA,
+            cid,
             plain,
             iv,
             &mut out,
@@ -557,7 +637,8 @@ impl Server {
     }
 
     /// Handles one datagram from `key`. Decrypted application data goes to `app` with the
-    /// session it arrived on.
+    /// session it arrived on, and the key that session had before if it just moved to `key`
+    /// (a Connection ID from a new address).
     pub fn on_datagram(
         &mut self,
         now: Instant,
@@ -565,11 +646,11 @@ impl Server {
         bytes: &[u8],
         keys: &dyn Authenticator,
         out: &mut Output,
-        app: &mut dyn FnMut(&Session, &[u8]),
+        app: &mut AppData,
     ) {
         let mut scratch = Vec::new();
         let mut any = false;
-        for rec in record::records(bytes) {
+        for rec in record::records(bytes, CID_LEN) {
             any = true;
             if rec.version[0] != 0xfe {
                 self.stats.bad_records += 1;
@@ -757,6 +838,14 @@ impl Server {
         let mut transcript = Sha256::new();
         transcript_add(&mut transcript, hs::CLIENT_HELLO, h.message_seq, body);
         let resumable = self.resumable(&ch);
+        let (cid, peer_cid) = match ch.connection_id {
+            Some(theirs) if self.cfg.connection_id => (self.new_cid(), theirs.into()),
+            _ => (0, Box::default()),
+        };
+        let mut cid_ext = Vec::new();
+        if cid != 0 {
+            cid_ext = hs::connection_id_extension(&cid.to_be_bytes());
+        }
         let mut hs_state = Box::new(Handshake {
             stage: Stage::KeyExchange,
             suite,
@@ -774,6 +863,8 @@ impl Server {
             auth: PeerAuth::Psk,
             ecdhe: None,
             reassembly: None,
+            cid,
+            peer_cid,
             flight: Vec::new(),
             started: now,
             retransmit_at: None,
@@ -793,14 +884,14 @@ impl Server {
                 suite.id(),
                 hs_ref.ems,
                 ch.secure_renegotiation,
-                &[],
+                &cid_ext,
             );
             self.server_flight_resumed(hs_ref, &sh, &mut flight);
             hs_ref.stage = Stage::ResumedFinished;
             hs_ref.retransmit_at = Some(now + self.cfg.retransmit);
         } else {
             self.rng.fill_bytes(&mut hs_ref.session_id);
-            let mut extra = Vec::new();
+            let mut extra = cid_ext;
             let mut messages: Vec<(u8, Vec<u8>)> = Vec::new();
             if let (Some((server_type, client_type)), Some(cert)) = (cert_types, &cert) {
                 ecdhe::server_hello_extensions(&ch.certs, server_type, client_type, &mut extra);
@@ -880,7 +971,8 @@ impl Server {
         hs::write_message(&mut fin, hs::FINISHED, h.next_send_seq, verify);
         transcript_add(&mut h.transcript, hs::FINISHED, h.next_send_seq, verify);
         h.next_send_seq = h.next_send_seq.wrapping_add(1);
-        let at = record::begin_record(flight, record::HANDSHAKE, 1, 0);
+        let cid = (!h.peer_cid.is_empty()).then_some(&h.peer_cid[..]);
+        let at = record::begin_record(flight, record::HANDSHAKE, 1, 0, cid);
         let mut iv = [0u8; 16];
         if h.suite == Suite::PskAes128CbcSha256 {
             self.rng.fill_bytes(&mut iv);
@@ -890,6 +982,7 @@ impl Server {
             server_keys,
             1 << 48,
             record::HANDSHAKE,
+            cid,
             &fin,
             iv,
             flight,
@@ -1084,13 +1177,31 @@ impl Server {
         rec: &record::Record,
         scratch: &mut Vec<u8>,
         out: &mut Output,
-        app: &mut dyn FnMut(&Session, &[u8]),
+        app: &mut AppData,
     ) {
-        if rec.ctype == record::HANDSHAKE && self.handshakes.contains_key(&key) {
-            self.on_client_finished(now, key, rec, scratch, out);
-            return;
+        let cid = (rec.ctype == record::TLS12_CID).then_some(rec.cid);
+        if let Some(h) = self.handshakes.get(&key) {
+            let finishing = match cid {
+                None => rec.ctype == record::HANDSHAKE,
+                Some(c) => h.cid != 0 && c == h.cid.to_be_bytes(),
+            };
+            if finishing {
+                self.on_client_finished(now, key, rec, cid, scratch, out);
+                return;
+            }
         }
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let skey = match cid {
+            None => Some(key),
+            Some(c) => <[u8; CID_LEN]>::try_from(c)
+                .ok()
+                .and_then(|c| self.by_cid.get(&u64::from_be_bytes(c)).copied()),
+        };
+        let Some(skey) = skey else {
+            self.stats.bad_records += 1;
+            return;
+        };
+        let address_taken = skey != key && self.sessions.contains_key(&key);
+        let Some(s) = self.sessions.get_mut(&skey) else {
             self.stats.bad_records += 1;
             return;
         };
@@ -1100,24 +1211,54 @@ impl Server {
         }
         scratch.clear();
         scratch.extend_from_slice(rec.fragment);
-        let Some(range) = crypto::open(s.suite, &s.read, rec.epoch_seq(), rec.ctype, scratch)
+        let Some(range) = crypto::open(s.suite, &s.read, rec.epoch_seq(), rec.ctype, cid, scratch)
         else {
             self.stats.bad_records += 1;
             return;
         };
+        let (ctype, range) = match cid {
+            None => (rec.ctype, range),
+            Some(_) => match crypto::inner_plaintext(&scratch[range.clone()]) {
+                Some((t, content)) => (t, range.start..range.start + content.len()),
+                None => {
+                    self.stats.bad_records += 1;
+                    return;
+                }
+            },
+        };
+        let mut moved_from = None;
+        if skey != key {
+            // RFC 9146 §6: the peer's address changes only for an authenticated record newer
+            // than any before it (a reordered or replayed one cannot move it back); we also ask
+            // for application data (a CoAP message, whose answer shows the new path works) and
+            // an address no other session holds.
+            if ctype != record::APPLICATION_DATA || !s.replay.is_newest(rec.seq) || address_taken {
+                self.stats.bad_records += 1;
+                return;
+            }
+            moved_from = Some(skey);
+            self.move_session(skey, key);
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
         s.replay.accept(rec.seq);
         s.last_seen = now;
-        match rec.ctype {
+        match ctype {
             record::APPLICATION_DATA => {
                 s.last_flight = None;
                 self.stats.app_records += 1;
-                app(s, &scratch[range]);
+                app(s, moved_from, &scratch[range]);
             }
             record::ALERT => {
                 let p = &scratch[range];
                 if p.first() == Some(&ALERT_FATAL) || p.get(1) == Some(&CLOSE_NOTIFY) {
-                    self.take_session(&key);
-                    out.events.push(Event::Closed { key });
+                    if let Some(s) = self.take_session(&key) {
+                        out.events.push(Event::Closed {
+                            key,
+                            connection_id: s.connection_id(),
+                        });
+                    }
                 }
             }
             record::HANDSHAKE => {
@@ -1142,6 +1283,7 @@ impl Server {
         now: Instant,
         key: ConnKey,
         rec: &record::Record,
+        cid: Option<&[u8]>,
         scratch: &mut Vec<u8>,
         out: &mut Output,
     ) {
@@ -1159,7 +1301,16 @@ impl Server {
         };
         scratch.clear();
         scratch.extend_from_slice(rec.fragment);
-        let Some(range) = crypto::open(state.suite, ck, rec.epoch_seq(), rec.ctype, scratch) else {
+        let opened = crypto::open(state.suite, ck, rec.epoch_seq(), rec.ctype, cid, scratch);
+        // With a CID, the real content type is inside and must be a handshake's.
+        let opened = opened.and_then(|r| match cid {
+            None => Some(r),
+            Some(_) => match crypto::inner_plaintext(&scratch[r.clone()]) {
+                Some((record::HANDSHAKE, m)) => Some(r.start..r.start + m.len()),
+                _ => None,
+            },
+        });
+        let Some(range) = opened else {
             // A wrong key shows here already (the record does not authenticate).
             let why = match state.stage {
                 Stage::Finished {
@@ -1220,13 +1371,18 @@ impl Server {
             last_flight: (!flight.is_empty()).then(|| flight.into_boxed_slice()),
             last_seen: now,
             tag: 0,
+            cid: state.cid,
+            peer_cid: std::mem::take(&mut state.peer_cid),
         };
         if resumed {
             // The resumed session replaces the one it came from, wherever that peer was.
             if let Some(old) = self.by_session_id.get(&session.session_id).copied() {
-                self.take_session(&old);
-                if old != key {
-                    out.events.push(Event::Closed { key: old });
+                // Told even when it was this peer's own: its CID is no longer routable.
+                if let Some(s) = self.take_session(&old) {
+                    out.events.push(Event::Closed {
+                        key: old,
+                        connection_id: s.connection_id(),
+                    });
                 }
             }
             self.stats.resumed += 1;

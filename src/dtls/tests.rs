@@ -33,6 +33,8 @@ struct Wire {
     keys: Keys,
     now: Instant,
     received: Vec<Vec<u8>>,
+    /// Per datagram delivered to the application: the key its session had before, if it moved.
+    moved: Vec<Option<ConnKey>>,
     events: Vec<Event>,
 }
 
@@ -44,6 +46,7 @@ impl Wire {
             keys: keys(),
             now,
             received: Vec::new(),
+            moved: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -51,10 +54,11 @@ impl Wire {
     /// Server's answers to one datagram.
     fn deliver(&mut self, k: ConnKey, d: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Output::default();
-        let received = &mut self.received;
+        let (received, moved) = (&mut self.received, &mut self.moved);
         self.server
-            .on_datagram(self.now, k, d, &self.keys, &mut out, &mut |_, p| {
-                received.push(p.to_vec())
+            .on_datagram(self.now, k, d, &self.keys, &mut out, &mut |_, from, p| {
+                received.push(p.to_vec());
+                moved.push(from);
             });
         self.events.extend(out.events);
         out.transmits
@@ -263,7 +267,10 @@ fn a_held_session_resumes_with_an_abbreviated_handshake_even_from_a_new_address(
         assert_eq!(w.received.last().unwrap(), b"after resumption");
     }
     assert!(
-        w.events.contains(&Event::Closed { key: key(60) }),
+        w.events.contains(&Event::Closed {
+            key: key(60),
+            connection_id: None
+        }),
         "the old address's session ends"
     );
     assert_eq!(w.server.sessions(), 1);
@@ -326,12 +333,21 @@ fn idle_sessions_expire_and_close_notify_ends_a_session() {
     w.handshake(key(71), &mut b, hb);
     let bye = b.close().unwrap();
     w.deliver(key(71), &bye);
-    assert!(w.events.contains(&Event::Closed { key: key(71) }));
+    assert!(w.events.contains(&Event::Closed {
+        key: key(71),
+        connection_id: None
+    }));
     assert_eq!(w.server.sessions(), 1);
     w.now += Duration::from_secs(101);
     let mut out = Output::default();
     w.server.on_timeout(w.now, &mut out);
-    assert_eq!(out.events, vec![Event::Closed { key: key(70) }]);
+    assert_eq!(
+        out.events,
+        vec![Event::Closed {
+            key: key(70),
+            connection_id: None
+        }]
+    );
     assert_eq!(w.server.sessions(), 0);
 }
 
@@ -347,7 +363,7 @@ fn a_session_moves_between_servers_and_keeps_working() {
     let up = c.seal(b"moved").unwrap();
     let mut out = Output::default();
     let mut got = Vec::new();
-    other.on_datagram(w.now, key(80), &up, &w.keys, &mut out, &mut |_, p| {
+    other.on_datagram(w.now, key(80), &up, &w.keys, &mut out, &mut |_, _, p| {
         got.push(p.to_vec())
     });
     assert_eq!(got, vec![b"moved".to_vec()]);
@@ -375,11 +391,11 @@ fn a_saved_session_restored_in_a_new_server_carries_on_without_a_handshake() {
     let mut out = Output::default();
     let mut got = Vec::new();
     // The old record is a replay for the restored window; a new one is data.
-    restarted.on_datagram(w.now, key(90), &up, &w.keys, &mut out, &mut |_, p| {
+    restarted.on_datagram(w.now, key(90), &up, &w.keys, &mut out, &mut |_, _, p| {
         got.push(p.to_vec())
     });
     let next = c.seal(b"after restart").unwrap();
-    restarted.on_datagram(w.now, key(90), &next, &w.keys, &mut out, &mut |_, p| {
+    restarted.on_datagram(w.now, key(90), &next, &w.keys, &mut out, &mut |_, _, p| {
         got.push(p.to_vec())
     });
     assert_eq!(got, vec![b"after restart".to_vec()]);
@@ -475,7 +491,14 @@ ghrFYmoyC0do0foedOjscDQNeW48wdVXbfu6pO5vHMEPMcqtQoOcYWD/
         for _ in 0..10 {
             let Some(d) = pending.pop() else { break };
             let mut out = Output::default();
-            s.on_datagram(Instant::now(), key(9), &d, auth, &mut out, &mut |_, _| {});
+            s.on_datagram(
+                Instant::now(),
+                key(9),
+                &d,
+                auth,
+                &mut out,
+                &mut |_, _, _| {},
+            );
             events.extend(out.events);
             for (_, answer) in out.transmits {
                 if let Some(r) = c.on_datagram(&answer, &mut |_| {}) {
@@ -515,7 +538,7 @@ ghrFYmoyC0do0foedOjscDQNeW48wdVXbfu6pO5vHMEPMcqtQoOcYWD/
                 &up,
                 &trust,
                 &mut out,
-                &mut |_, p| got.push(p.to_vec()),
+                &mut |_, _, p| got.push(p.to_vec()),
             );
             assert_eq!(got, vec![b"rpk data".to_vec()]);
         }
@@ -608,4 +631,195 @@ ghrFYmoyC0do0foedOjscDQNeW48wdVXbfu6pO5vHMEPMcqtQoOcYWD/
         run(&mut s, &trust, &mut c);
         assert_eq!(c.failure(), Some(40));
     }
+}
+
+// ------------------------------------------------------------------ Connection ID (RFC 9146)
+
+fn cid_client(own: &[u8], suite: Suite, seed: u64) -> Client {
+    Client::new(b"dev-1", b"secret-one-16byt", &[suite], seed).with_connection_id(own)
+}
+
+#[test]
+fn a_client_offering_a_connection_id_gets_one_and_both_sides_frame_records_with_them() {
+    for suite in [Suite::PskAes128Ccm8, Suite::PskAes128CbcSha256] {
+        for own in [&[][..], &[0xa1, 0xa2, 0xa3][..]] {
+            let mut w = Wire::new(Config::default());
+            let mut c = cid_client(own, suite, 3);
+            let hello = c.connect();
+            w.handshake(key(1000), &mut c, hello);
+            assert!(c.is_established(), "{suite:?} own cid {own:?}");
+            let ours = c.connection_id().expect("the server gave a CID").to_vec();
+            assert_eq!(ours.len(), super::server::CID_LEN);
+            let session = w.server.session(&key(1000)).unwrap();
+            assert_eq!(
+                session.connection_id(),
+                Some(u64::from_be_bytes(ours[..].try_into().unwrap()))
+            );
+            // Up: a tls12_cid record carrying the server's CID.
+            let up = c.seal(b"register").unwrap();
+            assert_eq!(up[0], super::record::TLS12_CID);
+            assert_eq!(&up[11..19], &ours[..]);
+            assert!(w.deliver(key(1000), &up).is_empty());
+            assert_eq!(w.received, vec![b"register".to_vec()]);
+            assert_eq!(w.moved, vec![None]);
+            // Down: with the client's CID when it asked for one, the classic format when not.
+            let down = w.server.seal(&key(1000), b"created").unwrap();
+            if own.is_empty() {
+                assert_eq!(down[0], super::record::APPLICATION_DATA);
+            } else {
+                assert_eq!(down[0], super::record::TLS12_CID);
+                assert_eq!(&down[11..14], own);
+            }
+            let mut got = Vec::new();
+            c.on_datagram(&down, &mut |p| got.push(p.to_vec()));
+            assert_eq!(got, vec![b"created".to_vec()]);
+        }
+    }
+}
+
+#[test]
+fn without_an_offer_or_with_connection_ids_off_no_cid_is_used() {
+    let mut w = Wire::new(Config::default());
+    let mut c = Client::new(b"dev-1", b"secret-one-16byt", &[Suite::PskAes128Ccm8], 4);
+    let hello = c.connect();
+    w.handshake(key(1), &mut c, hello);
+    assert!(c.is_established() && c.connection_id().is_none());
+    assert_eq!(w.server.session(&key(1)).unwrap().connection_id(), None);
+    let mut w = Wire::new(Config {
+        connection_id: false,
+        ..Config::default()
+    });
+    let mut c = cid_client(&[], Suite::PskAes128Ccm8, 5);
+    let hello = c.connect();
+    w.handshake(key(1), &mut c, hello);
+    assert!(c.is_established() && c.connection_id().is_none());
+    assert_eq!(c.seal(b"x").unwrap()[0], super::record::APPLICATION_DATA);
+}
+
+#[test]
+fn a_cid_record_from_a_new_address_moves_the_session_there_and_old_ones_cannot_move_it_back() {
+    let mut w = Wire::new(Config::default());
+    let mut c = cid_client(&[], Suite::PskAes128Ccm8, 6);
+    let hello = c.connect();
+    w.handshake(key(1000), &mut c, hello);
+    let early = c.seal(b"sent before the NAT rebinding").unwrap();
+    let moved = c.seal(b"update from the new address").unwrap();
+    // The NAT rebinds: the next record arrives from port 2000.
+    assert!(w.deliver(key(2000), &moved).is_empty());
+    assert_eq!(w.received, vec![b"update from the new address".to_vec()]);
+    assert_eq!(w.moved, vec![Some(key(1000))]);
+    assert!(w.server.session(&key(1000)).is_none());
+    assert!(w.server.session(&key(2000)).is_some());
+    assert!(w.server.seal(&key(1000), b"x").is_none());
+    let down = w.server.seal(&key(2000), b"changed").unwrap();
+    let mut got = Vec::new();
+    c.on_datagram(&down, &mut |p| got.push(p.to_vec()));
+    assert_eq!(got, vec![b"changed".to_vec()]);
+    // A record older than the newest, still in flight from the old address, authenticates but
+    // does not move the session back (RFC 9146 §6).
+    let bad_before = w.server.take_stats().bad_records;
+    assert!(w.deliver(key(1000), &early).is_empty());
+    assert_eq!(w.received.len(), 1);
+    assert!(w.server.session(&key(2000)).is_some());
+    assert!(w.server.session(&key(1000)).is_none());
+    // The same record replayed from yet another address: refused too.
+    assert!(w.deliver(key(3000), &moved).is_empty());
+    assert_eq!(w.received.len(), 1);
+    assert!(w.server.session(&key(2000)).is_some());
+    assert_eq!(w.server.take_stats().bad_records - bad_before, 2);
+    // The moved session keeps working where it is, by CID or by address.
+    let next = c.seal(b"notify").unwrap();
+    assert!(w.deliver(key(2000), &next).is_empty());
+    assert_eq!(w.received.last().unwrap(), b"notify");
+    assert_eq!(w.moved.last(), Some(&None));
+}
+
+#[test]
+fn forged_or_unknown_connection_ids_move_nothing() {
+    let mut w = Wire::new(Config::default());
+    let mut c = cid_client(&[], Suite::PskAes128Ccm8, 7);
+    let hello = c.connect();
+    w.handshake(key(1000), &mut c, hello);
+    let good = c.seal(b"genuine").unwrap();
+    // The right CID, a tampered body: does not authenticate, does not move.
+    let mut forged = good.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(w.deliver(key(4000), &forged).is_empty());
+    // A CID nobody has.
+    let mut unknown = good.clone();
+    unknown[11] ^= 0xff;
+    assert!(w.deliver(key(4000), &unknown).is_empty());
+    // Cut inside the CID.
+    assert!(w.deliver(key(4000), &good[..15]).is_empty());
+    assert!(w.received.is_empty());
+    assert!(w.server.session(&key(1000)).is_some());
+    assert!(w.server.session(&key(4000)).is_none());
+    assert!(w.deliver(key(1000), &good).is_empty());
+    assert_eq!(w.received, vec![b"genuine".to_vec()]);
+}
+
+#[test]
+fn a_move_onto_an_address_another_session_holds_is_refused() {
+    let mut w = Wire::new(Config::default());
+    let mut a = cid_client(&[], Suite::PskAes128Ccm8, 8);
+    let hello = a.connect();
+    w.handshake(key(1000), &mut a, hello);
+    let mut b = Client::new(b"dev-2", &[0xab; 32], &[Suite::PskAes128Ccm8], 9);
+    let hello = b.connect();
+    w.handshake(key(2000), &mut b, hello);
+    assert_eq!(w.server.sessions(), 2);
+    let up = a.seal(b"from b's address").unwrap();
+    assert!(w.deliver(key(2000), &up).is_empty());
+    assert!(w.received.is_empty());
+    assert_eq!(
+        &w.server.session(&key(2000)).unwrap().identity[..],
+        b"dev-2"
+    );
+    assert_eq!(
+        &w.server.session(&key(1000)).unwrap().identity[..],
+        b"dev-1"
+    );
+}
+
+#[test]
+fn a_resumed_session_gets_a_fresh_connection_id_and_a_saved_one_keeps_its_own() {
+    let mut w = Wire::new(Config::default());
+    let mut c = cid_client(&[0x11], Suite::PskAes128Ccm8, 10);
+    let hello = c.connect();
+    w.handshake(key(1000), &mut c, hello);
+    let first = c.connection_id().unwrap().to_vec();
+    w.events.clear();
+    let hello = c.resume();
+    w.handshake(key(1000), &mut c, hello);
+    assert!(c.is_established());
+    assert!(w.events.contains(&Event::Established {
+        key: key(1000),
+        resumed: true
+    }));
+    let second = c.connection_id().unwrap().to_vec();
+    assert_ne!(first, second, "negotiated afresh (RFC 9146 §3)");
+    // The old CID is told closed (whoever routes by it forgets it) and no longer opens records.
+    let old = u64::from_be_bytes(first[..].try_into().unwrap());
+    assert!(w.events.contains(&Event::Closed {
+        key: key(1000),
+        connection_id: Some(old)
+    }));
+    // Saved and restored: same CID, and the client's records find the session by it.
+    let saved = w.server.take_session(&key(1000)).unwrap().to_bytes();
+    let restored = super::server::Session::from_bytes(&saved, w.now).unwrap();
+    assert_eq!(
+        restored.connection_id(),
+        Some(u64::from_be_bytes(second[..].try_into().unwrap()))
+    );
+    w.server.insert_session(key(1000), restored);
+    let up = c.seal(b"after restart, new address").unwrap();
+    assert!(w.deliver(key(5000), &up).is_empty());
+    assert_eq!(w.received.last().unwrap(), b"after restart, new address");
+    assert_eq!(w.moved.last(), Some(&Some(key(1000))));
+    let down = w.server.seal(&key(5000), b"ok").unwrap();
+    assert_eq!(&down[11..12], &[0x11]);
+    let mut got = Vec::new();
+    c.on_datagram(&down, &mut |p| got.push(p.to_vec()));
+    assert_eq!(got, vec![b"ok".to_vec()]);
 }

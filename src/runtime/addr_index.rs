@@ -1,4 +1,6 @@
-//! The shared address index: which worker owns the device at a UDP address. Workers write it
+//! The shared address index: which worker owns the device at a UDP address (and, for DTLS,
+//! which worker holds the session of a Connection ID, so a device whose address changed is
+//! still routed to its session). Workers write it
 //! (their shard's `IndexUpdate`s), the event loop reads it to route the traffic whose identifiers
 //! the device chose (`/dp` Send, responses with foreign tokens).
 //!
@@ -17,6 +19,8 @@ use dashmap::DashMap;
 pub struct AddrIndex {
     v4: DashMap<u64, u16>,
     v6: DashMap<SocketAddrV6, u16>,
+    /// DTLS Connection IDs (ours, random, see `dtls::server::CID_LEN`).
+    cids: DashMap<u64, u16>,
 }
 
 fn v4_key(a: &SocketAddrV4) -> u64 {
@@ -33,6 +37,7 @@ impl AddrIndex {
         AddrIndex {
             v4: DashMap::with_capacity(n),
             v6: DashMap::new(),
+            cids: DashMap::new(),
         }
     }
 
@@ -66,6 +71,25 @@ impl AddrIndex {
                 self.v6.remove_if(&a, |_, w| *w == worker);
             }
         }
+    }
+
+    /// The worker holding the DTLS session of Connection ID `cid`.
+    pub fn get_cid(&self, cid: u64) -> Option<u16> {
+        self.cids.get(&cid).map(|w| *w)
+    }
+
+    pub fn bind_cid(&self, cid: u64, worker: u16) {
+        self.cids.insert(cid, worker);
+    }
+
+    /// Forgets `cid` if `worker` holds it.
+    pub fn unbind_cid(&self, cid: u64, worker: u16) {
+        self.cids.remove_if(&cid, |_, w| *w == worker);
+    }
+
+    /// Connection IDs indexed.
+    pub fn cids(&self) -> usize {
+        self.cids.len()
     }
 
     pub fn len(&self) -> usize {
@@ -117,5 +141,16 @@ mod tests {
         ix.unbind(v6, 2);
         assert_eq!((ix.get(&a), ix.get(&v6)), (None, None));
         assert_eq!(ix.len(), 2);
+        ix.bind_cid(7, 1);
+        assert_eq!(ix.get_cid(7), Some(1));
+        ix.bind_cid(7, 2);
+        ix.unbind_cid(7, 1);
+        assert_eq!(
+            ix.get_cid(7),
+            Some(2),
+            "moved on: the old holder's unbind is ignored"
+        );
+        ix.unbind_cid(7, 2);
+        assert_eq!((ix.get_cid(7), ix.cids()), (None, 0));
     }
 }

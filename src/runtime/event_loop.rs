@@ -26,6 +26,8 @@ use crossbeam_channel::TrySendError;
 
 use crate::core::router::{self, Route};
 use crate::core::shard::Peer;
+use crate::dtls::record;
+use crate::dtls::server::CID_LEN;
 
 use super::addr_index::AddrIndex;
 use super::channel::{WorkerMsg, WorkerTx};
@@ -141,11 +143,14 @@ impl EventLoop {
     /// Routes one datagram of listener `li`. `bytes` borrows the receive batch.
     fn dispatch(&mut self, li: usize, bytes: &[u8], addr: SocketAddr) -> Result<(), WorkersGone> {
         if self.dtls_listener[li] {
-            // Encrypted: the worker holding the peer's session, or for a new peer the one its
+            // Encrypted: the worker holding the peer's session (by its Connection ID when the
+            // record carries one: the address may be new), or for a new peer the one its
             // address hashes to (where the handshake runs; see `secure`).
-            let w = self
-                .dtls_index
-                .get(&addr)
+            let by_cid = record::first_cid(bytes, CID_LEN)
+                .and_then(|c| <[u8; CID_LEN]>::try_from(c).ok())
+                .and_then(|c| self.dtls_index.get_cid(u64::from_be_bytes(c)));
+            let w = by_cid
+                .or_else(|| self.dtls_index.get(&addr))
                 .map(usize::from)
                 .filter(|w| *w < self.workers.len())
                 .unwrap_or_else(|| addr_shard(&addr, self.workers.len()));

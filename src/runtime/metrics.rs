@@ -48,6 +48,8 @@ pub struct Metrics {
     pub dtls_refused_busy: AtomicU64,
     /// Records dropped: not authentic, replayed, garbage, or for no session.
     pub dtls_bad_records: AtomicU64,
+    /// Sessions that followed their device to a new address by its Connection ID.
+    pub dtls_migrated: AtomicU64,
     /// Established DTLS sessions now.
     pub dtls_sessions: AtomicUsize,
     pub mqtt_connected: AtomicBool,
@@ -59,7 +61,7 @@ impl Metrics {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "registrations={} dtls_sessions={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} forbidden={} dtls: handshakes={} failed={} bad_records={} mqtt={}",
+            "registrations={} dtls_sessions={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} forbidden={} dtls: handshakes={} failed={} bad_records={} migrated={} mqtt={}",
             self.registrations.load(Ordering::Relaxed),
             self.dtls_sessions.load(Ordering::Relaxed),
             g(&self.datagrams_in),
@@ -75,6 +77,7 @@ impl Metrics {
             g(&self.dtls_established),
             g(&self.dtls_failed),
             g(&self.dtls_bad_records),
+            g(&self.dtls_migrated),
             if self.mqtt_connected.load(Ordering::Relaxed) { "up" } else { "down" },
         )
     }

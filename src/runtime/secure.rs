@@ -12,7 +12,10 @@
 //!
 //! A new handshake of an identity that already has a session here (from another address: NAT
 //! rebinding without Connection ID) takes over: the old session is dropped and the registration
-//! follows the new address ([`Shard::rebind`]).
+//! follows the new address ([`Shard::rebind`]). With a Connection ID no handshake is needed: the
+//! event loop routes the record by its CID (the index maps CIDs to workers as it maps
+//! addresses), the DTLS server moves the session to the new address, and the registration
+//! follows it the same way before the datagram reaches the shard.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -84,17 +87,32 @@ impl SecureListener {
         sealed: &mut Vec<(ConnKey, Vec<u8>)>,
     ) {
         let shared = &self.shared;
+        let (me, by_identity) = (self.me, &mut self.by_identity);
         self.server.on_datagram(
             now,
             key,
             bytes,
             &shared.keys,
             &mut self.out,
-            &mut |s, plain| {
+            &mut |s, moved_from, plain| {
+                let identity = IdentityId::from_tag(s.tag);
                 let peer = Peer {
-                    identity: IdentityId::from_tag(s.tag),
+                    identity,
                     ..Peer::plain(key.0, key.1)
                 };
+                if let (Some(from), Some(id)) = (moved_from, identity) {
+                    // The device's address changed under its Connection ID.
+                    shared.index.unbind(from.1, me);
+                    shared.index.bind(key.1, me);
+                    if by_identity.get(&id) == Some(&from) {
+                        by_identity.insert(id, key);
+                    }
+                    let old = Peer {
+                        identity,
+                        ..Peer::plain(from.0, from.1)
+                    };
+                    shard.rebind(old, peer, out);
+                }
                 shard.on_datagram(now, peer, plain, out);
             },
         );
@@ -148,6 +166,7 @@ impl SecureListener {
         add(&m.dtls_failed, s.failed);
         add(&m.dtls_refused_busy, s.refused_busy);
         add(&m.dtls_bad_records, s.bad_records);
+        add(&m.dtls_migrated, s.migrated);
     }
 
     pub(super) fn sessions(&self) -> usize {
@@ -172,6 +191,9 @@ impl SecureListener {
                     if let Some(id) = IdentityId::from_tag(s.tag) {
                         self.by_identity.remove(&id);
                     }
+                    if let Some(c) = s.connection_id() {
+                        self.shared.index.unbind_cid(c, self.me);
+                    }
                 }
                 self.shared.index.unbind(key.1, self.me);
                 debug!("DTLS session of {} dropped: credential removed", key.1);
@@ -191,8 +213,11 @@ impl SecureListener {
         for ev in std::mem::take(&mut self.out.events) {
             match ev {
                 Event::Established { key, .. } => self.established(key, shard, out),
-                Event::Closed { key } => {
+                Event::Closed { key, connection_id } => {
                     self.shared.index.unbind(key.1, self.me);
+                    if let Some(c) = connection_id {
+                        self.shared.index.unbind_cid(c, self.me);
+                    }
                     self.by_identity.retain(|_, k| *k != key);
                 }
                 Event::HandshakeFailed { key, why } => {
@@ -211,6 +236,7 @@ impl SecureListener {
             self.server.take_session(&key);
             return;
         };
+        let cid = s.connection_id();
         s.tag = id.tag();
         let owner = match self.shared.keys.endpoint_of(mode, &s.identity) {
             Some(ep) => shard_of_endpoint(ep.as_bytes(), self.shared.workers.len()) as u16,
@@ -233,6 +259,9 @@ impl SecureListener {
         // session already ahead of it in the owner's queue.
         if self.shared.workers[owner as usize].try_send(msg).is_ok() {
             self.shared.index.bind(key.1, owner);
+            if let Some(c) = cid {
+                self.shared.index.bind_cid(c, owner);
+            }
         } else {
             // The owner's queue is full: the device will handshake again.
             self.shared.index.unbind(key.1, self.me);
@@ -243,9 +272,18 @@ impl SecureListener {
     /// identity (another address) gives way and its registration follows.
     fn bind_identity(&mut self, key: ConnKey, id: IdentityId, shard: &mut Shard, out: &mut Output) {
         self.shared.index.bind(key.1, self.me);
+        if let Some(c) = self.server.session(&key).and_then(Session::connection_id) {
+            self.shared.index.bind_cid(c, self.me);
+        }
         if let Some(old) = self.by_identity.insert(id, key) {
             if old != key {
-                self.server.take_session(&old);
+                if let Some(c) = self
+                    .server
+                    .take_session(&old)
+                    .and_then(|s| s.connection_id())
+                {
+                    self.shared.index.unbind_cid(c, self.me);
+                }
                 self.shared.index.unbind(old.1, self.me);
                 let peer = |k: ConnKey| Peer {
                     identity: Some(id),

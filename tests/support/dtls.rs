@@ -34,6 +34,19 @@ impl DtlsDevice {
         Some(buf)
     }
 
+    /// The same, offering a Connection ID (RFC 9146; the gateway's records to it carry none).
+    pub fn with_connection_id(gw: SocketAddr, identity: &str, key: &[u8]) -> DtlsDevice {
+        let mut d = DtlsDevice::new(gw, identity, key);
+        d.client = Client::new(identity.as_bytes(), key, &[Suite::PskAes128Ccm8], 8)
+            .with_connection_id(&[]);
+        d
+    }
+
+    /// The NAT in front of the device rebinds: from now on it sends from another port.
+    pub fn rebind(&mut self) {
+        self.sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    }
+
     /// Runs a full handshake (retransmitting every 500 ms); true if it was established, false
     /// if the gateway answered with an alert or went quiet for [`WAIT`].
     pub fn handshake(&mut self) -> bool {
