@@ -10,6 +10,7 @@
 //! Threads: one device I/O thread by default (`--io-threads`), one MQTT subscriber, one MQTT
 //! publisher (when the scenario publishes), one progress printer, and the scenario driver.
 
+mod dtls;
 mod fleet;
 mod mqtt;
 mod net;
@@ -21,7 +22,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,12 +65,17 @@ pub enum ObserveMode {
     about = "Fleet simulator and MQTT driver for load-testing lwm2m-gateway"
 )]
 pub struct Args {
-    /// Scenario to run.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    /// Scenario to run (not needed with --write-credentials).
+    #[arg(value_enum, required_unless_present = "write_credentials")]
+    pub scenario: Option<Scenario>,
     /// Gateway CoAP address.
     #[arg(long, default_value = "127.0.0.1:5683")]
     pub gateway: SocketAddr,
+    /// Write the gateway credentials file (TOML, for its --credentials) of devices
+    /// `<prefix>0..n-1` and exit: identity = endpoint name, key = FNV-1a 64 of the name with
+    /// two offset bases (16 bytes, loadtest/src/dtls.rs). The default --prefix is `dtls-`.
+    #[arg(long, value_name = "FILE")]
+    pub write_credentials: Option<PathBuf>,
     /// MQTT broker the gateway publishes to.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
@@ -95,7 +101,8 @@ pub struct Args {
     /// Seconds to wait for messages still in flight after the measured phase.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
-    /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations).
+    /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations;
+    /// with --write-credentials `dtls-`).
     #[arg(long)]
     pub prefix: Option<String>,
     /// register: after the storm, keep the devices registered and idle this many seconds, then
@@ -175,6 +182,20 @@ pub struct Args {
 }
 
 impl Args {
+    /// The scenario (present unless --write-credentials, which exits before any runs).
+    pub fn scenario(&self) -> Scenario {
+        self.scenario.expect("a scenario")
+    }
+
+    /// Endpoint names are `<prefix><i>`.
+    pub fn endpoint_prefix(&self) -> String {
+        match &self.prefix {
+            Some(p) => p.clone(),
+            None if self.write_credentials.is_some() => "dtls-".into(),
+            None => format!("lt{}-", std::process::id()),
+        }
+    }
+
     pub fn deregister_at_end(&self) -> bool {
         if self.deregister {
             return true;
@@ -182,13 +203,28 @@ impl Args {
         if self.no_deregister {
             return false;
         }
-        self.scenario != Scenario::Register
+        self.scenario() != Scenario::Register
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     stats::init_clock();
+    if let Some(path) = &a.write_credentials {
+        if a.devices == 0 || a.devices > u32::MAX as usize / 2 {
+            bail!("--devices must be within 1..{}", u32::MAX / 2);
+        }
+        let prefix = a.endpoint_prefix();
+        dtls::write_credentials(path, &prefix, a.devices)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "wrote PSK credentials of {} devices ({prefix}0..{prefix}{}) to {}",
+            a.devices,
+            a.devices - 1,
+            path.display()
+        );
+        return Ok(());
+    }
     for addr in [a.gateway, a.mqtt] {
         if !addr.ip().is_loopback() && !a.allow_remote {
             bail!("{addr} is not a loopback address; pass --allow-remote to load a remote gateway");

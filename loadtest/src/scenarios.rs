@@ -214,10 +214,7 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let prefix = a
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("lt{}-", std::process::id()));
+    let prefix = a.endpoint_prefix();
     let s = Stats::new(a.devices);
     let c = Ctx {
         deadline: Instant::now() + Duration::from_secs(a.timeout),
@@ -227,7 +224,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         prefix,
     };
     let progress = Progress::start(c.s.clone(), c.a.gateway_pid, c.a.plot.is_some());
-    let mut report = match c.a.scenario {
+    let mut report = match c.a.scenario() {
         Scenario::Register => register(&c)?,
         Scenario::Notify => notify(&c)?,
         Scenario::Command => command(&c)?,
@@ -245,15 +242,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn write_plot(c: &Ctx, path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
     let a = &c.a;
-    let name = a
-        .scenario
+    let scenario = a.scenario();
+    let name = scenario
         .to_possible_value()
-        .map_or_else(|| format!("{:?}", a.scenario), |v| v.get_name().to_string());
+        .map_or_else(|| format!("{scenario:?}"), |v| v.get_name().to_string());
     let mut title = format!("lwm2m-loadtest {name}: {} devices", a.devices);
     if a.rate > 0.0 {
         title.push_str(&format!(", rate {}/s", a.rate));
     }
-    if a.scenario != Scenario::Register {
+    if scenario != Scenario::Register {
         title.push_str(&format!(", {} s", a.duration));
     }
     let phases: Vec<(f64, &str)> =
