@@ -10,9 +10,14 @@
 //!   `0x84222325cbf29ce4` (the standard one with its halves swapped), big-endian.
 //!
 //! This is a load-test credential, not a secret: anyone who knows the name knows the key.
+//!
+//! The handshake itself is the gateway crate's sans-IO client
+//! (`lwm2m_gateway::dtls::client::Client`); `fleet.rs` drives one per device.
 
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+
+use lwm2m_gateway::dtls::Suite;
 
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const BASIS_HI: u64 = 0xcbf2_9ce4_8422_2325;
@@ -30,6 +35,30 @@ pub fn psk_key(endpoint: &str) -> [u8; 16] {
     k[..8].copy_from_slice(&fnv1a64(BASIS_HI, endpoint.as_bytes()).to_be_bytes());
     k[8..].copy_from_slice(&fnv1a64(BASIS_LO, endpoint.as_bytes()).to_be_bytes());
     k
+}
+
+/// The cipher suite the devices offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtlsSuite {
+    /// TLS_PSK_WITH_AES_128_CCM_8 (LwM2M's mandatory PSK suite).
+    Ccm8,
+    /// TLS_PSK_WITH_AES_128_CBC_SHA256.
+    CbcSha256,
+}
+
+impl DtlsSuite {
+    pub fn suite(self) -> Suite {
+        match self {
+            DtlsSuite::Ccm8 => Suite::PskAes128Ccm8,
+            DtlsSuite::CbcSha256 => Suite::PskAes128CbcSha256,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DtlsSuite::Ccm8 => "TLS_PSK_WITH_AES_128_CCM_8",
+            DtlsSuite::CbcSha256 => "TLS_PSK_WITH_AES_128_CBC_SHA256",
+        }
+    }
 }
 
 /// Writes the credentials of devices `<prefix>0..n` in the gateway's credentials-file format

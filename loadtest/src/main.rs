@@ -71,6 +71,17 @@ pub struct Args {
     /// Gateway CoAP address.
     #[arg(long, default_value = "127.0.0.1:5683")]
     pub gateway: SocketAddr,
+    /// Every device does a DTLS 1.2 PSK handshake with --dtls-gateway first, then sends and
+    /// receives all its CoAP inside the session. Identity: the endpoint name; key: derived from
+    /// it (see --write-credentials). The default --prefix becomes `dtls-`.
+    #[arg(long)]
+    pub dtls: bool,
+    /// Gateway DTLS (coaps) address, used with --dtls instead of --gateway.
+    #[arg(long, default_value = "127.0.0.1:5684")]
+    pub dtls_gateway: SocketAddr,
+    /// Cipher suite the DTLS devices offer.
+    #[arg(long, value_enum, default_value = "ccm8")]
+    pub dtls_suite: dtls::DtlsSuite,
     /// Write the gateway credentials file (TOML, for its --credentials) of devices
     /// `<prefix>0..n-1` and exit: identity = endpoint name, key = FNV-1a 64 of the name with
     /// two offset bases (16 bytes, loadtest/src/dtls.rs). The default --prefix is `dtls-`.
@@ -102,7 +113,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
     /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations;
-    /// with --write-credentials `dtls-`).
+    /// with --dtls or --write-credentials `dtls-`, the names the credentials file lists).
     #[arg(long)]
     pub prefix: Option<String>,
     /// register: after the storm, keep the devices registered and idle this many seconds, then
@@ -191,8 +202,17 @@ impl Args {
     pub fn endpoint_prefix(&self) -> String {
         match &self.prefix {
             Some(p) => p.clone(),
-            None if self.write_credentials.is_some() => "dtls-".into(),
+            None if self.dtls || self.write_credentials.is_some() => "dtls-".into(),
             None => format!("lt{}-", std::process::id()),
+        }
+    }
+
+    /// Where the devices send: the DTLS port with --dtls, else the plain one.
+    pub fn device_target(&self) -> SocketAddr {
+        if self.dtls {
+            self.dtls_gateway
+        } else {
+            self.gateway
         }
     }
 
@@ -225,7 +245,11 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    for addr in [a.gateway, a.mqtt] {
+    let mut addrs = vec![a.gateway, a.mqtt];
+    if a.dtls {
+        addrs.push(a.dtls_gateway);
+    }
+    for addr in addrs {
         if !addr.ip().is_loopback() && !a.allow_remote {
             bail!("{addr} is not a loopback address; pass --allow-remote to load a remote gateway");
         }

@@ -40,6 +40,15 @@ impl Ctx {
     }
 }
 
+/// Devices whose registration ended: 2.01, refused, lost, or (DTLS) never got a session.
+fn registrations_resolved(s: &Stats) -> u64 {
+    s.dev.reg_ok.load(Relaxed)
+        + s.dev.reg_rejected.load(Relaxed)
+        + s.dev.reg_lost.load(Relaxed)
+        + s.dev.hs_failed.load(Relaxed)
+        + s.dev.hs_timeout.load(Relaxed)
+}
+
 /// Waits (polling every 2 ms) until `cond` holds or `until` passes; returns whether it held.
 fn wait_until(until: Instant, mut cond: impl FnMut() -> bool) -> bool {
     loop {
@@ -109,8 +118,9 @@ fn nofile_limit() -> u64 {
 fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
     let a = &c.a;
     let n = c.n();
+    let target = a.device_target();
     let pktinfo_ok = |why: &mut String| -> bool {
-        if !a.gateway.is_ipv4() || !a.gateway.ip().is_loopback() {
+        if !target.is_ipv4() || !target.ip().is_loopback() {
             *why = "the gateway is not on IPv4 loopback".into();
             return false;
         }
@@ -118,7 +128,7 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
             *why = format!("more than {} devices", net::MAX_PKTINFO_DEVICES);
             return false;
         }
-        match Pktinfo::new(a.gateway, 0, 1 << 16).and_then(|mut p| p.probe(n as u32 - 1)) {
+        match Pktinfo::new(target, 0, 1 << 16).and_then(|mut p| p.probe(n as u32 - 1)) {
             Ok(()) => true,
             Err(e) => {
                 *why = format!("IP_PKTINFO probe failed: {e}");
@@ -163,11 +173,12 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
             con: a.con,
             window: a.window,
             stats: c.s.clone(),
+            dtls: a.dtls.then(|| a.dtls_suite.suite()),
         };
         let (tx, rx): (Sender<Ctl>, Receiver<Ctl>) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<String, String>>(1);
         let (gw, port, buf) = (
-            a.gateway,
+            target,
             if a.port == 0 { 0 } else { a.port + t as u16 },
             a.socket_buffer,
         );
@@ -201,7 +212,7 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
         ctl.push(tx);
         joins.push(j);
     }
-    let mode = if use_pktinfo {
+    let mut mode = if use_pktinfo {
         format!(
             "IP_PKTINFO, {threads} socket(s) on {} sending from 127.1.0.0..{}",
             ports.join(", "),
@@ -210,6 +221,13 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
     } else {
         format!("one socket per device ({n} sockets, {threads} thread(s))")
     };
+    if a.dtls {
+        mode.push_str(&format!(
+            "; DTLS 1.2 PSK ({}) to {}",
+            a.dtls_suite.name(),
+            a.dtls_gateway
+        ));
+    }
     Ok(FleetHandle { ctl, joins, mode })
 }
 
@@ -290,9 +308,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
         upto: n as u32,
         rate: a.rate,
     });
-    let resolved = || {
-        s.dev.reg_ok.load(Relaxed) + s.dev.reg_rejected.load(Relaxed) + s.dev.reg_lost.load(Relaxed)
-    };
+    let resolved = || registrations_resolved(s);
     wait_until(c.deadline, || resolved() >= n);
     let coap_done = t_start.elapsed();
     let ok = s.dev.reg_ok.load(Relaxed);
@@ -447,10 +463,7 @@ fn setup(
     let mut observed_sent = 0u64;
     let mut last_progress = (0u64, Instant::now());
     loop {
-        let reg_done = s.dev.reg_ok.load(Relaxed)
-            + s.dev.reg_rejected.load(Relaxed)
-            + s.dev.reg_lost.load(Relaxed)
-            >= n;
+        let reg_done = registrations_resolved(s) >= n;
         let ok = s.dev.reg_ok.load(Relaxed);
         let ev = s.mq.register_ev.load(Relaxed);
         let answered = s.mq.observe_ok.load(Relaxed) + s.mq.observe_err.load(Relaxed);

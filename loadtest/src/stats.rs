@@ -49,6 +49,18 @@ pub struct DevCounters {
     pub unmatched: AtomicU64,
     pub send_errors: AtomicU64,
     pub send_eagain: AtomicU64,
+    /// DTLS: handshakes begun (first ClientHello sent), established, ended by an alert from
+    /// the gateway (or a failed check of ours), given up after the retransmissions, and
+    /// flights sent again.
+    pub hs_started: AtomicU64,
+    pub hs_ok: AtomicU64,
+    pub hs_failed: AtomicU64,
+    pub hs_timeout: AtomicU64,
+    pub hs_retransmits: AtomicU64,
+    /// DTLS: CoAP messages a device had no session to send in (dropped).
+    pub dtls_no_session: AtomicU64,
+    /// DTLS: sessions closed with close_notify after the final deregistration.
+    pub dtls_closed: AtomicU64,
 }
 
 /// Counters written by the MQTT subscriber thread.
@@ -94,6 +106,12 @@ pub struct Stats {
     pub h_update: Mutex<Histogram<u64>>,
     pub h_notify: Mutex<Histogram<u64>>,
     pub h_command: Mutex<Histogram<u64>>,
+    /// DTLS: first ClientHello sent -> session established.
+    pub h_handshake: Mutex<Histogram<u64>>,
+    /// DTLS: when the first handshake of the run began and the last one was established, ns
+    /// (`u64::MAX` and 0 until then).
+    pub hs_first_at: AtomicU64,
+    pub hs_last_at: AtomicU64,
     /// Per device: when its (latest) Register was first sent, ns; 0 = never.
     pub reg_sent_at: Vec<AtomicU64>,
     /// Per command reqID (mod RING): when it was published, ns.
@@ -119,6 +137,9 @@ impl Stats {
             h_update: Mutex::new(hist()),
             h_notify: Mutex::new(hist()),
             h_command: Mutex::new(hist()),
+            h_handshake: Mutex::new(hist()),
+            hs_first_at: AtomicU64::new(u64::MAX),
+            hs_last_at: AtomicU64::new(0),
             reg_sent_at: (0..devices).map(|_| AtomicU64::new(0)).collect(),
             cmd_sent_at: (0..RING).map(|_| AtomicU64::new(0)).collect(),
             phase: Mutex::new("start"),
