@@ -49,6 +49,74 @@ fn registrations_resolved(s: &Stats) -> u64 {
         + s.dev.hs_timeout.load(Relaxed)
 }
 
+/// With `--dtls`: handshakes (counts, rate from the first ClientHello to the last session
+/// established, latency), in the text report and as `dtls` in the JSON. `in_table`: the
+/// latency is left for the caller's latency table (see [`dtls_latency_row`]), else it gets a
+/// line of its own.
+fn dtls_section(c: &Ctx, r: &mut Report, in_table: bool) {
+    if !c.a.dtls {
+        return;
+    }
+    let s = &*c.s;
+    let started = s.dev.hs_started.load(Relaxed);
+    let ok = s.dev.hs_ok.load(Relaxed);
+    let failed = s.dev.hs_failed.load(Relaxed);
+    let timeout = s.dev.hs_timeout.load(Relaxed);
+    let retx = s.dev.hs_retransmits.load(Relaxed);
+    let (first, last) = (s.hs_first_at.load(Relaxed), s.hs_last_at.load(Relaxed));
+    let span_s = (last > first).then(|| (last - first) as f64 / 1e9);
+    let per_s = span_s.map(|t| ok as f64 / t);
+    let h = s.h_handshake.lock().clone();
+    r.set(
+        "dtls",
+        json!({
+            "suite": c.a.dtls_suite.name(),
+            "gateway": c.a.dtls_gateway.to_string(),
+            "handshakes_started": started,
+            "handshakes_completed": ok,
+            "handshake_failures": failed + timeout,
+            "handshake_alerts": failed,
+            "handshake_timeouts": timeout,
+            "handshake_retransmits": retx,
+            "handshake_seconds": span_s,
+            "handshakes_per_s": per_s,
+            "handshake_latency": percentiles(&h),
+            "no_session_drops": s.dev.dtls_no_session.load(Relaxed),
+        }),
+    );
+    r.set("handshakes_per_s", json!(per_s));
+    r.line(format!(
+        "  DTLS handshakes    {ok} established of {started} (failed {failed}, timed out {timeout}, flights resent {retx}){}",
+        match (per_s, span_s) {
+            (Some(p), Some(t)) => format!(", {p:.0}/s over {t:.3} s (first ClientHello -> last established)"),
+            _ => String::new(),
+        }
+    ));
+    if !in_table && !h.is_empty() {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        r.line(format!(
+            "  handshake latency  p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            h.max() as f64 / 1e6
+        ));
+    }
+    let drops = s.dev.dtls_no_session.load(Relaxed);
+    if drops > 0 {
+        r.line(format!(
+            "  DTLS no session    {drops} CoAP messages dropped (the device had no session)"
+        ));
+    }
+}
+
+/// The DTLS handshake row of a latency table (nothing without `--dtls`).
+fn dtls_latency_row(c: &Ctx, r: &mut Report) {
+    if c.a.dtls {
+        r.line(latency_row("DTLS handshake", &c.s.h_handshake.lock()));
+    }
+}
+
 /// Waits (polling every 2 ms) until `cond` holds or `until` passes; returns whether it held.
 fn wait_until(until: Instant, mut cond: impl FnMut() -> bool) -> bool {
     loop {
@@ -265,6 +333,9 @@ fn write_plot(c: &Ctx, path: &std::path::Path, samples: &[Sample]) -> anyhow::Re
         .to_possible_value()
         .map_or_else(|| format!("{scenario:?}"), |v| v.get_name().to_string());
     let mut title = format!("lwm2m-loadtest {name}: {} devices", a.devices);
+    if a.dtls {
+        title.push_str(", DTLS PSK");
+    }
     if a.rate > 0.0 {
         title.push_str(&format!(", rate {}/s", a.rate));
     }
@@ -367,6 +438,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
         n - ok - rejected
     ));
     r.line(format!("  MQTT events seen   {events}"));
+    dtls_section(c, &mut r, true);
     r.line(format!(
         "  CoAP rate          {:.0} registrations/s over {:.3} s",
         ok as f64 / coap_done.as_secs_f64(),
@@ -380,6 +452,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
     r.line(latency_header());
     r.line(latency_row("2.01", &coap_hist));
     r.line(latency_row("MQTT event", &ev_hist));
+    dtls_latency_row(c, &mut r);
     for l in cpu_lines {
         r.line(l);
     }
@@ -435,11 +508,20 @@ fn finish_fleet(c: &Ctx, fleet: FleetHandle, r: &mut Report) {
                 || last.1.elapsed() > Duration::from_secs(3)
         });
         let ok = s.dev.dereg_ok.load(Relaxed) + s.dev.dereg_err.load(Relaxed) - before;
+        let closed = s.dev.dtls_closed.load(Relaxed);
         r.line(format!(
-            "  deregistered       {ok} at the end in {:.2} s",
+            "  deregistered       {ok} at the end in {:.2} s{}",
             t.elapsed().as_secs_f64(),
+            if c.a.dtls {
+                format!(" (DTLS sessions closed {closed})")
+            } else {
+                String::new()
+            }
         ));
         r.set("deregistered", ok);
+        if c.a.dtls {
+            r.set("dtls_sessions_closed", closed);
+        }
     }
     fleet.stop();
 }
@@ -649,6 +731,7 @@ fn notify(c: &Ctx) -> anyhow::Result<Report> {
     r.line(format!(
         "  setup              {setup_s:.2} s (register + observe)"
     ));
+    dtls_section(c, &mut r, false);
     notif_section(c, &mut r, sent, window_s);
     r.merge(cpu_json);
     for l in cpu_lines {
@@ -777,6 +860,7 @@ fn command(c: &Ctx) -> anyhow::Result<Report> {
     ));
     r.line(format!("  transport          {}", fleet.mode));
     r.line(format!("  setup              {setup_s:.2} s (register)"));
+    dtls_section(c, &mut r, false);
     command_rows(c, &mut r, sent, send_s.max(1e-3));
     r.merge(cpu_json);
     for l in cpu_lines {
@@ -881,6 +965,7 @@ fn mixed(c: &Ctx) -> anyhow::Result<Report> {
         "  setup              {setup_s:.2} s ({} registered)",
         base.0
     ));
+    dtls_section(c, &mut r, false);
     let rereg = s.dev.reg_ok.load(Relaxed) - base.0;
     let rereg_ev = s.mq.register_ev.load(Relaxed) - base.1;
     r.set("reregistrations", rereg);

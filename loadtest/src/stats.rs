@@ -430,7 +430,7 @@ pub fn latency_row(name: &str, h: &Histogram<u64>) -> String {
 
 /// The counters of the progress line and of the plot's throughput panel, in `snap` order:
 /// (short name for the progress line, legend name).
-pub const SERIES: [(&str, &str); 9] = [
+pub const SERIES: [(&str, &str); 10] = [
     ("reg", "registered (2.01)"),
     ("reg-ev", "register events (MQTT)"),
     ("notif-tx", "notifications sent"),
@@ -440,10 +440,17 @@ pub const SERIES: [(&str, &str); 9] = [
     ("upd", "updates (2.04)"),
     ("dereg", "deregistrations (2.02)"),
     ("obs", "observe responses"),
+    ("hs", "DTLS handshakes"),
 ];
 
 /// The latency histograms sampled per second, for the plot's latency panel.
-pub const LATENCIES: [&str; 4] = ["register 2.01", "register event", "notification", "command"];
+pub const LATENCIES: [&str; 5] = [
+    "register 2.01",
+    "register event",
+    "notification",
+    "command",
+    "DTLS handshake",
+];
 
 /// Per-second samples kept for `--plot`: past this (more than a day of samples) the rest of the
 /// run is not sampled rather than the harness growing without bound.
@@ -474,6 +481,7 @@ fn snap(s: &Stats) -> [u64; SERIES.len()] {
         s.dev.upd_ok.load(Relaxed),
         s.dev.dereg_ok.load(Relaxed),
         s.mq.observe_ok.load(Relaxed),
+        s.dev.hs_ok.load(Relaxed),
     ]
 }
 
@@ -483,6 +491,7 @@ fn latency_hists(s: &Stats) -> [&Mutex<Histogram<u64>>; LATENCIES.len()] {
         &s.h_register_event,
         &s.h_notify,
         &s.h_command,
+        &s.h_handshake,
     ]
 }
 
