@@ -174,7 +174,11 @@ if d:
     grow = d.get("gateway_rss_bytes_per_device")
     m = load("memory")
     plain = f"; plain, 1M devices: {fmt(m.get('gateway_rss_bytes_per_device_idle'),'{:.0f}')} B idle" if m else ""
-    row(f"memory, {d.get('devices')} idle DTLS devices", f"{fmt(idle,'{:.0f}')} B/device idle ({fmt(grow,'{:.0f}')} right after the storm){plain}",
+    # Growth from the RSS before the storm, when the credentials are already loaded: heap the
+    # gateway freed after parsing the file (and kept) can hold part of the storm, so the absolute
+    # figures are shown too.
+    rss = f"; RSS {fmt(d.get('gateway_rss_kb_start'),'{:.0f}')} kB before the storm (credentials loaded), {fmt(d.get('gateway_rss_kb_end'),'{:.0f}')} kB after"
+    row(f"memory, {d.get('devices')} idle DTLS devices", f"{fmt(idle,'{:.0f}')} B/device idle ({fmt(grow,'{:.0f}')} right after the storm){rss}{plain}",
         "reported", d.get("registered") == d.get("devices"))
 m = load("memory")
 if m:
