@@ -7,9 +7,18 @@
 #   loadtest/bar.sh                 # all items except the 1M-device memory run
 #   MEMORY=1 loadtest/bar.sh        # also 1,000,000 idle devices (several minutes, about 2 GiB)
 #
+# DTLS (PSK) items, in the same run: `dtls_notify` (the `notify` item over DTLS: same -n, --rate
+# and --duration, so the two compare), `dtls_register` (DTLS_N devices handshake and register:
+# handshakes/s) and `dtls_memory` (DTLS_N idle DTLS devices: gateway RSS per device). Their
+# gateways load the credentials `lwm2m-loadtest --write-credentials` writes (devices dtls-0..)
+# and listen for DTLS on 127.0.0.1:5684; plain CoAP stays open to any endpoint without a
+# credential (plain_requires_credential = false), as the plain items need.
+#
 # Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2),
-# MEMORY_SETTLE (seconds idle before the memory reading, default 250: longer than the 247 s
-# EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept).
+# MEMORY_SETTLE (seconds idle before the memory readings, default 250: longer than the 247 s
+# EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept), DTLS_N (DTLS
+# devices of dtls_register and dtls_memory, 10000..100000, default 100000), DTLS_SETTLE
+# (dtls_memory's idle seconds, default MEMORY_SETTLE; 0 reads right after the storm only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
@@ -56,6 +65,15 @@ run() {
     grep -v '^\s*\[' "$OUT/$name.txt" | sed 's/^/   /' >&2
 }
 
+DTLS_N=${DTLS_N:-100000}
+DTLS_PREFIX=dtls-
+CREDENTIALS="$OUT/credentials.toml"
+# notify runs 10000 devices over DTLS too: the file covers both.
+"$BIN/lwm2m-loadtest" --write-credentials "$CREDENTIALS" --prefix "$DTLS_PREFIX" \
+    -n $(( DTLS_N > 10000 ? DTLS_N : 10000 )) >&2
+DTLS_GATEWAY=(--dtls-listen 127.0.0.1:5684 --credentials "$CREDENTIALS" --plain-requires-credential false)
+DTLS_HARNESS=(--dtls --dtls-gateway 127.0.0.1:5684 --prefix "$DTLS_PREFIX")
+
 start_gateway
 run baseline baseline --rate 0 --duration 8
 CEILING=$(python3 -c "import json;print(int(json.load(open('$OUT/baseline.json'))['published_per_s']))")
@@ -64,11 +82,17 @@ echo "baseline ceiling ${CEILING}/s -> notify at ${NOTIFY_RATE}/s" >&2
 
 start_gateway
 run notify notify -n 10000 --rate "$NOTIFY_RATE" --duration 10
+# The same over DTLS: every notification sealed by the device and opened by the gateway.
+start_gateway "${DTLS_GATEWAY[@]}"
+run dtls_notify notify "${DTLS_HARNESS[@]}" -n 10000 --rate "$NOTIFY_RATE" --duration 10
 # A fleet of known size: the gateway makes room up front (see README, expected_devices).
 start_gateway --expected-devices 100000
 run register register -n 100000 --rate 31000
 start_gateway --expected-devices 100000 --auto-observe /3/0,/3303/0
 run register_auto_observe register -n 100000 --rate 15500
+# DTLS_N handshakes, then registrations inside the sessions, as fast as the window allows.
+start_gateway --expected-devices "$DTLS_N" "${DTLS_GATEWAY[@]}"
+run dtls_register register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 600
 start_gateway
 run command command -n 10000 --rate 10000 --duration 10
 for w in 1 2; do
@@ -77,6 +101,11 @@ for w in 1 2; do
     WORKERS=$w start_gateway
     run "scaling_register_w$w" register -n 100000
 done
+# DTLS_N idle DTLS devices; nothing reserved up front, like the memory item: the growth is what
+# a device with its session costs.
+start_gateway "${DTLS_GATEWAY[@]}"
+run dtls_memory register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 900 \
+    --settle "${DTLS_SETTLE:-${MEMORY_SETTLE:-250}}"
 if [ "${MEMORY:-0}" = 1 ]; then
     # Default configuration (nothing reserved up front): the growth is what devices cost.
     start_gateway
@@ -121,6 +150,36 @@ if c:
     p99 = (c.get("command_rtt") or {}).get("p99_us", 0) / 1000
     row("command read 10k/s, 10k devices", f"{c.get('commands_answered_per_s',0):.0f}/s, RTT p99 {p99:.2f} ms, {c.get('commands_unanswered')} unanswered",
         "p99 <= 2 ms", p99 <= 2 and c.get("commands_unanswered") == 0)
+d = load("dtls_notify")
+if n and d:
+    pr, dr = n.get("received_per_s") or 0, d.get("received_per_s") or 0
+    pc, dc = n.get("gateway_cpu_us_per_notification"), d.get("gateway_cpu_us_per_notification")
+    cpu = f", gateway CPU {fmt(dc)} vs {fmt(pc)} us per notification" + (f" = {dc/pc:.2f} x" if pc and dc else "")
+    row("dtls notify vs plain notify", f"{dr:.0f}/s vs {pr:.0f}/s = {dr/pr if pr else 0:.2f} x, {d.get('delivered_percent',0):.2f}% delivered{cpu}",
+        "same -n/--rate/--duration; >= 99.9% delivered", d.get("delivered_percent", 0) >= 99.9)
+d = load("dtls_register")
+if d:
+    t = d.get("dtls") or {}
+    n_dev = d.get("devices")
+    hp99 = (t.get("handshake_latency") or {}).get("p99_us", 0) / 1000
+    p99 = (d.get("coap_latency") or {}).get("p99_us", 0) / 1000
+    ok = d.get("registered") == n_dev and d.get("mqtt_events") == n_dev and t.get("handshake_failures") == 0
+    row(f"dtls register {n_dev}", f"{fmt(t.get('handshakes_per_s'),'{:.0f}')} handshakes/s over {fmt(t.get('handshake_seconds'),'{:.2f}')} s, handshake p99 {hp99:.2f} ms; "
+        f"{d.get('registrations_per_s',0):.0f} registrations/s (events {d.get('end_to_end_per_s',0):.0f}/s), 2.01 p99 {p99:.2f} ms, "
+        f"{t.get('handshake_failures')} handshake failures, {t.get('handshake_retransmits')} flights resent",
+        "reported; all registered, no failures", ok)
+d = load("dtls_memory")
+if d:
+    idle = d.get("gateway_rss_bytes_per_device_idle")
+    grow = d.get("gateway_rss_bytes_per_device")
+    m = load("memory")
+    plain = f"; plain, 1M devices: {fmt(m.get('gateway_rss_bytes_per_device_idle'),'{:.0f}')} B idle" if m else ""
+    # Growth from the RSS before the storm, when the credentials are already loaded: heap the
+    # gateway freed after parsing the file (and kept) can hold part of the storm, so the absolute
+    # figures are shown too.
+    rss = f"; RSS {fmt(d.get('gateway_rss_kb_start'),'{:.0f}')} kB before the storm (credentials loaded), {fmt(d.get('gateway_rss_kb_end'),'{:.0f}')} kB after"
+    row(f"memory, {d.get('devices')} idle DTLS devices", f"{fmt(idle,'{:.0f}')} B/device idle ({fmt(grow,'{:.0f}')} right after the storm){rss}{plain}",
+        "reported", d.get("registered") == d.get("devices"))
 m = load("memory")
 if m:
     idle = m.get("gateway_rss_bytes_per_device_idle")

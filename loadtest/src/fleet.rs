@@ -9,6 +9,12 @@
 //!
 //! Every datagram is built and parsed with `coap-lite` (see `wire.rs` for why the devices do not
 //! use the gateway's codec, and what that costs).
+//!
+//! With DTLS (`--dtls`), a device's registration starts with a PSK handshake (the gateway
+//! crate's sans-IO client, one per device, kept for the session); every CoAP datagram it sends
+//! is sealed by that client and every datagram it receives is opened by it. Handshake flights
+//! are retransmitted after 1 s, doubling, 4 times; a handshake counts in `--window` like the
+//! Register that follows it.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,6 +28,8 @@ use coap_lite::{
     CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
 use crossbeam_channel::Receiver;
+use lwm2m_gateway::dtls::client::Client;
+use lwm2m_gateway::dtls::Suite;
 
 use crate::net::{RxBatch, Transport, TxBatch};
 use crate::stats::{now_ns, record, Stats};
@@ -35,6 +43,10 @@ const NOT_FOUND: MessageClass = MessageClass::Response(ResponseType::NotFound);
 
 const ACK_TIMEOUT_NS: u64 = 2_000_000_000;
 const MAX_RETRANSMIT: u8 = 4;
+/// DTLS handshake flights: the first retransmission after 1 s, then doubling, 4 in all (given
+/// up 31 s after the last new flight, about the gateway's 30 s handshake timeout).
+const HS_TIMEOUT_NS: u64 = 1_000_000_000;
+const HS_MAX_RETRANSMIT: u8 = 4;
 const LINKS: &[u8] = b"</>;rt=\"oma.lwm2m\",</1/0>,</3/0>,</4/0>,</3303/0>";
 
 /// Instructions from the scenario driver.
@@ -69,12 +81,16 @@ pub struct FleetConfig {
     pub con: bool,
     pub window: usize,
     pub stats: Arc<Stats>,
+    /// DTLS: the suite the devices offer; `None` = plain CoAP.
+    pub dtls: Option<Suite>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 enum State {
     #[default]
     Idle,
+    /// DTLS handshake in progress (the Register follows).
+    Handshaking,
     Registering,
     Registered,
     Deregistering,
@@ -104,6 +120,8 @@ struct Device {
     loc_len: u8,
     loc: [u8; 30],
     obs: Vec<Obs>,
+    /// DTLS: the device's client, from its first ClientHello until its session is closed.
+    dtls: Option<Box<Client>>,
 }
 
 #[derive(Clone, Copy)]
@@ -121,6 +139,14 @@ enum Kind {
 
 struct Pending {
     kind: Kind,
+    t0: u64,
+    next: u64,
+    attempts: u8,
+}
+
+/// A DTLS handshake in progress: when its first ClientHello went out, when to send the last
+/// flight again, and how often it was.
+struct Handshake {
     t0: u64,
     next: u64,
     attempts: u8,
@@ -146,7 +172,12 @@ pub struct Fleet {
     s: Arc<Stats>,
     devs: Vec<Device>,
     pending: HashMap<u64, Pending>,
+    /// DTLS handshakes in progress, by local device (at most about `window`).
+    handshakes: HashMap<u32, Handshake>,
     scratch: Vec<u8>,
+    /// DTLS: the application data of one datagram, and where each record's ends.
+    opened: Vec<u8>,
+    opened_ends: Vec<usize>,
     // registration storm
     reg_next: u32,
     reg_upto: u32,
@@ -174,7 +205,10 @@ impl Fleet {
             devs: (0..local).map(|_| Device::default()).collect(),
             cfg,
             pending: HashMap::new(),
+            handshakes: HashMap::new(),
             scratch: Vec::with_capacity(1024),
+            opened: Vec::with_capacity(2048),
+            opened_ends: Vec::new(),
             reg_next: 0,
             reg_upto: 0,
             reg_pace: None,
@@ -300,7 +334,7 @@ impl Fleet {
             let l = self.reg_next;
             self.reg_next += 1;
             if self.devs[l as usize].state == State::Idle {
-                self.send_register(l, now, tx);
+                self.register(l, now, tx);
             }
         }
         // Notifications.
@@ -373,6 +407,65 @@ impl Fleet {
         let d = &mut self.devs[l as usize];
         d.mid = d.mid.wrapping_add(1);
         d.mid
+    }
+
+    /// Registers local device `l`: over its DTLS session, after a handshake when it has none.
+    fn register(&mut self, l: u32, now: u64, tx: &mut TxBatch) {
+        match self.cfg.dtls {
+            Some(suite) if !self.session_up(l) => self.start_handshake(l, suite, now, tx),
+            _ => self.send_register(l, now, tx),
+        }
+    }
+
+    fn session_up(&self, l: u32) -> bool {
+        self.devs[l as usize]
+            .dtls
+            .as_ref()
+            .is_some_and(|c| c.is_established())
+    }
+
+    /// Sends the first ClientHello of local device `l`; the handshake holds a place in the
+    /// register window until it ends.
+    fn start_handshake(&mut self, l: u32, suite: Suite, now: u64, tx: &mut TxBatch) {
+        let g = self.global(l);
+        let ep = format!("{}{g}", self.cfg.prefix);
+        let key = crate::dtls::psk_key(&ep);
+        let seed = ((g as u64) << 32) ^ now;
+        let mut c = Box::new(Client::new(ep.as_bytes(), &key, &[suite], seed));
+        tx.push(g).extend_from_slice(&c.connect());
+        let d = &mut self.devs[l as usize];
+        d.dtls = Some(c);
+        d.state = State::Handshaking;
+        self.reg_inflight += 1;
+        self.handshakes.insert(
+            l,
+            Handshake {
+                t0: now,
+                next: now + HS_TIMEOUT_NS,
+                attempts: 0,
+            },
+        );
+        self.s.dev.hs_started.fetch_add(1, Relaxed);
+        self.s.hs_first_at.fetch_min(now, Relaxed);
+    }
+
+    /// The handshake of `l` ended (established or not); the Register follows if it succeeded.
+    fn end_handshake(&mut self, l: u32, now: u64, established: bool, tx: &mut TxBatch) {
+        let Some(h) = self.handshakes.remove(&l) else {
+            return;
+        };
+        self.reg_inflight -= 1;
+        if established {
+            record(&self.s.h_handshake, now.saturating_sub(h.t0));
+            self.s.dev.hs_ok.fetch_add(1, Relaxed);
+            self.s.hs_last_at.fetch_max(now, Relaxed);
+            self.devs[l as usize].state = State::Idle;
+            self.send_register(l, now, tx);
+        } else {
+            let d = &mut self.devs[l as usize];
+            d.state = State::Idle;
+            d.dtls = None;
+        }
     }
 
     fn send_register(&mut self, l: u32, now: u64, tx: &mut TxBatch) {
@@ -490,9 +583,20 @@ impl Fleet {
         write_content(&mut p.payload, g, path, ts, self.cfg.lifetime)
     }
 
-    /// Encodes `p` as the next datagram from device `g`; its payload buffer goes back to scratch.
+    /// Encodes `p` as the next datagram from device `g` (sealed in its DTLS session with
+    /// `--dtls`); its payload buffer goes back to scratch.
     fn send(&mut self, tx: &mut TxBatch, g: u32, mut p: Packet) {
         match p.to_bytes() {
+            Ok(b) if self.cfg.dtls.is_some() => {
+                let l = (g / self.cfg.threads) as usize;
+                match self.devs[l].dtls.as_mut().and_then(|c| c.seal(&b)) {
+                    Some(rec) => tx.push(g).extend_from_slice(&rec),
+                    None => {
+                        self.s.dev.dtls_no_session.fetch_add(1, Relaxed);
+                        self.s.err("dtls: no session to send in");
+                    }
+                }
+            }
             Ok(b) => tx.push(g).extend_from_slice(&b),
             Err(_) => self.s.err("coap-lite encode"),
         }
@@ -547,6 +651,9 @@ impl Fleet {
     }
 
     fn retransmit(&mut self, now: u64, tx: &mut TxBatch) {
+        if !self.handshakes.is_empty() {
+            self.retransmit_handshakes(now, tx);
+        }
         let mut resend = Vec::new();
         let mut give_up = Vec::new();
         for (k, p) in self.pending.iter_mut() {
@@ -598,11 +705,93 @@ impl Fleet {
         }
     }
 
+    fn retransmit_handshakes(&mut self, now: u64, tx: &mut TxBatch) {
+        let mut resend = Vec::new();
+        let mut give_up = Vec::new();
+        for (&l, h) in self.handshakes.iter_mut() {
+            if h.next > now {
+                continue;
+            }
+            if h.attempts == HS_MAX_RETRANSMIT {
+                give_up.push(l);
+                continue;
+            }
+            h.attempts += 1;
+            h.next = now + (HS_TIMEOUT_NS << h.attempts);
+            resend.push(l);
+        }
+        for l in resend {
+            let g = self.global(l);
+            if let Some(c) = &self.devs[l as usize].dtls {
+                tx.push(g).extend_from_slice(c.last_flight());
+                self.s.dev.hs_retransmits.fetch_add(1, Relaxed);
+            }
+        }
+        for l in give_up {
+            self.end_handshake(l, now, false, tx);
+            self.s.dev.hs_timeout.fetch_add(1, Relaxed);
+            self.s.err("dtls handshake timeout");
+        }
+    }
+
     fn on_datagram(&mut self, g: u32, data: &[u8], tx: &mut TxBatch) {
         if g % self.cfg.threads != self.cfg.thread || g >= self.cfg.n {
             self.s.dev.unmatched.fetch_add(1, Relaxed);
             return;
         }
+        if self.cfg.dtls.is_some() {
+            return self.on_dtls_datagram(g, data, tx);
+        }
+        self.on_coap(g, data, tx);
+    }
+
+    /// A datagram for a DTLS device: handshake progress, or records to open and handle.
+    fn on_dtls_datagram(&mut self, g: u32, data: &[u8], tx: &mut TxBatch) {
+        let l = g / self.cfg.threads;
+        let Some(mut c) = self.devs[l as usize].dtls.take() else {
+            self.s.dev.unmatched.fetch_add(1, Relaxed);
+            return;
+        };
+        let was_up = c.is_established();
+        let mut opened = std::mem::take(&mut self.opened);
+        let mut ends = std::mem::take(&mut self.opened_ends);
+        opened.clear();
+        ends.clear();
+        let reply = c.on_datagram(data, &mut |p| {
+            opened.extend_from_slice(p);
+            ends.push(opened.len());
+        });
+        let (up, failed) = (c.is_established(), c.failure());
+        self.devs[l as usize].dtls = Some(c);
+        if let Some(r) = reply {
+            tx.push(g).extend_from_slice(&r);
+            // A new flight: its retransmission timer starts again.
+            if let Some(h) = self.handshakes.get_mut(&l) {
+                h.next = now_ns() + HS_TIMEOUT_NS;
+                h.attempts = 0;
+            }
+        }
+        if !was_up && up {
+            self.end_handshake(l, now_ns(), true, tx);
+        } else if let (false, Some(alert)) = (up, failed) {
+            if self.handshakes.contains_key(&l) {
+                self.end_handshake(l, now_ns(), false, tx);
+                self.s.dev.hs_failed.fetch_add(1, Relaxed);
+                self.s
+                    .err(&format!("dtls handshake failed (alert {alert})"));
+            }
+        }
+        let mut start = 0;
+        for &end in &ends {
+            self.on_coap(g, &opened[start..end], tx);
+            start = end;
+        }
+        self.opened = opened;
+        self.opened_ends = ends;
+    }
+
+    /// A CoAP datagram for device `g` (opened from its DTLS record with `--dtls`).
+    fn on_coap(&mut self, g: u32, data: &[u8], tx: &mut TxBatch) {
         let l = g / self.cfg.threads;
         let Some(p) = wire::parse(data) else {
             self.s.dev.malformed.fetch_add(1, Relaxed);
@@ -690,12 +879,13 @@ impl Fleet {
                     if c == NOT_FOUND {
                         // The gateway forgot us (expired): register again.
                         self.devs[l as usize].state = State::Idle;
-                        self.send_register(l, now, tx);
+                        self.register(l, now, tx);
                     }
                 }
             }
             Kind::Deregister => {
                 self.other_inflight -= 1;
+                let g = self.global(l);
                 let d = &mut self.devs[l as usize];
                 d.state = State::Idle;
                 d.obs.clear();
@@ -709,7 +899,13 @@ impl Fleet {
                     ));
                 }
                 if std::mem::take(&mut d.rereg) && !self.dereg_all {
-                    self.send_register(l, now, tx);
+                    self.register(l, now, tx);
+                } else if self.dereg_all {
+                    // The end of the run: close the session, so the gateway drops it too.
+                    if let Some(close) = d.dtls.take().and_then(|mut c| c.close()) {
+                        tx.push(g).extend_from_slice(&close);
+                        s.dev.dtls_closed.fetch_add(1, Relaxed);
+                    }
                 }
             }
             Kind::Notify { token, tkl, .. } => {
@@ -980,6 +1176,7 @@ mod tests {
             con,
             window: 16,
             stats: Stats::new(1),
+            dtls: None,
         })
     }
 
@@ -1110,6 +1307,191 @@ mod tests {
             }
             f.on_datagram(0, &d, &mut tx);
             tx.clear();
+        }
+    }
+
+    mod dtls {
+        //! A DTLS device against the gateway crate's own DTLS server, in memory.
+        use super::*;
+        use lwm2m_gateway::dtls::server::{Config, Output, Server};
+        use lwm2m_gateway::dtls::{Authenticator, ConnKey};
+        use std::time::Instant;
+
+        /// Knows `t-0` with the harness's key, or with a wrong one.
+        struct Keys(bool);
+
+        impl Authenticator for Keys {
+            fn psk(&self, identity: &[u8]) -> Option<Vec<u8>> {
+                let mut k = crate::dtls::psk_key("t-0").to_vec();
+                if !self.0 {
+                    k[0] ^= 1;
+                }
+                (identity == b"t-0").then_some(k)
+            }
+        }
+
+        struct Gw {
+            server: Server,
+            keys: Keys,
+            /// Application data the server opened.
+            app: Vec<Vec<u8>>,
+        }
+
+        const PEER: ConnKey = (
+            0,
+            std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::new(127, 1, 0, 0),
+                40000,
+            )),
+        );
+
+        impl Gw {
+            fn new(right_key: bool) -> Gw {
+                Gw {
+                    server: Server::new(Config::default(), Instant::now(), [9; 32]),
+                    keys: Keys(right_key),
+                    app: Vec::new(),
+                }
+            }
+
+            /// Delivers what the fleet sent, and the server's answers back, until both are
+            /// quiet.
+            fn exchange(&mut self, f: &mut Fleet, tx: &mut TxBatch) {
+                for _ in 0..20 {
+                    let sent = take(tx);
+                    if sent.is_empty() {
+                        return;
+                    }
+                    for d in sent {
+                        let mut out = Output::default();
+                        let app = &mut self.app;
+                        self.server.on_datagram(
+                            Instant::now(),
+                            PEER,
+                            &d,
+                            &self.keys,
+                            &mut out,
+                            &mut |_, p| app.push(p.to_vec()),
+                        );
+                        for (_, answer) in out.transmits {
+                            f.on_datagram(0, &answer, tx);
+                        }
+                    }
+                }
+                panic!("the exchange does not end");
+            }
+        }
+
+        fn dtls_fleet() -> Fleet {
+            let mut f = fleet(false);
+            f.cfg.dtls = Some(Suite::PskAes128Ccm8);
+            f
+        }
+
+        #[test]
+        fn a_device_handshakes_then_registers_and_answers_inside_the_session() {
+            let mut f = dtls_fleet();
+            let mut gw = Gw::new(true);
+            let mut tx = TxBatch::new();
+            f.register(0, 1, &mut tx);
+            assert!(f.devs[0].state == State::Handshaking);
+            assert_eq!(f.reg_inflight, 1);
+            gw.exchange(&mut f, &mut tx);
+            assert_eq!(f.s.dev.hs_ok.load(Relaxed), 1);
+            assert_eq!(f.s.h_handshake.lock().len(), 1);
+            assert!(f.handshakes.is_empty());
+            assert!(f.devs[0].state == State::Registering);
+            assert_eq!(f.reg_inflight, 1, "the Register took the handshake's place");
+            // The server opened exactly the plain Register.
+            assert_eq!(gw.app.len(), 1);
+            let reg = gw.app.pop().unwrap();
+            assert_eq!(reg[..2], [0x46, 0x02]);
+            assert!(reg.windows(7).any(|w| w == b"ep=t-0\x06"));
+
+            // 2.01 with Location /rd/abc, sealed by the server.
+            let mut ack = vec![0x66, 0x41];
+            ack.extend_from_slice(&reg[2..10]);
+            ack.extend_from_slice(&[0x82, b'r', b'd', 0x03, b'a', b'b', b'c']);
+            let rec = gw.server.seal(&PEER, &ack).unwrap();
+            f.on_datagram(0, &rec, &mut tx);
+            assert!(f.devs[0].state == State::Registered);
+            assert_eq!(f.s.dev.reg_ok.load(Relaxed), 1);
+
+            // A plaintext datagram is not CoAP for a DTLS device: nothing happens.
+            f.on_datagram(0, &ack, &mut tx);
+            assert!(tx.is_empty());
+
+            // CON GET /3/0/0 inside the session: the answer is sealed.
+            let get = [
+                0x41, 0x01, 0x00, 0x09, 0x07, 0xB1, b'3', 0x01, b'0', 0x01, b'0',
+            ];
+            let rec = gw.server.seal(&PEER, &get).unwrap();
+            f.on_datagram(0, &rec, &mut tx);
+            gw.exchange(&mut f, &mut tx);
+            assert_eq!(gw.app.len(), 1);
+            let answer = &gw.app[0];
+            assert_eq!(answer[..5], [0x61, 0x45, 0x00, 0x09, 0x07]);
+            assert!(answer.ends_with(b"lwm2m-loadtest"));
+
+            // The final deregistration closes the session (close_notify).
+            f.dereg_all = true;
+            f.send_deregister(0, 2, &mut tx);
+            gw.exchange(&mut f, &mut tx);
+            let del = gw.app.pop().unwrap();
+            assert_eq!(del[..2], [0x46, 0x04]);
+            let mut ok = vec![0x66, 0x42];
+            ok.extend_from_slice(&del[2..10]);
+            let rec = gw.server.seal(&PEER, &ok).unwrap();
+            f.on_datagram(0, &rec, &mut tx);
+            assert_eq!(f.s.dev.dereg_ok.load(Relaxed), 1);
+            assert_eq!(f.s.dev.dtls_closed.load(Relaxed), 1);
+            assert!(f.devs[0].dtls.is_none());
+            assert_eq!(gw.server.sessions(), 1);
+            gw.exchange(&mut f, &mut tx);
+            assert_eq!(
+                gw.server.sessions(),
+                0,
+                "the server dropped the closed session"
+            );
+        }
+
+        #[test]
+        fn a_wrong_key_fails_the_handshake_and_frees_its_place() {
+            let mut f = dtls_fleet();
+            let mut gw = Gw::new(false);
+            let mut tx = TxBatch::new();
+            f.register(0, 1, &mut tx);
+            gw.exchange(&mut f, &mut tx);
+            assert_eq!(f.s.dev.hs_ok.load(Relaxed), 0);
+            assert_eq!(f.s.dev.hs_failed.load(Relaxed), 1);
+            assert_eq!(f.reg_inflight, 0);
+            assert!(f.handshakes.is_empty());
+            assert!(f.devs[0].state == State::Idle);
+            assert!(f.devs[0].dtls.is_none());
+            assert!(gw.app.is_empty());
+        }
+
+        #[test]
+        fn lost_flights_are_sent_again_then_given_up() {
+            let mut f = dtls_fleet();
+            let mut tx = TxBatch::new();
+            f.register(0, 0, &mut tx);
+            let hello = take(&mut tx).remove(0);
+            // Nothing answers: 1, 2, 4, 8 s later the same ClientHello, then the handshake ends.
+            let mut t = 0;
+            for i in 0..HS_MAX_RETRANSMIT {
+                t += HS_TIMEOUT_NS << i;
+                f.retransmit(t - 1, &mut tx);
+                assert!(tx.is_empty(), "not before {t}");
+                f.retransmit(t, &mut tx);
+                assert_eq!(take(&mut tx), vec![hello.clone()]);
+            }
+            assert_eq!(f.s.dev.hs_retransmits.load(Relaxed), 4);
+            f.retransmit(t + (HS_TIMEOUT_NS << HS_MAX_RETRANSMIT), &mut tx);
+            assert!(tx.is_empty());
+            assert_eq!(f.s.dev.hs_timeout.load(Relaxed), 1);
+            assert_eq!(f.reg_inflight, 0);
+            assert!(f.devs[0].state == State::Idle);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Threads: one device I/O thread by default (`--io-threads`), one MQTT subscriber, one MQTT
 //! publisher (when the scenario publishes), one progress printer, and the scenario driver.
 
+mod dtls;
 mod fleet;
 mod mqtt;
 mod net;
@@ -21,7 +22,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,12 +65,28 @@ pub enum ObserveMode {
     about = "Fleet simulator and MQTT driver for load-testing lwm2m-gateway"
 )]
 pub struct Args {
-    /// Scenario to run.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    /// Scenario to run (not needed with --write-credentials).
+    #[arg(value_enum, required_unless_present = "write_credentials")]
+    pub scenario: Option<Scenario>,
     /// Gateway CoAP address.
     #[arg(long, default_value = "127.0.0.1:5683")]
     pub gateway: SocketAddr,
+    /// Every device does a DTLS 1.2 PSK handshake with --dtls-gateway first, then sends and
+    /// receives all its CoAP inside the session. Identity: the endpoint name; key: derived from
+    /// it (see --write-credentials). The default --prefix becomes `dtls-`.
+    #[arg(long)]
+    pub dtls: bool,
+    /// Gateway DTLS (coaps) address, used with --dtls instead of --gateway.
+    #[arg(long, default_value = "127.0.0.1:5684")]
+    pub dtls_gateway: SocketAddr,
+    /// Cipher suite the DTLS devices offer.
+    #[arg(long, value_enum, default_value = "ccm8")]
+    pub dtls_suite: dtls::DtlsSuite,
+    /// Write the gateway credentials file (TOML, for its --credentials) of devices
+    /// `<prefix>0..n-1` and exit: identity = endpoint name, key = FNV-1a 64 of the name with
+    /// two offset bases (16 bytes, loadtest/src/dtls.rs). The default --prefix is `dtls-`.
+    #[arg(long, value_name = "FILE")]
+    pub write_credentials: Option<PathBuf>,
     /// MQTT broker the gateway publishes to.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: SocketAddr,
@@ -95,7 +112,8 @@ pub struct Args {
     /// Seconds to wait for messages still in flight after the measured phase.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
-    /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations).
+    /// Endpoint name prefix (default `lt<pid>-`: a fresh one per run avoids re-registrations;
+    /// with --dtls or --write-credentials `dtls-`, the names the credentials file lists).
     #[arg(long)]
     pub prefix: Option<String>,
     /// register: after the storm, keep the devices registered and idle this many seconds, then
@@ -175,6 +193,29 @@ pub struct Args {
 }
 
 impl Args {
+    /// The scenario (present unless --write-credentials, which exits before any runs).
+    pub fn scenario(&self) -> Scenario {
+        self.scenario.expect("a scenario")
+    }
+
+    /// Endpoint names are `<prefix><i>`.
+    pub fn endpoint_prefix(&self) -> String {
+        match &self.prefix {
+            Some(p) => p.clone(),
+            None if self.dtls || self.write_credentials.is_some() => "dtls-".into(),
+            None => format!("lt{}-", std::process::id()),
+        }
+    }
+
+    /// Where the devices send: the DTLS port with --dtls, else the plain one.
+    pub fn device_target(&self) -> SocketAddr {
+        if self.dtls {
+            self.dtls_gateway
+        } else {
+            self.gateway
+        }
+    }
+
     pub fn deregister_at_end(&self) -> bool {
         if self.deregister {
             return true;
@@ -182,14 +223,33 @@ impl Args {
         if self.no_deregister {
             return false;
         }
-        self.scenario != Scenario::Register
+        self.scenario() != Scenario::Register
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     stats::init_clock();
-    for addr in [a.gateway, a.mqtt] {
+    if let Some(path) = &a.write_credentials {
+        if a.devices == 0 || a.devices > u32::MAX as usize / 2 {
+            bail!("--devices must be within 1..{}", u32::MAX / 2);
+        }
+        let prefix = a.endpoint_prefix();
+        dtls::write_credentials(path, &prefix, a.devices)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "wrote PSK credentials of {} devices ({prefix}0..{prefix}{}) to {}",
+            a.devices,
+            a.devices - 1,
+            path.display()
+        );
+        return Ok(());
+    }
+    let mut addrs = vec![a.gateway, a.mqtt];
+    if a.dtls {
+        addrs.push(a.dtls_gateway);
+    }
+    for addr in addrs {
         if !addr.ip().is_loopback() && !a.allow_remote {
             bail!("{addr} is not a loopback address; pass --allow-remote to load a remote gateway");
         }

@@ -21,8 +21,9 @@ const COLORS: [&str; 10] = [
     "#bcbd22", "#17becf",
 ];
 /// The latency of a histogram takes the colour of the counter it follows (registered, register
-/// events, notifications received, command responses), so the two panels read together.
-const LATENCY_COLOR: [usize; LATENCIES.len()] = [0, 1, 3, 5];
+/// events, notifications received, command responses, DTLS handshakes), so the two panels read
+/// together.
+const LATENCY_COLOR: [usize; LATENCIES.len()] = [0, 1, 3, 5, 9];
 /// Counters that normally run on top of another (MQTT register events over 2.01s, notifications
 /// and commands sent over those received): dashed, and drawn last, so both stay visible.
 const DASHED: [usize; 3] = [1, 2, 4];
@@ -587,7 +588,7 @@ mod tests {
             start: t - 1.0,
             t,
             rates,
-            latency: [None, None, lat, None],
+            latency: [None, None, lat, None, None],
         }
     }
 

@@ -40,6 +40,83 @@ impl Ctx {
     }
 }
 
+/// Devices whose registration ended: 2.01, refused, lost, or (DTLS) never got a session.
+fn registrations_resolved(s: &Stats) -> u64 {
+    s.dev.reg_ok.load(Relaxed)
+        + s.dev.reg_rejected.load(Relaxed)
+        + s.dev.reg_lost.load(Relaxed)
+        + s.dev.hs_failed.load(Relaxed)
+        + s.dev.hs_timeout.load(Relaxed)
+}
+
+/// With `--dtls`: handshakes (counts, rate from the first ClientHello to the last session
+/// established, latency), in the text report and as `dtls` in the JSON. `in_table`: the
+/// latency is left for the caller's latency table (see [`dtls_latency_row`]), else it gets a
+/// line of its own.
+fn dtls_section(c: &Ctx, r: &mut Report, in_table: bool) {
+    if !c.a.dtls {
+        return;
+    }
+    let s = &*c.s;
+    let started = s.dev.hs_started.load(Relaxed);
+    let ok = s.dev.hs_ok.load(Relaxed);
+    let failed = s.dev.hs_failed.load(Relaxed);
+    let timeout = s.dev.hs_timeout.load(Relaxed);
+    let retx = s.dev.hs_retransmits.load(Relaxed);
+    let (first, last) = (s.hs_first_at.load(Relaxed), s.hs_last_at.load(Relaxed));
+    let span_s = (last > first).then(|| (last - first) as f64 / 1e9);
+    let per_s = span_s.map(|t| ok as f64 / t);
+    let h = s.h_handshake.lock().clone();
+    r.set(
+        "dtls",
+        json!({
+            "suite": c.a.dtls_suite.name(),
+            "gateway": c.a.dtls_gateway.to_string(),
+            "handshakes_started": started,
+            "handshakes_completed": ok,
+            "handshake_failures": failed + timeout,
+            "handshake_alerts": failed,
+            "handshake_timeouts": timeout,
+            "handshake_retransmits": retx,
+            "handshake_seconds": span_s,
+            "handshakes_per_s": per_s,
+            "handshake_latency": percentiles(&h),
+            "no_session_drops": s.dev.dtls_no_session.load(Relaxed),
+        }),
+    );
+    r.set("handshakes_per_s", json!(per_s));
+    r.line(format!(
+        "  DTLS handshakes    {ok} established of {started} (failed {failed}, timed out {timeout}, flights resent {retx}){}",
+        match (per_s, span_s) {
+            (Some(p), Some(t)) => format!(", {p:.0}/s over {t:.3} s (first ClientHello -> last established)"),
+            _ => String::new(),
+        }
+    ));
+    if !in_table && !h.is_empty() {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        r.line(format!(
+            "  handshake latency  p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            h.max() as f64 / 1e6
+        ));
+    }
+    let drops = s.dev.dtls_no_session.load(Relaxed);
+    if drops > 0 {
+        r.line(format!(
+            "  DTLS no session    {drops} CoAP messages dropped (the device had no session)"
+        ));
+    }
+}
+
+/// The DTLS handshake row of a latency table (nothing without `--dtls`).
+fn dtls_latency_row(c: &Ctx, r: &mut Report) {
+    if c.a.dtls {
+        r.line(latency_row("DTLS handshake", &c.s.h_handshake.lock()));
+    }
+}
+
 /// Waits (polling every 2 ms) until `cond` holds or `until` passes; returns whether it held.
 fn wait_until(until: Instant, mut cond: impl FnMut() -> bool) -> bool {
     loop {
@@ -109,8 +186,9 @@ fn nofile_limit() -> u64 {
 fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
     let a = &c.a;
     let n = c.n();
+    let target = a.device_target();
     let pktinfo_ok = |why: &mut String| -> bool {
-        if !a.gateway.is_ipv4() || !a.gateway.ip().is_loopback() {
+        if !target.is_ipv4() || !target.ip().is_loopback() {
             *why = "the gateway is not on IPv4 loopback".into();
             return false;
         }
@@ -118,7 +196,7 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
             *why = format!("more than {} devices", net::MAX_PKTINFO_DEVICES);
             return false;
         }
-        match Pktinfo::new(a.gateway, 0, 1 << 16).and_then(|mut p| p.probe(n as u32 - 1)) {
+        match Pktinfo::new(target, 0, 1 << 16).and_then(|mut p| p.probe(n as u32 - 1)) {
             Ok(()) => true,
             Err(e) => {
                 *why = format!("IP_PKTINFO probe failed: {e}");
@@ -163,11 +241,12 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
             con: a.con,
             window: a.window,
             stats: c.s.clone(),
+            dtls: a.dtls.then(|| a.dtls_suite.suite()),
         };
         let (tx, rx): (Sender<Ctl>, Receiver<Ctl>) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<String, String>>(1);
         let (gw, port, buf) = (
-            a.gateway,
+            target,
             if a.port == 0 { 0 } else { a.port + t as u16 },
             a.socket_buffer,
         );
@@ -201,7 +280,7 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
         ctl.push(tx);
         joins.push(j);
     }
-    let mode = if use_pktinfo {
+    let mut mode = if use_pktinfo {
         format!(
             "IP_PKTINFO, {threads} socket(s) on {} sending from 127.1.0.0..{}",
             ports.join(", "),
@@ -210,14 +289,18 @@ fn start_fleet(c: &Ctx) -> anyhow::Result<FleetHandle> {
     } else {
         format!("one socket per device ({n} sockets, {threads} thread(s))")
     };
+    if a.dtls {
+        mode.push_str(&format!(
+            "; DTLS 1.2 PSK ({}) to {}",
+            a.dtls_suite.name(),
+            a.dtls_gateway
+        ));
+    }
     Ok(FleetHandle { ctl, joins, mode })
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let prefix = a
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("lt{}-", std::process::id()));
+    let prefix = a.endpoint_prefix();
     let s = Stats::new(a.devices);
     let c = Ctx {
         deadline: Instant::now() + Duration::from_secs(a.timeout),
@@ -227,7 +310,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         prefix,
     };
     let progress = Progress::start(c.s.clone(), c.a.gateway_pid, c.a.plot.is_some());
-    let mut report = match c.a.scenario {
+    let mut report = match c.a.scenario() {
         Scenario::Register => register(&c)?,
         Scenario::Notify => notify(&c)?,
         Scenario::Command => command(&c)?,
@@ -245,15 +328,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 fn write_plot(c: &Ctx, path: &std::path::Path, samples: &[Sample]) -> anyhow::Result<()> {
     let a = &c.a;
-    let name = a
-        .scenario
+    let scenario = a.scenario();
+    let name = scenario
         .to_possible_value()
-        .map_or_else(|| format!("{:?}", a.scenario), |v| v.get_name().to_string());
+        .map_or_else(|| format!("{scenario:?}"), |v| v.get_name().to_string());
     let mut title = format!("lwm2m-loadtest {name}: {} devices", a.devices);
+    if a.dtls {
+        title.push_str(", DTLS PSK");
+    }
     if a.rate > 0.0 {
         title.push_str(&format!(", rate {}/s", a.rate));
     }
-    if a.scenario != Scenario::Register {
+    if scenario != Scenario::Register {
         title.push_str(&format!(", {} s", a.duration));
     }
     let phases: Vec<(f64, &str)> =
@@ -293,9 +379,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
         upto: n as u32,
         rate: a.rate,
     });
-    let resolved = || {
-        s.dev.reg_ok.load(Relaxed) + s.dev.reg_rejected.load(Relaxed) + s.dev.reg_lost.load(Relaxed)
-    };
+    let resolved = || registrations_resolved(s);
     wait_until(c.deadline, || resolved() >= n);
     let coap_done = t_start.elapsed();
     let ok = s.dev.reg_ok.load(Relaxed);
@@ -354,6 +438,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
         n - ok - rejected
     ));
     r.line(format!("  MQTT events seen   {events}"));
+    dtls_section(c, &mut r, true);
     r.line(format!(
         "  CoAP rate          {:.0} registrations/s over {:.3} s",
         ok as f64 / coap_done.as_secs_f64(),
@@ -367,6 +452,7 @@ fn register(c: &Ctx) -> anyhow::Result<Report> {
     r.line(latency_header());
     r.line(latency_row("2.01", &coap_hist));
     r.line(latency_row("MQTT event", &ev_hist));
+    dtls_latency_row(c, &mut r);
     for l in cpu_lines {
         r.line(l);
     }
@@ -422,11 +508,20 @@ fn finish_fleet(c: &Ctx, fleet: FleetHandle, r: &mut Report) {
                 || last.1.elapsed() > Duration::from_secs(3)
         });
         let ok = s.dev.dereg_ok.load(Relaxed) + s.dev.dereg_err.load(Relaxed) - before;
+        let closed = s.dev.dtls_closed.load(Relaxed);
         r.line(format!(
-            "  deregistered       {ok} at the end in {:.2} s",
+            "  deregistered       {ok} at the end in {:.2} s{}",
             t.elapsed().as_secs_f64(),
+            if c.a.dtls {
+                format!(" (DTLS sessions closed {closed})")
+            } else {
+                String::new()
+            }
         ));
         r.set("deregistered", ok);
+        if c.a.dtls {
+            r.set("dtls_sessions_closed", closed);
+        }
     }
     fleet.stop();
 }
@@ -450,10 +545,7 @@ fn setup(
     let mut observed_sent = 0u64;
     let mut last_progress = (0u64, Instant::now());
     loop {
-        let reg_done = s.dev.reg_ok.load(Relaxed)
-            + s.dev.reg_rejected.load(Relaxed)
-            + s.dev.reg_lost.load(Relaxed)
-            >= n;
+        let reg_done = registrations_resolved(s) >= n;
         let ok = s.dev.reg_ok.load(Relaxed);
         let ev = s.mq.register_ev.load(Relaxed);
         let answered = s.mq.observe_ok.load(Relaxed) + s.mq.observe_err.load(Relaxed);
@@ -639,6 +731,7 @@ fn notify(c: &Ctx) -> anyhow::Result<Report> {
     r.line(format!(
         "  setup              {setup_s:.2} s (register + observe)"
     ));
+    dtls_section(c, &mut r, false);
     notif_section(c, &mut r, sent, window_s);
     r.merge(cpu_json);
     for l in cpu_lines {
@@ -767,6 +860,7 @@ fn command(c: &Ctx) -> anyhow::Result<Report> {
     ));
     r.line(format!("  transport          {}", fleet.mode));
     r.line(format!("  setup              {setup_s:.2} s (register)"));
+    dtls_section(c, &mut r, false);
     command_rows(c, &mut r, sent, send_s.max(1e-3));
     r.merge(cpu_json);
     for l in cpu_lines {
@@ -871,6 +965,7 @@ fn mixed(c: &Ctx) -> anyhow::Result<Report> {
         "  setup              {setup_s:.2} s ({} registered)",
         base.0
     ));
+    dtls_section(c, &mut r, false);
     let rereg = s.dev.reg_ok.load(Relaxed) - base.0;
     let rereg_ev = s.mq.register_ev.load(Relaxed) - base.1;
     r.set("reregistrations", rereg);

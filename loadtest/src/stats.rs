@@ -49,6 +49,18 @@ pub struct DevCounters {
     pub unmatched: AtomicU64,
     pub send_errors: AtomicU64,
     pub send_eagain: AtomicU64,
+    /// DTLS: handshakes begun (first ClientHello sent), established, ended by an alert from
+    /// the gateway (or a failed check of ours), given up after the retransmissions, and
+    /// flights sent again.
+    pub hs_started: AtomicU64,
+    pub hs_ok: AtomicU64,
+    pub hs_failed: AtomicU64,
+    pub hs_timeout: AtomicU64,
+    pub hs_retransmits: AtomicU64,
+    /// DTLS: CoAP messages a device had no session to send in (dropped).
+    pub dtls_no_session: AtomicU64,
+    /// DTLS: sessions closed with close_notify after the final deregistration.
+    pub dtls_closed: AtomicU64,
 }
 
 /// Counters written by the MQTT subscriber thread.
@@ -94,6 +106,12 @@ pub struct Stats {
     pub h_update: Mutex<Histogram<u64>>,
     pub h_notify: Mutex<Histogram<u64>>,
     pub h_command: Mutex<Histogram<u64>>,
+    /// DTLS: first ClientHello sent -> session established.
+    pub h_handshake: Mutex<Histogram<u64>>,
+    /// DTLS: when the first handshake of the run began and the last one was established, ns
+    /// (`u64::MAX` and 0 until then).
+    pub hs_first_at: AtomicU64,
+    pub hs_last_at: AtomicU64,
     /// Per device: when its (latest) Register was first sent, ns; 0 = never.
     pub reg_sent_at: Vec<AtomicU64>,
     /// Per command reqID (mod RING): when it was published, ns.
@@ -119,6 +137,9 @@ impl Stats {
             h_update: Mutex::new(hist()),
             h_notify: Mutex::new(hist()),
             h_command: Mutex::new(hist()),
+            h_handshake: Mutex::new(hist()),
+            hs_first_at: AtomicU64::new(u64::MAX),
+            hs_last_at: AtomicU64::new(0),
             reg_sent_at: (0..devices).map(|_| AtomicU64::new(0)).collect(),
             cmd_sent_at: (0..RING).map(|_| AtomicU64::new(0)).collect(),
             phase: Mutex::new("start"),
@@ -409,7 +430,7 @@ pub fn latency_row(name: &str, h: &Histogram<u64>) -> String {
 
 /// The counters of the progress line and of the plot's throughput panel, in `snap` order:
 /// (short name for the progress line, legend name).
-pub const SERIES: [(&str, &str); 9] = [
+pub const SERIES: [(&str, &str); 10] = [
     ("reg", "registered (2.01)"),
     ("reg-ev", "register events (MQTT)"),
     ("notif-tx", "notifications sent"),
@@ -419,10 +440,17 @@ pub const SERIES: [(&str, &str); 9] = [
     ("upd", "updates (2.04)"),
     ("dereg", "deregistrations (2.02)"),
     ("obs", "observe responses"),
+    ("hs", "DTLS handshakes"),
 ];
 
 /// The latency histograms sampled per second, for the plot's latency panel.
-pub const LATENCIES: [&str; 4] = ["register 2.01", "register event", "notification", "command"];
+pub const LATENCIES: [&str; 5] = [
+    "register 2.01",
+    "register event",
+    "notification",
+    "command",
+    "DTLS handshake",
+];
 
 /// Per-second samples kept for `--plot`: past this (more than a day of samples) the rest of the
 /// run is not sampled rather than the harness growing without bound.
@@ -453,6 +481,7 @@ fn snap(s: &Stats) -> [u64; SERIES.len()] {
         s.dev.upd_ok.load(Relaxed),
         s.dev.dereg_ok.load(Relaxed),
         s.mq.observe_ok.load(Relaxed),
+        s.dev.hs_ok.load(Relaxed),
     ]
 }
 
@@ -462,6 +491,7 @@ fn latency_hists(s: &Stats) -> [&Mutex<Histogram<u64>>; LATENCIES.len()] {
         &s.h_register_event,
         &s.h_notify,
         &s.h_command,
+        &s.h_handshake,
     ]
 }
 
