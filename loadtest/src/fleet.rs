@@ -1371,7 +1371,7 @@ mod tests {
                             &d,
                             &self.keys,
                             &mut out,
-                            &mut |_, p| app.push(p.to_vec()),
+                            &mut |_, _, p| app.push(p.to_vec()),
                         );
                         for (_, answer) in out.transmits {
                             f.on_datagram(0, &answer, tx);
