@@ -10,7 +10,7 @@
 //! interop proof in the integration tests.
 //!
 //! - [`crypto`]: PRF, key expansion, record protection for the suites in [`Suite`];
-//! - [`record`]: record framing and the replay window;
+//! - [`record`]: record framing (with Connection IDs) and the replay window;
 //! - [`handshake`]: handshake message framing and the hellos;
 //! - [`cookie`]: stateless HelloVerifyRequest cookies;
 //! - [`ecdhe`]: the certificate and raw-public-key messages of the ECDHE_ECDSA suites;
