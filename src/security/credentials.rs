@@ -347,16 +347,12 @@ impl CredentialStore {
         text: &str,
         format: Format,
     ) -> Result<(CredentialStore, Vec<EntryError>), FileError> {
-        let root = match format {
-            Format::Toml => parse_toml(text)?,
-            Format::Json => parse_json(text)?,
-        };
-        let entries = entry_list(root, format)?;
         let mut store = CredentialStore::new();
         let mut errors = Vec::new();
         let mut first_at: HashMap<String, usize> = HashMap::new();
-        for (index, entry) in entries.iter().enumerate() {
-            let c = match parse_entry(entry) {
+        let mut index = 0usize;
+        let mut add = |entry: Json| {
+            let c = match parse_entry(&entry) {
                 Ok(c) => c,
                 Err(b) => {
                     errors.push(EntryError {
@@ -364,7 +360,8 @@ impl CredentialStore {
                         endpoint: b.endpoint,
                         reason: b.reason,
                     });
-                    continue;
+                    index += 1;
+                    return;
                 }
             };
             let endpoint = c.endpoint.clone();
@@ -376,7 +373,8 @@ impl CredentialStore {
                     endpoint: Some(endpoint),
                     reason,
                 });
-                continue;
+                index += 1;
+                return;
             }
             match store.insert(c) {
                 Ok(_) => {
@@ -388,6 +386,11 @@ impl CredentialStore {
                     reason: conflict.to_string(),
                 }),
             }
+            index += 1;
+        };
+        match format {
+            Format::Toml => toml_entries(text, &mut add)?,
+            Format::Json => json_entries(text, &mut add)?,
         }
         Ok((store, errors))
     }
@@ -623,22 +626,57 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Reading
 
-fn parse_json(text: &str) -> Result<Json, FileError> {
-    serde_json::from_str(text).map_err(|e| {
-        // serde_json's syntax messages are fixed phrases (they never quote the input); the
-        // position goes into the fields, not twice into the message.
-        let msg = e.to_string();
-        let msg = match msg.rfind(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        FileError {
-            path: None,
-            line: Some(e.line()).filter(|l| *l > 0),
-            column: Some(e.column()).filter(|c| *c > 0),
-            kind: FileErrorKind::Syntax(Format::Json, msg),
-        }
+/// The entries of a JSON file, each read and handed over alone (see [`super::json_entries`]).
+fn json_entries(text: &str, add: &mut dyn FnMut(Json)) -> Result<(), FileError> {
+    use super::json_entries::Refusal;
+    let shape = |m: String| FileError::new(FileErrorKind::Shape(m));
+    super::json_entries::for_each(text, add).map_err(|r| match r {
+        Refusal::Syntax(e) => json_syntax(e),
+        Refusal::NotObject => shape(NOT_AN_OBJECT.into()),
+        Refusal::UnknownKey(k) => shape(unknown_key(&k, Format::Json.list_key())),
+        Refusal::NotArray => shape("devices must be an array".into()),
     })
+}
+
+const NOT_AN_OBJECT: &str = "the top level must be an object with a \"devices\" list";
+
+fn unknown_key(other: &str, list: &str) -> String {
+    format!(
+        "unknown top-level key {} (expected only {list:?})",
+        name_for_message(other)
+    )
+}
+
+fn json_syntax(e: serde_json::Error) -> FileError {
+    // serde_json's syntax messages are fixed phrases (they never quote the input); the
+    // position goes into the fields, not twice into the message.
+    let msg = e.to_string();
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    FileError {
+        path: None,
+        line: Some(e.line()).filter(|l| *l > 0),
+        column: Some(e.column()).filter(|c| *c > 0),
+        kind: FileErrorKind::Syntax(Format::Json, msg),
+    }
+}
+
+/// The entries of a TOML file, one `[[device]]` at a time where the file allows it (see
+/// [`super::device_tables`]), in file order.
+fn toml_entries(text: &str, add: &mut dyn FnMut(Json)) -> Result<(), FileError> {
+    let pieces = super::device_tables::split(text).unwrap_or_else(|| vec![(0, text)]);
+    for (lines_before, piece) in pieces {
+        let root = parse_toml(piece).map_err(|mut e| {
+            e.line = e.line.map(|l| l + lines_before);
+            e
+        })?;
+        entry_list(root, Format::Toml)?
+            .into_iter()
+            .for_each(&mut *add);
+    }
+    Ok(())
 }
 
 fn parse_toml(text: &str) -> Result<Json, FileError> {
@@ -725,15 +763,12 @@ fn entry_list(root: Json, format: Format) -> Result<Vec<Json>, FileError> {
     let shape = |m: String| Err(FileError::new(FileErrorKind::Shape(m)));
     let key = format.list_key();
     let Json::Object(mut root) = root else {
-        return shape("the top level must be an object with a \"devices\" list".into());
+        return shape(NOT_AN_OBJECT.into());
     };
     let list = root.remove(key);
     // A misspelt list name would otherwise load an empty store without a word.
     if let Some(other) = root.keys().next() {
-        return shape(format!(
-            "unknown top-level key {} (expected only {key:?})",
-            name_for_message(other)
-        ));
+        return shape(unknown_key(other, key));
     }
     match list {
         None => Ok(Vec::new()),
@@ -1435,6 +1470,13 @@ mode = "x509"
                 "[[device]]\nendpoint = \"a\"\nendpoint = \"b\"\n".to_string(),
                 Format::Toml,
                 Some((3, 1)),
+            ),
+            // In a later entry: the position counts the lines of the entries before it.
+            (
+                "# two\n[[device]]\nendpoint = \"a\"\n\n[[device]]\nendpoint = \"b\"\nendpoint = \"c\"\n"
+                    .to_string(),
+                Format::Toml,
+                Some((7, 1)),
             ),
             (
                 format!("{{\"devices\": [\n  {{\"key_hex\": \"{KEY_HEX}\" \"x\"}}]}}"),

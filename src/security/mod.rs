@@ -17,6 +17,8 @@
 //! interns an authenticated identity and hands the core only its id (`core::peer`).
 
 pub mod credentials;
+mod device_tables;
+mod json_entries;
 pub mod management;
 pub mod policy;
 pub mod shared;
