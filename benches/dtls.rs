@@ -93,9 +93,31 @@ fn bench(c: &mut Criterion) {
                 .sum()
         })
     });
-    g.bench_function("record_100b_seal_and_open", |b| {
+    for cid in [false, true] {
+        record(&mut g, &keys, cid);
+    }
+    g.finish();
+    dtls_session_bytes();
+}
+
+/// One 100-byte record sealed by the client and opened by the server; with `cid` inside a
+/// session that agreed to a Connection ID (the record found by its CID, RFC 9146 framing).
+fn record(
+    g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    keys: &Keys,
+    cid: bool,
+) {
+    let name = if cid {
+        "record_100b_seal_and_open_with_connection_id"
+    } else {
+        "record_100b_seal_and_open"
+    };
+    g.bench_function(name, |b| {
         let mut s = Server::new(Config::default(), Instant::now(), [3; 32]);
         let mut cl = Client::new(b"dev", b"0123456789abcdef", &[Suite::PskAes128Ccm8], 9);
+        if cid {
+            cl = cl.with_connection_id(&[]);
+        }
         let mut pending = vec![cl.connect()];
         while let Some(d) = pending.pop() {
             let mut out = Output::default();
@@ -103,7 +125,7 @@ fn bench(c: &mut Criterion) {
                 Instant::now(),
                 key(1),
                 &d,
-                &keys,
+                keys,
                 &mut out,
                 &mut |_, _, _| {},
             );
@@ -121,7 +143,7 @@ fn bench(c: &mut Criterion) {
                 Instant::now(),
                 key(1),
                 &rec,
-                &keys,
+                keys,
                 &mut out,
                 &mut |_, _, p| {
                     black_box(p);
@@ -129,8 +151,6 @@ fn bench(c: &mut Criterion) {
             );
         })
     });
-    g.finish();
-    dtls_session_bytes();
 }
 
 /// Heap per established, idle server session: 20,000 sessions, measured with the counting

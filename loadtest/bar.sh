@@ -14,7 +14,9 @@
 # and listen for DTLS on 127.0.0.1:5684; plain CoAP stays open to any endpoint without a
 # credential (plain_requires_credential = false), as the plain items need.
 #
-# Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2),
+# Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2), ITEMS
+# (space-separated item names to run, e.g. "notify dtls_notify dtls_memory"; default all; the
+# baseline always runs, the notify rates derive from it),
 # MEMORY_SETTLE (seconds idle before the memory readings, default 250: longer than the 247 s
 # EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept), DTLS_N (DTLS
 # devices of dtls_register and dtls_memory, 10000..100000, default 100000), DTLS_SETTLE
@@ -55,6 +57,11 @@ start_gateway() {
     sleep 0.5
 }
 
+# want <name>: whether ITEMS selects the item.
+want() {
+    [ -z "${ITEMS:-}" ] || [[ " $ITEMS " == *" $1 "* ]]
+}
+
 # run <name> <harness args...>: one harness run against the current gateway.
 run() {
     local name=$1
@@ -80,22 +87,35 @@ CEILING=$(python3 -c "import json;print(int(json.load(open('$OUT/baseline.json')
 NOTIFY_RATE=$(( CEILING * 8 / 10 ))
 echo "baseline ceiling ${CEILING}/s -> notify at ${NOTIFY_RATE}/s" >&2
 
-start_gateway
-run notify notify -n 10000 --rate "$NOTIFY_RATE" --duration 10
+if want notify; then
+    start_gateway
+    run notify notify -n 10000 --rate "$NOTIFY_RATE" --duration 10
+fi
 # The same over DTLS: every notification sealed by the device and opened by the gateway.
-start_gateway "${DTLS_GATEWAY[@]}"
-run dtls_notify notify "${DTLS_HARNESS[@]}" -n 10000 --rate "$NOTIFY_RATE" --duration 10
+if want dtls_notify; then
+    start_gateway "${DTLS_GATEWAY[@]}"
+    run dtls_notify notify "${DTLS_HARNESS[@]}" -n 10000 --rate "$NOTIFY_RATE" --duration 10
+fi
 # A fleet of known size: the gateway makes room up front (see README, expected_devices).
-start_gateway --expected-devices 100000
-run register register -n 100000 --rate 31000
-start_gateway --expected-devices 100000 --auto-observe /3/0,/3303/0
-run register_auto_observe register -n 100000 --rate 15500
+if want register; then
+    start_gateway --expected-devices 100000
+    run register register -n 100000 --rate 31000
+fi
+if want register_auto_observe; then
+    start_gateway --expected-devices 100000 --auto-observe /3/0,/3303/0
+    run register_auto_observe register -n 100000 --rate 15500
+fi
 # DTLS_N handshakes, then registrations inside the sessions, as fast as the window allows.
-start_gateway --expected-devices "$DTLS_N" "${DTLS_GATEWAY[@]}"
-run dtls_register register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 600
-start_gateway
-run command command -n 10000 --rate 10000 --duration 10
+if want dtls_register; then
+    start_gateway --expected-devices "$DTLS_N" "${DTLS_GATEWAY[@]}"
+    run dtls_register register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 600
+fi
+if want command; then
+    start_gateway
+    run command command -n 10000 --rate 10000 --duration 10
+fi
 for w in 1 2; do
+    want scaling || continue
     WORKERS=$w start_gateway
     run "scaling_notify_w$w" notify -n 10000 --rate "$NOTIFY_RATE" --duration 8
     WORKERS=$w start_gateway
@@ -103,9 +123,11 @@ for w in 1 2; do
 done
 # DTLS_N idle DTLS devices; nothing reserved up front, like the memory item: the growth is what
 # a device with its session costs.
-start_gateway "${DTLS_GATEWAY[@]}"
-run dtls_memory register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 900 \
-    --settle "${DTLS_SETTLE:-${MEMORY_SETTLE:-250}}"
+if want dtls_memory; then
+    start_gateway "${DTLS_GATEWAY[@]}"
+    run dtls_memory register "${DTLS_HARNESS[@]}" -n "$DTLS_N" --timeout 900 \
+        --settle "${DTLS_SETTLE:-${MEMORY_SETTLE:-250}}"
+fi
 if [ "${MEMORY:-0}" = 1 ]; then
     # Default configuration (nothing reserved up front): the growth is what devices cost.
     start_gateway
