@@ -493,18 +493,24 @@ fn finish_fleet(c: &Ctx, fleet: FleetHandle, r: &mut Report) {
         s.set_phase("deregister");
         let t = Instant::now();
         let before = s.dev.dereg_ok.load(Relaxed) + s.dev.dereg_err.load(Relaxed);
+        let sent_before = s.dev.dereg_sent.load(Relaxed);
         fleet.send(|| Ctl::DeregisterAll);
         // Every Registered device gets one DELETE; wait for the counts to settle.
         let until = (Instant::now() + Duration::from_secs(15))
             .min(c.deadline.max(Instant::now() + Duration::from_secs(2)));
-        let mut last = (before, Instant::now());
+        let mut last = (before, Instant::now(), sent_before);
         wait_until(until, || {
             let done = s.dev.dereg_ok.load(Relaxed) + s.dev.dereg_err.load(Relaxed);
             let sent = s.dev.dereg_sent.load(Relaxed);
             if done != last.0 {
-                last = (done, Instant::now());
+                last = (done, Instant::now(), last.2);
             }
-            (done >= sent && last.1.elapsed() > Duration::from_millis(300))
+            // Not settled before the device threads started (they may still be working off
+            // a saturated notification phase): the DELETEs must have gone out first.
+            if sent != last.2 {
+                last = (done, Instant::now(), sent);
+            }
+            (sent > sent_before && done >= sent && last.1.elapsed() > Duration::from_millis(300))
                 || last.1.elapsed() > Duration::from_secs(3)
         });
         let ok = s.dev.dereg_ok.load(Relaxed) + s.dev.dereg_err.load(Relaxed) - before;
