@@ -23,6 +23,8 @@ use super::shared::SharedCredentials;
 /// Authenticated identities (mode + the identity's bytes: a PSK identity, later a certificate
 /// subject or a public key) and their ids; shared by every worker. An identity keeps its id for
 /// the life of the process, so a device that handshakes again is the same identity to the core.
+/// Only identities that completed a handshake are interned (a credential's, or a certificate a
+/// trusted CA issued), so the table is bounded by the fleet, not by what peers send.
 #[derive(Debug, Default)]
 pub struct Identities {
     ids: DashMap<(SecurityMode, Box<[u8]>), IdentityId>,
