@@ -143,6 +143,7 @@ impl Options {
             max_sessions,
             handshake_timeout,
             idle_timeout,
+            connection_id,
         } = dtls;
         let d = &mut c.dtls;
         set(&mut d.listen, listen);
@@ -153,6 +154,7 @@ impl Options {
         set(&mut d.max_sessions, max_sessions);
         set(&mut d.handshake_timeout, handshake_timeout.map(|s| s.0));
         set(&mut d.idle_timeout, idle_timeout.map(|s| s.0));
+        set(&mut d.connection_id, connection_id);
 
         let SecurityOptions {
             credentials,
@@ -246,6 +248,7 @@ impl Options {
                 max_sessions: Some(c.dtls.max_sessions),
                 handshake_timeout: secs(c.dtls.handshake_timeout),
                 idle_timeout: secs(c.dtls.idle_timeout),
+                connection_id: Some(c.dtls.connection_id),
             },
             security: SecurityOptions {
                 credentials: c.security.credentials.clone(),

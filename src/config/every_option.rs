@@ -182,6 +182,7 @@ fn everything_changed() -> Config {
             max_sessions: 34,
             handshake_timeout: Duration::from_secs(9),
             idle_timeout: Duration::from_secs(600),
+            connection_id: false,
         },
         security: SecurityConfig {
             credentials: Some(PathBuf::from("creds.toml")),

@@ -100,6 +100,8 @@ pub struct DtlsConfig {
     pub max_sessions: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Agree to RFC 9146 Connection IDs with devices that offer them.
+    pub connection_id: bool,
 }
 
 /// `[security]`: where device credentials come from and what plain CoAP may do.
@@ -205,6 +207,7 @@ impl Default for Config {
                 max_sessions: 2_000_000,
                 handshake_timeout: Duration::from_secs(30),
                 idle_timeout: Duration::from_secs(24 * 3600),
+                connection_id: true,
             },
             security: SecurityConfig {
                 credentials: None,

@@ -158,6 +158,14 @@ pub struct DtlsOptions {
     /// Seconds without a record from the device before its DTLS session is dropped
     #[arg(id = "dtls.idle_timeout", long = "dtls-idle-timeout", value_name = "S")]
     pub idle_timeout: Option<Seconds>,
+    /// Agree to a Connection ID (RFC 9146) with devices that offer one, so that their session
+    /// and registration follow them to a new address without a handshake
+    #[arg(
+        id = "dtls.connection_id",
+        long = "dtls-connection-id",
+        value_name = "BOOL"
+    )]
+    pub connection_id: Option<bool>,
 }
 
 /// `[security]`: device credentials and what plain CoAP may do.

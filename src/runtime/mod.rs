@@ -353,6 +353,7 @@ fn dtls_server_config(
         max_sessions: d.max_sessions.div_ceil(n),
         handshake_timeout: d.handshake_timeout,
         idle_timeout: d.idle_timeout,
+        connection_id: d.connection_id,
         client_rpk: certificate.is_some(),
         certificate,
         client_x509,
