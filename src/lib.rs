@@ -15,5 +15,6 @@ pub mod config;
 pub mod core;
 pub mod dtls;
 pub mod lwm2m;
+pub mod persist;
 pub mod runtime;
 pub mod security;

@@ -271,6 +271,11 @@ impl Block1Sender {
     }
 
     /// The whole body back, e.g. to send the request again from the start.
+    /// The whole body being sent.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }

@@ -523,6 +523,57 @@ fn json_text(v: &(impl serde::Serialize + ?Sized)) -> Box<str> {
     serde_json::to_string(v).unwrap_or_default().into()
 }
 
+// The durable state (issue 12): observations and queued commands keep their command's head so
+// that what they publish after a restart echoes what the application sent.
+
+impl crate::persist::wire::Durable for Op {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.str(self.msg_type());
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<Op> {
+        Op::from_msg_type(r.str()?)
+    }
+}
+
+impl crate::persist::wire::Durable for Echo {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.bytes(&self.pairs);
+        w.opt(self.seq_num, |w, (a, b)| {
+            w.uint(u64::from(a));
+            w.uint(u64::from(b));
+        });
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<Echo> {
+        let pairs: Box<[u8]> = r.bytes()?.into();
+        let seq_num = r.opt(|r| Some((r.u32()?, r.u32()?)))?;
+        // `write` slices at these offsets.
+        if seq_num.is_some_and(|(a, b)| a > b || b as usize > pairs.len()) {
+            return None;
+        }
+        Some(Echo { pairs, seq_num })
+    }
+}
+
+impl crate::persist::wire::Durable for CommandHead {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.put(&self.echo);
+        w.str(&self.msg_type);
+        w.str(&self.req_path);
+        w.str(&self.data);
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<CommandHead> {
+        Some(CommandHead {
+            echo: r.take()?,
+            msg_type: r.str()?.into(),
+            req_path: r.str()?.into(),
+            data: r.str()?.into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

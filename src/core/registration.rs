@@ -361,6 +361,50 @@ impl Registration {
     }
 }
 
+impl crate::persist::wire::Durable for Registration {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.str(&self.endpoint);
+        w.uint(u64::from(self.lifetime));
+        w.u8(self.version);
+        w.u8(self.version_sent);
+        w.opt(self.binding.as_deref(), |w, b| w.str(b));
+        w.opt(self.sms.as_deref(), |w, s| w.str(s));
+        w.bool(self.queue_mode);
+        w.list(&self.params, |w, (k, v)| {
+            w.str(k);
+            w.str(v);
+        });
+        w.opt(self.objects.as_ref(), |w, o| w.put(o));
+        w.str(self.security.as_str());
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<Registration> {
+        let endpoint: Box<str> = r.str()?.into();
+        let lifetime = r.u32()?;
+        let known = |v: u8| (usize::from(v) < VERSION_NAMES.len()).then_some(v);
+        let version = known(r.u8()?)?;
+        let version_sent = known(r.u8()?)?;
+        let binding = r.opt(|r| r.str().map(binding_text))?;
+        let sms = r.opt(|r| r.str().map(Box::from))?;
+        let queue_mode = r.bool()?;
+        let params = r.list(|r| Some((Box::<str>::from(r.str()?), Box::<str>::from(r.str()?))))?;
+        let objects = r.opt(|r| r.take())?;
+        let security = SecurityMode::from_name(r.str()?)?;
+        Some(Registration {
+            endpoint,
+            lifetime,
+            version,
+            version_sent,
+            binding,
+            sms,
+            queue_mode,
+            params: params.into(),
+            objects,
+            security,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

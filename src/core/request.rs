@@ -299,3 +299,29 @@ pub struct Blocks<'a> {
     pub block1: Option<(BlockOpt, &'a [u8], u32)>,
     pub block2: Option<BlockOpt>,
 }
+
+impl crate::persist::wire::Durable for Request {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.u8(self.method);
+        w.put(&self.path);
+        w.list(&self.query, |w, q| w.str(q));
+        w.opt(self.accept, |w, v| w.uint(u64::from(v)));
+        w.opt(self.content_format, |w, v| w.uint(u64::from(v)));
+        w.bytes(&self.payload);
+        w.opt(self.observe, |w, v| w.uint(u64::from(v)));
+        w.list(&self.paths, |w, p| w.put(p));
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<Request> {
+        Some(Request {
+            method: r.u8()?,
+            path: r.take()?,
+            query: r.list(|r| r.str().map(String::from))?,
+            accept: r.opt(|r| r.u16())?,
+            content_format: r.opt(|r| r.u16())?,
+            payload: r.bytes()?.to_vec(),
+            observe: r.opt(|r| r.u32())?,
+            paths: r.list(|r| r.take())?,
+        })
+    }
+}

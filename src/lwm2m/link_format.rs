@@ -503,6 +503,39 @@ fn push_trimmed(out: &mut Vec<String>, piece: &str) {
     }
 }
 
+impl crate::persist::wire::Durable for RegisteredObjects {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.str(&self.text);
+        w.list(&self.ends, |w, e| w.uint(u64::from(*e)));
+        w.list(&self.content_formats, |w, c| w.uint(u64::from(*c)));
+        w.list(&self.versions, |w, (o, v)| {
+            w.uint(u64::from(*o));
+            w.str(v);
+        });
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<RegisteredObjects> {
+        let text: Box<str> = r.str()?.into();
+        let ends = r.list(|r| r.u32())?;
+        // Offsets in order, inside the text, at character boundaries: as parsing made them.
+        let mut last = 0u32;
+        for e in &ends {
+            if *e < last || !text.is_char_boundary(*e as usize) {
+                return None;
+            }
+            last = *e;
+        }
+        let content_formats = r.list(|r| r.u16())?;
+        let versions = r.list(|r| Some((r.u16()?, Box::<str>::from(r.str()?))))?;
+        Some(RegisteredObjects {
+            text,
+            ends: ends.into(),
+            content_formats: content_formats.into(),
+            versions: versions.into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,27 @@ impl fmt::Debug for Path {
     }
 }
 
+impl crate::persist::wire::Durable for Path {
+    fn put(&self, w: &mut crate::persist::wire::Writer) {
+        w.u8(self.len);
+        for id in self.ids() {
+            w.uint(u64::from(*id));
+        }
+    }
+
+    fn take(r: &mut crate::persist::wire::Reader<'_>) -> Option<Path> {
+        let n = r.u8()? as usize;
+        if n > 4 {
+            return None;
+        }
+        let mut ids = [0u16; 4];
+        for id in ids.iter_mut().take(n) {
+            *id = r.u16().filter(|v| *v != u16::MAX)?;
+        }
+        Path::from_ids(&ids[..n])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lwm2m_gateway::coap::{code, opt, MessageView, MsgType};
 use lwm2m_gateway::config::Config;
@@ -16,7 +16,10 @@ use lwm2m_gateway::core::authorize::Authorizer;
 use lwm2m_gateway::core::command;
 use lwm2m_gateway::core::ids::ShardId;
 use lwm2m_gateway::core::peer::{IdentityId, SecurityMode};
-use lwm2m_gateway::core::shard::{IndexUpdate, Output, Peer, Publish, Shard};
+use lwm2m_gateway::core::settings::ShardConfig;
+use lwm2m_gateway::core::shard::{
+    ImportError, ImportReport, IndexUpdate, NoIdentities, Output, Peer, Publish, Shard,
+};
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::Value;
 
@@ -44,6 +47,7 @@ pub fn xml_model() -> Arc<ObjectRegistry> {
 
 pub struct Sim {
     shard: Shard,
+    cfg: Arc<ShardConfig>,
     now: Instant,
     out: Output,
     forbidden: u64,
@@ -76,8 +80,10 @@ impl Sim {
         if let Some(a) = auth {
             cfg.authorizer = a;
         }
+        let cfg = Arc::new(cfg);
         Sim {
-            shard: Shard::new(ShardId::default(), Arc::new(cfg), 42),
+            shard: Shard::new(ShardId::default(), cfg.clone(), 42),
+            cfg,
             now: Instant::now(),
             out: Output::default(),
             forbidden: 0,
@@ -94,6 +100,32 @@ impl Sim {
         let mut s = Sim::new();
         s.register(peer(5000), ep, 1);
         s
+    }
+
+    /// The shard's durable image as of now, the wall clock reading `wall`.
+    pub fn export(&self, wall: SystemTime) -> Vec<u8> {
+        self.shard.export(self.now, wall, &NoIdentities)
+    }
+
+    /// The gateway restarted `down` after `wall`: a fresh shard of the same configuration (and
+    /// another seed), restored from `image`.
+    pub fn restart(
+        &self,
+        image: &[u8],
+        wall: SystemTime,
+        down: Duration,
+    ) -> (Sim, Result<ImportReport, ImportError>) {
+        let mut s = Sim {
+            shard: Shard::new(ShardId::default(), self.cfg.clone(), 43),
+            cfg: self.cfg.clone(),
+            now: self.now + down,
+            out: Output::default(),
+            forbidden: 0,
+        };
+        let r = s
+            .shard
+            .import(image, s.now, wall + down, &NoIdentities, &mut s.out);
+        (s, r)
     }
 
     /// Moves the clock on by `d` and lets the shard's timers fire.

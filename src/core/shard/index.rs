@@ -59,6 +59,10 @@ impl Sessions {
         self.map.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (RegId, &Session)> {
+        self.map.iter().map(|(r, s)| (*r, &**s))
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &Session> {
         self.map.values().map(|s| &**s)
     }

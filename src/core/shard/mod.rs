@@ -21,6 +21,7 @@
 //! alone (never by source address), so NAT rebinding does not break observations.
 
 mod block1;
+mod durable;
 mod exchange;
 mod index;
 mod observe;
@@ -45,6 +46,8 @@ use super::uplink::{self, Uplink};
 
 pub use super::peer::Peer;
 pub use super::uplink::Publish;
+
+pub use durable::{IdentityNames, ImportError, ImportReport, NoIdentities};
 
 use block1::Block1In;
 use index::Sessions;
