@@ -42,11 +42,14 @@ stop_gateway() {
 }
 trap stop_gateway EXIT
 
-# start_gateway <extra flags...>: a fresh gateway on 127.0.0.1:5683 with its broker on 1883.
+# start_gateway <extra flags...>: a fresh gateway on 127.0.0.1:5683 with its broker on 1883,
+# keeping its state (the default configuration does) in a directory emptied first: no item
+# inherits the devices of the one before.
 start_gateway() {
     stop_gateway
+    rm -rf "$OUT/state"
     "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --stats-interval 0 --log-level warn \
-        --workers "$WORKERS" "$@" >"$OUT/gateway.log" 2>&1 &
+        --workers "$WORKERS" --state-dir "$OUT/state" "$@" >"$OUT/gateway.log" 2>&1 &
     GW_PID=$!
     # Wait for the embedded broker to listen; the UDP sockets and threads follow within
     # milliseconds, which the half second after covers.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::options::{
     BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
+    StateOptions,
 };
 use super::translators::{TranslatorOptions, TranslatorsOptions, TRANSLATORS};
 use super::values::{Seconds, Secret};
@@ -52,6 +53,7 @@ impl Options {
             mqtt,
             dtls,
             security,
+            state,
             log,
         } = self;
         set(&mut c.listen, listen);
@@ -172,6 +174,20 @@ impl Options {
             reload_interval.map(Duration::from_secs),
         );
 
+        let StateOptions {
+            dir,
+            snapshot_interval,
+        } = state;
+        // An empty directory name turns the durable state off.
+        set(
+            &mut c.state.dir,
+            dir.map(|d| (!d.as_os_str().is_empty()).then_some(d)),
+        );
+        set(
+            &mut c.state.snapshot_interval,
+            snapshot_interval.map(Duration::from_secs),
+        );
+
         let LogOptions {
             level,
             stats_interval,
@@ -254,6 +270,10 @@ impl Options {
                 credentials: c.security.credentials.clone(),
                 plain_requires_credential: Some(c.security.plain_requires_credential),
                 reload_interval: Some(c.security.reload_interval.as_secs()),
+            },
+            state: StateOptions {
+                dir: Some(c.state.dir.clone().unwrap_or_default()),
+                snapshot_interval: Some(c.state.snapshot_interval.as_secs()),
             },
             log: LogOptions {
                 level: Some(c.log_level.clone()),

@@ -189,6 +189,10 @@ fn everything_changed() -> Config {
             plain_requires_credential: true,
             reload_interval: Duration::ZERO,
         },
+        state: StateConfig {
+            dir: Some(PathBuf::from("/var/lib/lwm2m-gateway")),
+            snapshot_interval: Duration::from_secs(5),
+        },
         log_level: "debug".into(),
         stats_interval: Duration::ZERO,
     }

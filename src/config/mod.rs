@@ -42,6 +42,7 @@ mod tests;
 pub use cli::Args;
 pub use options::{
     BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
+    StateOptions,
 };
 pub use translators::{TranslatorOptions, TranslatorsOptions};
 pub use validate::parse_mqtt_url;
@@ -104,6 +105,15 @@ pub struct DtlsConfig {
     pub connection_id: bool,
 }
 
+/// `[state]`: the durable state (issue 12).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// `None`: nothing survives a restart.
+    pub dir: Option<PathBuf>,
+    /// Zero: a snapshot at shutdown only.
+    pub snapshot_interval: Duration,
+}
+
 /// `[security]`: where device credentials come from and what plain CoAP may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecurityConfig {
@@ -151,6 +161,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub dtls: DtlsConfig,
     pub security: SecurityConfig,
+    pub state: StateConfig,
     pub log_level: String,
     pub stats_interval: Duration,
 }
@@ -213,6 +224,10 @@ impl Default for Config {
                 credentials: None,
                 plain_requires_credential: false,
                 reload_interval: Duration::from_secs(5),
+            },
+            state: StateConfig {
+                dir: Some(PathBuf::from("data")),
+                snapshot_interval: Duration::from_secs(60),
             },
             log_level: "info".to_string(),
             stats_interval: Duration::from_secs(10),

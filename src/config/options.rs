@@ -102,6 +102,9 @@ pub struct Options {
     pub security: SecurityOptions,
     #[command(flatten)]
     #[serde(default)]
+    pub state: StateOptions,
+    #[command(flatten)]
+    #[serde(default)]
     pub log: LogOptions,
 }
 
@@ -192,6 +195,25 @@ pub struct SecurityOptions {
         value_name = "S"
     )]
     pub reload_interval: Option<u64>,
+}
+
+/// `[state]`: where registrations, observations and queued commands survive a restart.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "State")]
+pub struct StateOptions {
+    /// Directory of the state that survives a restart (one snapshot file per worker); "" keeps
+    /// nothing
+    #[arg(id = "state.dir", long = "state-dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Seconds between snapshots while running (besides the one at shutdown); 0 = at shutdown
+    /// only
+    #[arg(
+        id = "state.snapshot_interval",
+        long = "state-snapshot-interval",
+        value_name = "S"
+    )]
+    pub snapshot_interval: Option<u64>,
 }
 
 /// `[blockwise]`: block-wise transfers (RFC 7959).

@@ -55,7 +55,9 @@ pub mod mqtt;
 pub mod mqtt_session;
 mod reload;
 mod secure;
+mod signals;
 pub mod sockopt;
+mod state;
 pub mod udp;
 mod worker;
 
@@ -72,6 +74,9 @@ pub struct Gateway {
     waker: Arc<Waker>,
     workers: Vec<WorkerTx>,
     mqtt: MqttClient,
+    /// Set first at shutdown: the event loop stops reading before the workers stop.
+    udp_stop: Arc<AtomicBool>,
+    worker_threads: Vec<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -109,6 +114,8 @@ impl Gateway {
         let stop = Arc::new(AtomicBool::new(false));
         let index = Arc::new(AddrIndex::with_capacity(config.expected_devices));
         let mut threads = Vec::new();
+        let mut worker_threads = Vec::new();
+        let udp_stop = Arc::new(AtomicBool::new(false));
 
         // MQTT first: workers publish through clones of its client.
         let (host, port, broker_addr, broker_v5_addr) =
@@ -161,7 +168,18 @@ impl Gateway {
             workers: worker_txs.clone(),
         });
         let dtls_cfg = dtls_server_config(&config, server_cert, anchors.is_some());
+        let mut restored = Vec::new();
         for (id, rx) in worker_rxs.into_iter().enumerate() {
+            let durable = match &config.state.dir {
+                Some(dir) => Some(worker::Durable::new(
+                    state::StateFile::new(dir, id).with_context(|| {
+                        format!("cannot use the state directory {}", dir.display())
+                    })?,
+                    config.state.snapshot_interval,
+                    secure_shared.identities.clone(),
+                )),
+                None => None,
+            };
             let secure = (!dtls_addrs.is_empty()).then(|| {
                 SecureListener::new(
                     id as u16,
@@ -180,8 +198,14 @@ impl Gateway {
                 client.clone(),
                 index.clone(),
                 metrics.clone(),
+                durable,
             )?;
-            threads.push(spawn(format!("worker-{id}"), move || w.run())?);
+            restored.push(w.1);
+            let w = w.0;
+            worker_threads.push(spawn(format!("worker-{id}"), move || w.run())?);
+        }
+        if config.state.dir.is_some() {
+            publish_restarted(&client, &shard_cfg.topics, &restored);
         }
         drop(secure_shared);
 
@@ -214,7 +238,7 @@ impl Gateway {
             worker_txs.clone(),
             index.clone(),
             metrics.clone(),
-            stop.clone(),
+            udp_stop.clone(),
         )?;
         threads.push(spawn("event-loop".into(), move || el.run())?);
 
@@ -239,6 +263,8 @@ impl Gateway {
             waker,
             workers: worker_txs,
             mqtt: client,
+            udp_stop,
+            worker_threads,
             threads,
         })
     }
@@ -274,24 +300,79 @@ impl Gateway {
         self.metrics.clone()
     }
 
-    /// Blocks until the gateway stops (it only stops through [`Gateway::shutdown`] or a fatal error).
+    /// Blocks until the gateway stops: after SIGTERM or SIGINT (a graceful [`Gateway::shutdown`],
+    /// whose handlers this installs), or when its threads end on their own (a fatal error).
     pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        signals::install();
+        loop {
+            if signals::terminate_requested() {
+                info!("stopping: finishing queued work and writing the state");
+                self.shutdown();
+                info!("stopped");
+                return;
+            }
+            let all_done = self.threads.iter().all(|t| t.is_finished())
+                && self.worker_threads.iter().all(|t| t.is_finished());
+            if all_done {
+                for t in self.threads.drain(..).chain(self.worker_threads.drain(..)) {
+                    let _ = t.join();
+                }
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 
-    /// Stops every thread except the embedded broker's (rumqttd has no stop) and waits for them.
+    /// Stops every thread except the embedded broker's (rumqttd has no stop) and waits for them,
+    /// in an order that loses nothing accepted: the event loop stops reading, the workers handle
+    /// what is queued to them and write their state, then MQTT sends what they published and
+    /// disconnects.
     pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.udp_stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         for w in &self.workers {
             w.send(WorkerMsg::Stop);
         }
+        for t in self.worker_threads.drain(..) {
+            let _ = t.join();
+        }
         self.mqtt.try_disconnect();
+        self.stop.store(true, Ordering::SeqCst);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Tells applications that the gateway (re)started and what it restored: one message on the
+/// gateway endpoint's response topic (`msgType` `restarted`). Restored devices get no
+/// `register` event.
+fn publish_restarted(
+    client: &MqttClient,
+    topics: &crate::core::topics::Topics,
+    reports: &[Option<crate::core::shard::ImportReport>],
+) {
+    let sum = |f: fn(&crate::core::shard::ImportReport) -> usize| -> usize {
+        reports.iter().flatten().map(f).sum()
+    };
+    let payload = serde_json::json!({
+        "msgType": "restarted",
+        "data": {
+            "registrations": sum(|r| r.restored),
+            "observations": sum(|r| r.observations),
+            "queued": sum(|r| r.queued),
+            "expired": sum(|r| r.expired),
+            "unusable": sum(|r| r.skipped + r.skipped_observations),
+            "complete": reports.iter().flatten().all(|r| r.complete),
+        }
+    });
+    let t = &topics.response;
+    let topic = t.render_ip(crate::core::authorize::GATEWAY_ENDPOINT, None);
+    if client
+        .try_publish(topic, t.qos, payload.to_string().into_bytes())
+        .is_err()
+    {
+        warn!("the restarted event could not be queued for MQTT");
     }
 }
 

@@ -11,20 +11,26 @@
 //! counted as a send error (CoAP retransmission covers it). When its own bounded queue is full,
 //! the producers drop or refuse (see `channel`). It sleeps on its doorbell only when the queue is
 //! empty and no timer is due.
+//!
+//! Durable state (issue 12): a worker with a [`StateFile`] restores its shard from it when it is
+//! built (before any datagram), writes a snapshot every `snapshot_every` and a last one when it
+//! stops, after everything queued before the stop was handled.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, TryRecvError};
-use log::debug;
+use log::{debug, error, info, warn};
 
 use crate::core::command;
 use crate::core::ids::ShardId;
 use crate::core::settings::ShardConfig;
-use crate::core::shard::{IndexUpdate, Output, Peer, Shard, Transmit};
+use crate::core::shard::{
+    IdentityNames, ImportError, ImportReport, IndexUpdate, Output, Peer, Shard, Transmit,
+};
 use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
@@ -33,6 +39,7 @@ use super::doorbell::Doorbell;
 use super::metrics::Metrics;
 use super::mqtt::MqttClient;
 use super::secure::SecureListener;
+use super::state::StateFile;
 use super::udp;
 
 /// Messages a worker handles between two flushes of its replies and publishes.
@@ -61,6 +68,32 @@ pub(super) struct Worker {
     sealed: Vec<(ConnKey, Vec<u8>)>,
     /// This worker's DTLS session count as last added to `metrics.dtls_sessions`.
     dtls_sessions: usize,
+    durable: Option<Durable>,
+    /// What restoring the shard asked for (index entries, waiting commands), carried out first.
+    restored: Output,
+}
+
+/// Where and how often this worker's shard is written out.
+pub(super) struct Durable {
+    pub file: StateFile,
+    pub every: Duration,
+    pub names: Arc<dyn IdentityNames + Send + Sync>,
+    next: Option<Instant>,
+}
+
+impl Durable {
+    pub(super) fn new(
+        file: StateFile,
+        every: Duration,
+        names: Arc<dyn IdentityNames + Send + Sync>,
+    ) -> Durable {
+        Durable {
+            file,
+            every,
+            names,
+            next: None,
+        }
+    }
 }
 
 impl Worker {
@@ -76,10 +109,16 @@ impl Worker {
         mqtt: MqttClient,
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Worker> {
+        durable: Option<Durable>,
+    ) -> anyhow::Result<(Worker, Option<ImportReport>)> {
         let shard_id = ShardId::new(id).context("too many workers")?;
-        let shard = Shard::new(shard_id, config, rand::random());
-        Ok(Worker {
+        let mut shard = Shard::new(shard_id, config, rand::random());
+        let mut restored = Output::default();
+        let report = match &durable {
+            Some(d) => restore(&mut shard, d, &mut restored),
+            None => None,
+        };
+        let w = Worker {
             id: id as u16,
             shard,
             rx: queue.rx,
@@ -93,17 +132,48 @@ impl Worker {
             secure,
             sealed: Vec::new(),
             dtls_sessions: 0,
-        })
+            durable,
+            restored,
+        };
+        Ok((w, report))
+    }
+
+    /// Writes the shard's image to the state file (now, and sets the next periodic one).
+    fn snapshot(&mut self, now: Instant) {
+        let Some(d) = &mut self.durable else {
+            return;
+        };
+        d.next = (!d.every.is_zero()).then(|| now + d.every);
+        let image = self.shard.export(now, SystemTime::now(), &*d.names);
+        match d.file.write(&image) {
+            Ok(()) => debug!(
+                "state of worker {} written: {} registrations, {} bytes",
+                self.id,
+                self.shard.registrations(),
+                image.len()
+            ),
+            Err(e) => error!(
+                "cannot write the state file {}: {e}",
+                d.file.path().display()
+            ),
+        }
     }
 
     /// The body of the worker thread; returns on [`WorkerMsg::Stop`] or a closed queue.
     pub(super) fn run(mut self) {
         self.bell.bind_current();
-        let mut out = Output::default();
+        let mut out = std::mem::take(&mut self.restored);
+        self.flush(&mut out);
+        if let Some(d) = &mut self.durable {
+            d.next = (!d.every.is_zero()).then(|| Instant::now() + d.every);
+        }
         loop {
             let first = match self.rx.try_recv() {
                 Ok(m) => Some(m),
-                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.snapshot(Instant::now());
+                    return;
+                }
                 Err(TryRecvError::Empty) => {
                     if !self.timer_due_or_sleep() {
                         continue;
@@ -114,8 +184,19 @@ impl Worker {
             let now = Instant::now();
             if let Some(m) = first {
                 if !self.handle_round(now, m, &mut out) {
+                    // Stopped: what was handled goes out, then the last snapshot.
+                    self.flush(&mut out);
+                    self.snapshot(Instant::now());
                     return;
                 }
+            }
+            if self
+                .durable
+                .as_ref()
+                .and_then(|d| d.next)
+                .is_some_and(|t| now >= t)
+            {
+                self.snapshot(now);
             }
             self.shard.on_timeout(now, &mut out);
             if let Some(sec) = &mut self.secure {
@@ -129,13 +210,14 @@ impl Worker {
     /// deadline or a message, and returns false.
     fn timer_due_or_sleep(&mut self) -> bool {
         let now = Instant::now();
-        let deadline = match (
+        let deadline = [
             self.shard.next_deadline(),
             self.secure.as_ref().and_then(|s| s.next_deadline()),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+            self.durable.as_ref().and_then(|d| d.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if deadline.is_some_and(|d| d <= now) {
             return true;
         }
@@ -325,5 +407,51 @@ impl Worker {
                 .fetch_sub(self.registrations - n, Ordering::Relaxed);
         }
         self.registrations = n;
+    }
+}
+
+/// Restores `shard` from its state file; logs what was restored, dropped or unusable.
+fn restore(shard: &mut Shard, d: &Durable, out: &mut Output) -> Option<ImportReport> {
+    let path = d.file.path().display();
+    let image = match d.file.read() {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            error!("cannot read the state file {path}: {e}; starting without it");
+            return None;
+        }
+    };
+    match shard.import(&image, Instant::now(), SystemTime::now(), &*d.names, out) {
+        Ok(r) => {
+            info!(
+                "state restored from {path}: {} registrations, {} observations, {} queued commands; {} expired while down",
+                r.restored, r.observations, r.queued, r.expired
+            );
+            if r.skipped + r.skipped_observations > 0 || !r.complete {
+                warn!(
+                    "state file {path} was not whole: {} records and {} observations could not be used, {} bytes after the last whole record{}",
+                    r.skipped,
+                    r.skipped_observations,
+                    r.dropped_bytes,
+                    if r.complete { "" } else { " (the file is cut short or damaged)" }
+                );
+            }
+            Some(r)
+        }
+        Err(e) => {
+            let kept = match e {
+                ImportError::Foreign { .. } | ImportError::Header(_) | ImportError::WrongKind => {
+                    d.file.set_aside()
+                }
+            };
+            match kept {
+                Ok(to) => error!(
+                    "state file {path} not used: {e}; kept as {}, starting without it",
+                    to.display()
+                ),
+                Err(io) => error!("state file {path} not used: {e} (and not set aside: {io})"),
+            }
+            None
+        }
     }
 }

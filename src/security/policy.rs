@@ -55,6 +55,17 @@ impl Identities {
     }
 }
 
+/// The durable state names identities by mode and bytes, and interns them again on restore.
+impl crate::core::shard::IdentityNames for Identities {
+    fn name(&self, id: IdentityId) -> Option<(SecurityMode, Arc<[u8]>)> {
+        self.resolve(id)
+    }
+
+    fn intern(&self, mode: SecurityMode, identity: &[u8]) -> Option<IdentityId> {
+        Identities::intern(self, mode, identity)
+    }
+}
+
 /// Who may register as which endpoint (Leshan's `SecurityChecker`):
 /// - over DTLS, only the endpoint whose credential names the peer's identity;
 /// - over plain CoAP, only an endpoint without a credential (with

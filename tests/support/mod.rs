@@ -70,6 +70,8 @@ pub fn on_loopback(base: Config, broker: Option<SocketAddr>) -> Config {
     // One DTLS listener on a free loopback port, after the plain one(s) in `local_addrs`.
     c.dtls.listen = vec!["127.0.0.1:0".parse().unwrap()];
     c.mqtt.url = broker.map(|b| format!("mqtt://{b}"));
+    // Tests that keep state across a restart give a directory of their own.
+    c.state.dir = None;
     c.mqtt.client_id = format!(
         "gw-test-{}",
         std::process::id() as u64 * 1000 + rand_u16() as u64
@@ -134,6 +136,15 @@ impl TestGateway {
     /// A new device, on its own UDP port.
     pub fn device(&self) -> Device {
         Device::new(self.udp)
+    }
+}
+
+impl TestGateway {
+    /// Stops the gateway the way SIGTERM does (state written, MQTT flushed).
+    pub fn stop(mut self) {
+        if let Some(gw) = self.gw.take() {
+            gw.shutdown();
+        }
     }
 }
 

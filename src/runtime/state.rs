@@ -1,0 +1,59 @@
+//! Where each worker's durable state lives (issue 12): `<state.dir>/shard-<N>.snap`, the image
+//! [`Shard::export`](crate::core::shard::Shard::export) writes, replaced atomically (temporary
+//! file, fsync, rename, fsync of the directory; mode 0600) at every snapshot, so a crash leaves
+//! the previous snapshot or the new one, never a mix.
+//!
+//! A file that cannot be used (not a state file, another format version, another shard count)
+//! is set aside as `shard-<N>.snap.bad-<unix seconds>` before the first snapshot replaces it: the
+//! operator can look at it, and nothing is silently lost.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::security::credentials::write_atomic;
+
+#[derive(Debug, Clone)]
+pub(super) struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// Worker `worker`'s file in `dir`, which is created if missing.
+    pub(super) fn new(dir: &Path, worker: usize) -> io::Result<StateFile> {
+        fs::create_dir_all(dir)?;
+        Ok(StateFile {
+            path: dir.join(format!("shard-{worker}.snap")),
+        })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last snapshot, `None` when there is none yet.
+    pub(super) fn read(&self) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(&self.path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn write(&self, image: &[u8]) -> io::Result<()> {
+        write_atomic(&self.path, image)
+    }
+
+    /// Moves an unusable file out of the way; returns where it went.
+    pub(super) fn set_aside(&self) -> io::Result<PathBuf> {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".bad-{secs}"));
+        let to = PathBuf::from(name);
+        fs::rename(&self.path, &to)?;
+        Ok(to)
+    }
+}
