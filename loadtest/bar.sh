@@ -14,7 +14,9 @@
 # and listen for DTLS on 127.0.0.1:5684; plain CoAP stays open to any endpoint without a
 # credential (plain_requires_credential = false), as the plain items need.
 #
-# Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2), ITEMS
+# Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2), STATE
+# ("off": --state-dir "", nothing kept; default on, in $OUT/state), SNAPSHOT_INTERVAL (seconds,
+# default the gateway's 60; 1 measures the worst case), ITEMS
 # (space-separated item names to run, e.g. "notify dtls_notify dtls_memory"; default all; the
 # baseline always runs, the notify rates derive from it),
 # MEMORY_SETTLE (seconds idle before the memory readings, default 250: longer than the 247 s
@@ -48,8 +50,11 @@ trap stop_gateway EXIT
 start_gateway() {
     stop_gateway
     rm -rf "$OUT/state"
+    local state=(--state-dir "$OUT/state")
+    [ "${STATE:-on}" = off ] && state=(--state-dir "")
+    [ -n "${SNAPSHOT_INTERVAL:-}" ] && state+=(--state-snapshot-interval "$SNAPSHOT_INTERVAL")
     "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --stats-interval 0 --log-level warn \
-        --workers "$WORKERS" --state-dir "$OUT/state" "$@" >"$OUT/gateway.log" 2>&1 &
+        --workers "$WORKERS" "${state[@]}" "$@" >"$OUT/gateway.log" 2>&1 &
     GW_PID=$!
     # Wait for the embedded broker to listen; the UDP sockets and threads follow within
     # milliseconds, which the half second after covers.

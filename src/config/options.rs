@@ -204,7 +204,16 @@ pub struct SecurityOptions {
 pub struct StateOptions {
     /// Directory of the state that survives a restart (one snapshot file per worker); "" keeps
     /// nothing
-    #[arg(id = "state.dir", long = "state-dir", value_name = "DIR")]
+    #[arg(
+        id = "state.dir",
+        long = "state-dir",
+        value_name = "DIR",
+        // Clap's path parser refuses "", which is how this option is turned off.
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from
+        )
+    )]
     pub dir: Option<PathBuf>,
     /// Seconds between snapshots while running (besides the one at shutdown); 0 = at shutdown
     /// only

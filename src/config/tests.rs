@@ -325,3 +325,23 @@ fn dtls_settings_are_checked_and_plain_coap_may_be_off_only_with_dtls_on() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn an_empty_state_dir_keeps_nothing_in_the_file_and_on_the_command_line() {
+    assert_eq!(
+        Config::default().state.dir,
+        Some(std::path::PathBuf::from("data"))
+    );
+    assert_eq!(from_flags(&["--state-dir", ""]).unwrap().state.dir, None);
+    assert_eq!(
+        from_file("c.toml", "[state]\ndir = \"\"\n")
+            .unwrap()
+            .state
+            .dir,
+        None
+    );
+    assert_eq!(
+        from_flags(&["--state-dir", "/srv/gw"]).unwrap().state.dir,
+        Some(std::path::PathBuf::from("/srv/gw"))
+    );
+}

@@ -144,14 +144,26 @@ impl Worker {
             return;
         };
         d.next = (!d.every.is_zero()).then(|| now + d.every);
+        let started = Instant::now();
         let image = self.shard.export(now, SystemTime::now(), &*d.names);
         match d.file.write(&image) {
-            Ok(()) => debug!(
-                "state of worker {} written: {} registrations, {} bytes",
-                self.id,
-                self.shard.registrations(),
-                image.len()
-            ),
+            Ok(()) => {
+                let took = started.elapsed();
+                // The worker handles nothing meanwhile: a long pause is worth a line.
+                let level = if took > Duration::from_millis(100) {
+                    log::Level::Info
+                } else {
+                    log::Level::Debug
+                };
+                log::log!(
+                    level,
+                    "state of worker {} written in {:.0} ms: {} registrations, {} bytes",
+                    self.id,
+                    took.as_secs_f64() * 1000.0,
+                    self.shard.registrations(),
+                    image.len()
+                );
+            }
             Err(e) => error!(
                 "cannot write the state file {}: {e}",
                 d.file.path().display()
