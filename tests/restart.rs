@@ -154,3 +154,53 @@ fn an_unusable_state_file_is_set_aside_and_the_gateway_starts_without_it() {
     let image = std::fs::read(dir.0.join("shard-0.snap")).unwrap();
     assert!(image.starts_with(b"LWM2MGWS"));
 }
+
+#[test]
+fn dtls_sessions_survive_a_restart_and_devices_carry_on_without_a_handshake() {
+    const KEY: &[u8] = b"restart-key-16by";
+    let dir = state_dir("dtls");
+    let creds = dir.0.join("credentials.toml");
+    let hex: String = KEY.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        &creds,
+        format!("[[device]]\nendpoint = \"secure\"\nmode = \"psk\"\nidentity = \"id-s\"\nkey_hex = \"{hex}\"\n"),
+    )
+    .unwrap();
+    let start = |dir: &PathGuard| {
+        let (path, creds) = (dir.0.clone(), creds.clone());
+        TestGateway::start(None, move |c| {
+            c.state.dir = Some(path);
+            c.state.snapshot_interval = Duration::ZERO;
+            c.security.credentials = Some(creds);
+        })
+    };
+    let gw = start(&dir);
+    let mut dev = DtlsDevice::new(gw.dtls.unwrap(), "id-s", KEY);
+    assert!(dev.handshake());
+    let reg = Msg::con(code::POST, 1)
+        .token(&[1])
+        .path(&["rd"])
+        .query(&["ep=secure", "lt=600", "lwm2m=1.1"])
+        .cf(40)
+        .payload(b"</3/0>")
+        .build();
+    let created = dev.request(&reg);
+    let loc = location_id(&created).unwrap();
+    gw.stop();
+
+    let gw = start(&dir);
+    dev.gw = gw.dtls.unwrap();
+    // The session came back with the registration: the Update is sealed in it, no handshake.
+    let upd = Msg::con(code::POST, 2).path(&["rd", &loc]).build();
+    let answer = dev.request(&upd);
+    assert_eq!(MessageView::parse(&answer).unwrap().code(), code::CHANGED);
+    assert_eq!(
+        gw.metrics()
+            .dtls_handshakes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The restored registration still belongs to the identity: another one may not touch it.
+    let mut other = DtlsDevice::new(gw.dtls.unwrap(), "nobody", KEY);
+    assert!(!other.handshake(), "an unknown identity gets no session");
+}

@@ -277,6 +277,8 @@ pub enum FileKind {
     Snapshot = 1,
     /// Changes since a snapshot, appended.
     Journal = 2,
+    /// A worker's DTLS sessions (keys included).
+    DtlsSessions = 3,
 }
 
 /// A state file's header: magic, format version, kind, the shard that wrote it and how many
@@ -314,6 +316,7 @@ impl Header {
         let kind = match b[10] {
             1 => FileKind::Snapshot,
             2 => FileKind::Journal,
+            3 => FileKind::DtlsSessions,
             k => return Err(HeaderError::Kind(k)),
         };
         let h = Header {

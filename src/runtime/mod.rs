@@ -171,13 +171,20 @@ impl Gateway {
         let mut restored = Vec::new();
         for (id, rx) in worker_rxs.into_iter().enumerate() {
             let durable = match &config.state.dir {
-                Some(dir) => Some(worker::Durable::new(
-                    state::StateFile::new(dir, id).with_context(|| {
-                        format!("cannot use the state directory {}", dir.display())
-                    })?,
-                    config.state.snapshot_interval,
-                    secure_shared.identities.clone(),
-                )),
+                Some(dir) => {
+                    let ctx = || format!("cannot use the state directory {}", dir.display());
+                    let sessions = match dtls_addrs.is_empty() {
+                        true => None,
+                        false => Some(state::StateFile::dtls_sessions(dir, id).with_context(ctx)?),
+                    };
+                    Some(worker::Durable::new(
+                        state::StateFile::new(dir, id).with_context(ctx)?,
+                        sessions,
+                        config.workers as u16,
+                        config.state.snapshot_interval,
+                        secure_shared.identities.clone(),
+                    ))
+                }
                 None => None,
             };
             let secure = (!dtls_addrs.is_empty()).then(|| {

@@ -30,6 +30,7 @@ use crate::core::shard::{Output, Shard, Transmit};
 use crate::dtls::server::{Event, Output as DtlsOutput, Session};
 use crate::dtls::PeerAuth;
 use crate::dtls::{self, ConnKey};
+use crate::persist::wire::{self, FileKind, Header, Reader, Writer};
 use crate::security::{DeviceKeys, Identities};
 
 use super::addr_index::AddrIndex;
@@ -171,6 +172,78 @@ impl SecureListener {
 
     pub(super) fn sessions(&self) -> usize {
         self.server.sessions()
+    }
+
+    /// Every established session of this worker, for the state directory: a header, then one
+    /// record per session (its listener and address, then [`Session::to_bytes`]). The bytes
+    /// hold keys: the caller writes them where only the gateway can read (mode 0600).
+    pub(super) fn export_sessions(&self, shards: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        Header {
+            kind: FileKind::DtlsSessions,
+            shard: self.me as u8,
+            shards,
+        }
+        .write(&mut out);
+        let mut w = Writer::new();
+        for key in self.server.session_keys() {
+            let Some(s) = self.server.session(&key) else {
+                continue;
+            };
+            w.buf.clear();
+            w.uint(u64::from(key.0));
+            w.str(&key.1.to_string());
+            w.bytes(&s.to_bytes());
+            wire::frame(&mut out, &w.buf);
+        }
+        out
+    }
+
+    /// Restores sessions [`SecureListener::export_sessions`] wrote: devices carry on without a
+    /// handshake. Returns (restored, unusable); a record that does not decode, or whose identity
+    /// cannot be interned, is skipped.
+    pub(super) fn import_sessions(
+        &mut self,
+        bytes: &[u8],
+        shards: u16,
+        now: Instant,
+    ) -> Result<(usize, usize), String> {
+        let (h, body) = Header::read(bytes).map_err(|e| e.to_string())?;
+        if h.kind != FileKind::DtlsSessions || h.shard != self.me as u8 || h.shards != shards {
+            return Err(format!(
+                "written by worker {} of {} (the number of workers changed?)",
+                h.shard, h.shards
+            ));
+        }
+        let (records, _) = wire::records(body);
+        let (mut restored, mut unusable) = (0, 0);
+        for rec in records {
+            let mut r = Reader::new(rec);
+            let session = (|| {
+                let listener = r.u16()?;
+                let addr: std::net::SocketAddr = r.str()?.parse().ok()?;
+                let s = Session::from_bytes(r.bytes()?, now)?;
+                Some(((listener, addr), s))
+            })();
+            let Some((key, mut s)) = session else {
+                unusable += 1;
+                continue;
+            };
+            let Some(id) = self.shared.identities.intern(mode_of(s.auth), &s.identity) else {
+                unusable += 1;
+                continue;
+            };
+            s.tag = id.tag();
+            let cid = s.connection_id();
+            self.server.insert_session(key, s);
+            self.shared.index.bind(key.1, self.me);
+            if let Some(c) = cid {
+                self.shared.index.bind_cid(c, self.me);
+            }
+            self.by_identity.insert(id, key);
+            restored += 1;
+        }
+        Ok((restored, unusable))
     }
 
     /// Drops every session whose PSK identity or raw public key no longer has a credential

@@ -1,7 +1,8 @@
 //! Where each worker's durable state lives (issue 12): `<state.dir>/shard-<N>.snap`, the image
 //! [`Shard::export`](crate::core::shard::Shard::export) writes, replaced atomically (temporary
 //! file, fsync, rename, fsync of the directory; mode 0600) at every snapshot, so a crash leaves
-//! the previous snapshot or the new one, never a mix.
+//! the previous snapshot or the new one, never a mix. Beside it, `dtls-<N>.sessions` holds the
+//! worker's DTLS sessions (keys included).
 //!
 //! A file that cannot be used (not a state file, another format version, another shard count)
 //! is set aside as `shard-<N>.snap.bad-<unix seconds>` before the first snapshot replaces it: the
@@ -20,11 +21,20 @@ pub(super) struct StateFile {
 }
 
 impl StateFile {
-    /// Worker `worker`'s file in `dir`, which is created if missing.
+    /// Worker `worker`'s snapshot in `dir`, which is created if missing.
     pub(super) fn new(dir: &Path, worker: usize) -> io::Result<StateFile> {
+        StateFile::named(dir, &format!("shard-{worker}.snap"))
+    }
+
+    /// Worker `worker`'s DTLS sessions in `dir` (key material: mode 0600 like every state file).
+    pub(super) fn dtls_sessions(dir: &Path, worker: usize) -> io::Result<StateFile> {
+        StateFile::named(dir, &format!("dtls-{worker}.sessions"))
+    }
+
+    fn named(dir: &Path, name: &str) -> io::Result<StateFile> {
         fs::create_dir_all(dir)?;
         Ok(StateFile {
-            path: dir.join(format!("shard-{worker}.snap")),
+            path: dir.join(name),
         })
     }
 

@@ -73,9 +73,12 @@ pub(super) struct Worker {
     restored: Output,
 }
 
-/// Where and how often this worker's shard is written out.
+/// Where and how often this worker's shard (and its DTLS sessions) are written out.
 pub(super) struct Durable {
     pub file: StateFile,
+    /// With a DTLS listener: the sessions, so devices need no handshake after a restart.
+    pub sessions: Option<StateFile>,
+    pub shards: u16,
     pub every: Duration,
     pub names: Arc<dyn IdentityNames + Send + Sync>,
     next: Option<Instant>,
@@ -84,11 +87,15 @@ pub(super) struct Durable {
 impl Durable {
     pub(super) fn new(
         file: StateFile,
+        sessions: Option<StateFile>,
+        shards: u16,
         every: Duration,
         names: Arc<dyn IdentityNames + Send + Sync>,
     ) -> Durable {
         Durable {
             file,
+            sessions,
+            shards,
             every,
             names,
             next: None,
@@ -105,7 +112,7 @@ impl Worker {
         queue: WorkerRx,
         sockets: Arc<Vec<UdpSocket>>,
         dtls_listener: Arc<Vec<bool>>,
-        secure: Option<SecureListener>,
+        mut secure: Option<SecureListener>,
         mqtt: MqttClient,
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
@@ -118,6 +125,9 @@ impl Worker {
             Some(d) => restore(&mut shard, d, &mut restored),
             None => None,
         };
+        if let (Some(d), Some(sec)) = (&durable, secure.as_mut()) {
+            restore_sessions(sec, d);
+        }
         let w = Worker {
             id: id as u16,
             shard,
@@ -146,6 +156,14 @@ impl Worker {
         d.next = (!d.every.is_zero()).then(|| now + d.every);
         let started = Instant::now();
         let image = self.shard.export(now, SystemTime::now(), &*d.names);
+        if let (Some(f), Some(sec)) = (&d.sessions, &self.secure) {
+            if let Err(e) = f.write(&sec.export_sessions(d.shards)) {
+                error!(
+                    "cannot write the DTLS sessions file {}: {e}",
+                    f.path().display()
+                );
+            }
+        }
         match d.file.write(&image) {
             Ok(()) => {
                 let took = started.elapsed();
@@ -419,6 +437,27 @@ impl Worker {
                 .fetch_sub(self.registrations - n, Ordering::Relaxed);
         }
         self.registrations = n;
+    }
+}
+
+/// Restores the worker's DTLS sessions, if a file of them exists; logs what happened.
+fn restore_sessions(sec: &mut SecureListener, d: &Durable) {
+    let Some(f) = &d.sessions else {
+        return;
+    };
+    let path = f.path().display();
+    match f.read() {
+        Ok(None) => {}
+        Ok(Some(b)) => match sec.import_sessions(&b, d.shards, Instant::now()) {
+            Ok((n, bad)) => {
+                info!("{n} DTLS sessions restored from {path}");
+                if bad > 0 {
+                    warn!("{bad} DTLS sessions in {path} could not be used (those devices handshake again)");
+                }
+            }
+            Err(e) => warn!("DTLS sessions file {path} not used: {e}; devices handshake again"),
+        },
+        Err(e) => error!("cannot read the DTLS sessions file {path}: {e}"),
     }
 }
 
