@@ -71,6 +71,9 @@ pub(super) struct Worker {
     durable: Option<Durable>,
     /// What restoring the shard asked for (index entries, waiting commands), carried out first.
     restored: Output,
+    /// MQTT messages dropped since the last warning about them, and when that was.
+    unlogged_drops: u64,
+    drops_logged_at: Option<Instant>,
 }
 
 /// Where and how often this worker's shard (and its DTLS sessions) are written out.
@@ -144,6 +147,8 @@ impl Worker {
             dtls_sessions: 0,
             durable,
             restored,
+            unlogged_drops: 0,
+            drops_logged_at: None,
         };
         Ok((w, report))
     }
@@ -411,15 +416,40 @@ impl Worker {
         }
     }
 
-    fn publish(&self, out: &mut Output) {
+    /// Hands the round's MQTT messages to the MQTT thread. Its queue (`mqtt.channel_capacity`)
+    /// is also the buffer while the broker is away: what does not fit is counted and, at most
+    /// once a second, logged with the count.
+    fn publish(&mut self, out: &mut Output) {
+        let mut dropped = 0u64;
         for p in out.publishes.drain(..) {
             match self.mqtt.try_publish(p.topic, p.qos, p.payload) {
-                Ok(()) => self.metrics.publishes.fetch_add(1, Ordering::Relaxed),
+                Ok(()) => {
+                    self.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(e) => {
                     debug!("publish dropped: {e}");
-                    self.metrics.publish_dropped.fetch_add(1, Ordering::Relaxed)
+                    dropped += 1;
                 }
-            };
+            }
+        }
+        if dropped > 0 {
+            self.metrics
+                .publish_dropped
+                .fetch_add(dropped, Ordering::Relaxed);
+            self.unlogged_drops += dropped;
+        }
+        let now = Instant::now();
+        if self.unlogged_drops > 0
+            && !self
+                .drops_logged_at
+                .is_some_and(|t| now < t + Duration::from_secs(1))
+        {
+            warn!(
+                "worker {}: {} MQTT messages dropped, the MQTT queue is full (broker away or slow; mqtt.channel_capacity)",
+                self.id, self.unlogged_drops
+            );
+            self.unlogged_drops = 0;
+            self.drops_logged_at = Some(now);
         }
     }
 

@@ -82,6 +82,20 @@ impl Inbox {
         }
     }
 
+    /// The next message whose `msgType` is `kind` within `d`, skipping others; `None` if none.
+    fn try_next_of(&self, kind: &str, d: Duration) -> Option<(String, Value)> {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (t, p) = self.rx.recv_timeout(left).ok()?;
+            let v: Value =
+                serde_json::from_slice(&p).unwrap_or_else(|e| panic!("not JSON on {t}: {e}"));
+            if v["msgType"] == kind {
+                return Some((t, v));
+            }
+        }
+    }
+
     fn quiet(&self, d: Duration) {
         if let Ok((t, p)) = self.rx.recv_timeout(d) {
             panic!("unexpected message on {t}: {}", String::from_utf8_lossy(&p));
@@ -146,6 +160,11 @@ impl Observer {
     /// The next message whose `msgType` is `kind`, skipping others.
     pub fn next_of(&self, kind: &str) -> (String, Value) {
         self.inbox.next_of(kind)
+    }
+
+    /// The next message whose `msgType` is `kind` within `d`, or `None`.
+    pub fn try_next_of(&self, kind: &str, d: Duration) -> Option<(String, Value)> {
+        self.inbox.try_next_of(kind, d)
     }
 
     /// Asserts nothing more arrives within `d`.
