@@ -40,15 +40,8 @@ fn observed(broker: &Mosquitto, queue: usize) -> (TestGateway, Device, Vec<u8>) 
         json!({"reqID": 5, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
     );
     let req = dev.recv();
-    let v = MessageView::parse(&req).unwrap();
-    let token = v.token().to_vec();
-    let ack = Msg::new(MsgType::Ack, code::CONTENT, v.message_id())
-        .token(&token)
-        .observe(Some(1))
-        .cf(0)
-        .payload(b"20")
-        .build();
-    dev.send(&ack);
+    let token = MessageView::parse(&req).unwrap().token().to_vec();
+    dev.send(&observe_answer(&req, 1, b"20"));
     obs.next_of("observe");
     (gw, dev, token)
 }

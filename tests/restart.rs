@@ -67,15 +67,8 @@ fn registrations_observations_and_queued_commands_survive_a_graceful_restart() {
         json!({"reqID": 21, "msgType": "observe", "data": {"path": "/3/0/9"}, "app": "fleet"}),
     );
     let req = a.recv();
-    let v = MessageView::parse(&req).unwrap();
-    let token = v.token().to_vec();
-    let ack = Msg::new(MsgType::Ack, code::CONTENT, v.message_id())
-        .token(&token)
-        .observe(Some(1))
-        .cf(0)
-        .payload(b"90")
-        .build();
-    a.send(&ack);
+    let token = MessageView::parse(&req).unwrap().token().to_vec();
+    a.send(&observe_answer(&req, 1, b"90"));
     assert_eq!(obs.next_of("observe").1["reqID"], 21);
     // sleeper falls asleep (1 s window); a command waits for it.
     std::thread::sleep(Duration::from_millis(1500));

@@ -26,20 +26,9 @@ fn observed(s: &mut Sim, ep: &str, port: u16, mid: u16) -> (String, Vec<u8>) {
     let (t, _, _) = s.take();
     let (_, token, path, _) = sent_request(&t);
     assert_eq!(path, ["3", "0", "9"]);
-    s.send(peer(port), &answer_observe(&t[0].1, 1, b"80"));
+    s.send(peer(port), &observe_answer(&t[0].1, 1, b"80"));
     assert_eq!(s.publishes()[0].1["msgType"], "observe");
     (loc, token)
-}
-
-/// The device's ACK to an observe GET, with Observe `seq` and a text payload.
-fn answer_observe(req: &[u8], seq: u32, value: &[u8]) -> Vec<u8> {
-    let v = lwm2m_gateway::coap::MessageView::parse(req).unwrap();
-    Msg::new(MsgType::Ack, code::CONTENT, v.message_id())
-        .token(v.token())
-        .observe(Some(seq))
-        .cf(0)
-        .payload(value)
-        .build()
 }
 
 fn notification(token: &[u8], mid: u16, seq: u32, value: &[u8]) -> Vec<u8> {

@@ -143,6 +143,16 @@ pub fn answer(req: &[u8], code: u8, cf: Option<u32>, payload: &[u8]) -> Vec<u8> 
     Msg::ack_to(req, code).cf(cf).payload(payload).build()
 }
 
+/// A piggybacked 2.05 to an observe request the gateway sent, with Observe `seq` and a
+/// text/plain value: the answer that establishes the observation.
+pub fn observe_answer(req: &[u8], seq: u32, value: &[u8]) -> Vec<u8> {
+    Msg::ack_to(req, code::CONTENT)
+        .observe(Some(seq))
+        .cf(0)
+        .payload(value)
+        .build()
+}
+
 /// A SenML JSON payload with one record.
 pub fn senml(bn: &str, v: i64) -> Vec<u8> {
     format!(r#"[{{"bn":"{bn}","v":{v}}}]"#).into_bytes()
