@@ -168,7 +168,7 @@ impl Gateway {
             workers: worker_txs.clone(),
         });
         let dtls_cfg = dtls_server_config(&config, server_cert, anchors.is_some());
-        let mut restored = Vec::new();
+        let mut built = Vec::new();
         for (id, rx) in worker_rxs.into_iter().enumerate() {
             let durable = match &config.state.dir {
                 Some(dir) => {
@@ -207,8 +207,18 @@ impl Gateway {
                 metrics.clone(),
                 durable,
             )?;
-            restored.push(w.1);
-            let w = w.0;
+            built.push(w);
+        }
+        // Each worker reads its own files: in parallel, so a restart of a million devices takes
+        // the time of one shard's share.
+        let restored: Vec<_> = std::thread::scope(|s| {
+            let restoring: Vec<_> = built.iter_mut().map(|w| s.spawn(|| w.restore())).collect();
+            restoring
+                .into_iter()
+                .map(|h| h.join().unwrap_or(None))
+                .collect()
+        });
+        for (id, w) in built.into_iter().enumerate() {
             worker_threads.push(spawn(format!("worker-{id}"), move || w.run())?);
         }
         if config.state.dir.is_some() {

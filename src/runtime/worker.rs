@@ -115,23 +115,15 @@ impl Worker {
         queue: WorkerRx,
         sockets: Arc<Vec<UdpSocket>>,
         dtls_listener: Arc<Vec<bool>>,
-        mut secure: Option<SecureListener>,
+        secure: Option<SecureListener>,
         mqtt: MqttClient,
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
         durable: Option<Durable>,
-    ) -> anyhow::Result<(Worker, Option<ImportReport>)> {
+    ) -> anyhow::Result<Worker> {
         let shard_id = ShardId::new(id).context("too many workers")?;
-        let mut shard = Shard::new(shard_id, config, rand::random());
-        let mut restored = Output::default();
-        let report = match &durable {
-            Some(d) => restore(&mut shard, d, &mut restored),
-            None => None,
-        };
-        if let (Some(d), Some(sec)) = (&durable, secure.as_mut()) {
-            restore_sessions(sec, d);
-        }
-        let w = Worker {
+        let shard = Shard::new(shard_id, config, rand::random());
+        Ok(Worker {
             id: id as u16,
             shard,
             rx: queue.rx,
@@ -146,11 +138,21 @@ impl Worker {
             sealed: Vec::new(),
             dtls_sessions: 0,
             durable,
-            restored,
+            restored: Output::default(),
             unlogged_drops: 0,
             drops_logged_at: None,
-        };
-        Ok((w, report))
+        })
+    }
+
+    /// Restores the shard (and the DTLS sessions) from the state directory, before the worker
+    /// runs; what that asks for is carried out when it starts. Workers restore in parallel.
+    pub(super) fn restore(&mut self) -> Option<ImportReport> {
+        let d = self.durable.as_ref()?;
+        let report = restore(&mut self.shard, d, &mut self.restored);
+        if let Some(sec) = self.secure.as_mut() {
+            restore_sessions(sec, d);
+        }
+        report
     }
 
     /// Writes the shard's image to the state file (now, and sets the next periodic one).
