@@ -28,9 +28,7 @@ use log::{debug, error, info, warn};
 use crate::core::command;
 use crate::core::ids::ShardId;
 use crate::core::settings::ShardConfig;
-use crate::core::shard::{
-    IdentityNames, ImportError, ImportReport, IndexUpdate, Output, Peer, Shard, Transmit,
-};
+use crate::core::shard::{IdentityNames, ImportReport, IndexUpdate, Output, Peer, Shard, Transmit};
 use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
@@ -521,13 +519,9 @@ fn restore(shard: &mut Shard, d: &Durable, out: &mut Output) -> Option<ImportRep
             }
             Some(r)
         }
+        // Every refusal is of the whole file: it is kept aside for the operator, not overwritten.
         Err(e) => {
-            let kept = match e {
-                ImportError::Foreign { .. } | ImportError::Header(_) | ImportError::WrongKind => {
-                    d.file.set_aside()
-                }
-            };
-            match kept {
+            match d.file.set_aside() {
                 Ok(to) => error!(
                     "state file {path} not used: {e}; kept as {}, starting without it",
                     to.display()
