@@ -87,7 +87,7 @@ fn registrations_observations_and_queued_commands_survive_a_graceful_restart() {
     assert_eq!(topic, "lwm2m/$gateway/up/resp");
     assert_eq!(
         restarted["data"],
-        json!({"registrations": 2, "observations": 1, "queued": 1, "expired": 0, "unusable": 0, "complete": true})
+        json!({"registrations": 2, "observations": 1, "queued": 1, "expired": 0, "unusable": 0, "complete": true, "graceful": true, "journaled": 0})
     );
     a.gw = gw.udp;
     b.gw = gw.udp;

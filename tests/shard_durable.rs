@@ -7,37 +7,13 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lwm2m_gateway::coap::{code, MsgType};
+use lwm2m_gateway::coap::code;
 use lwm2m_gateway::core::shard::{ImportError, ImportReport};
 use serde_json::json;
 use support::*;
 
 fn wall() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
-}
-
-/// `ep` observed on /3/0/9 from `peer(port)`: its location and the observation's token.
-fn observed(s: &mut Sim, ep: &str, port: u16, mid: u16) -> (String, Vec<u8>) {
-    let loc = s.register(peer(port), ep, mid);
-    s.command(
-        ep,
-        json!({"reqID": 9, "msgType": "observe", "data": {"path": "/3/0/9"}, "tag": ep}),
-    );
-    let (t, _, _) = s.take();
-    let (_, token, path, _) = sent_request(&t);
-    assert_eq!(path, ["3", "0", "9"]);
-    s.send(peer(port), &observe_answer(&t[0].1, 1, b"80"));
-    assert_eq!(s.publishes()[0].1["msgType"], "observe");
-    (loc, token)
-}
-
-fn notification(token: &[u8], mid: u16, seq: u32, value: &[u8]) -> Vec<u8> {
-    Msg::new(MsgType::Non, code::CONTENT, mid)
-        .token(token)
-        .observe(Some(seq))
-        .cf(0)
-        .payload(value)
-        .build()
 }
 
 fn register_queue_mode(s: &mut Sim, ep: &str, port: u16) -> String {
@@ -52,7 +28,7 @@ fn register_queue_mode(s: &mut Sim, ep: &str, port: u16) -> String {
 #[test]
 fn a_restart_keeps_registrations_observations_and_queued_commands_without_register_events() {
     let mut s = Sim::with(|c| c.qmode_time_window = Duration::from_secs(20));
-    let (loc_a, token) = observed(&mut s, "alpha", 5000, 1);
+    let (loc_a, token) = s.observed("alpha", 5000, 1);
     let loc_b = register_queue_mode(&mut s, "sleepy", 5001);
     s.advance(Duration::from_secs(30));
     s.take();

@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
         let op = r.u8();
         let p = ((op >> 2) % 2) as usize;
         let mut out = Output::default();
-        let from = if op % 4 == 3 && op & 0x40 != 0 { 1 - p } else { p };
+        let from = if op % 4 == 3 && op & 0x40 != 0 {
+            1 - p
+        } else {
+            p
+        };
         let datagram = match op % 4 {
             0 => {
                 let n = r.u16() as usize % 2048;

@@ -177,6 +177,7 @@ impl Options {
         let StateOptions {
             dir,
             snapshot_interval,
+            journal_interval,
         } = state;
         // An empty directory name turns the durable state off.
         set(
@@ -187,6 +188,7 @@ impl Options {
             &mut c.state.snapshot_interval,
             snapshot_interval.map(Duration::from_secs),
         );
+        set(&mut c.state.journal_interval, journal_interval.map(|s| s.0));
 
         let LogOptions {
             level,
@@ -274,6 +276,7 @@ impl Options {
             state: StateOptions {
                 dir: Some(c.state.dir.clone().unwrap_or_default()),
                 snapshot_interval: Some(c.state.snapshot_interval.as_secs()),
+                journal_interval: secs(c.state.journal_interval),
             },
             log: LogOptions {
                 level: Some(c.log_level.clone()),

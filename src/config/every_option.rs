@@ -192,6 +192,7 @@ fn everything_changed() -> Config {
         state: StateConfig {
             dir: Some(PathBuf::from("/var/lib/lwm2m-gateway")),
             snapshot_interval: Duration::from_secs(5),
+            journal_interval: Duration::from_millis(250),
         },
         log_level: "debug".into(),
         stats_interval: Duration::ZERO,

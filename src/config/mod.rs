@@ -112,6 +112,8 @@ pub struct StateConfig {
     pub dir: Option<PathBuf>,
     /// Zero: a snapshot at shutdown only.
     pub snapshot_interval: Duration,
+    /// Zero: no journal between snapshots.
+    pub journal_interval: Duration,
 }
 
 /// `[security]`: where device credentials come from and what plain CoAP may do.
@@ -228,6 +230,7 @@ impl Default for Config {
             state: StateConfig {
                 dir: Some(PathBuf::from("data")),
                 snapshot_interval: Duration::from_secs(60),
+                journal_interval: Duration::from_secs(1),
             },
             log_level: "info".to_string(),
             stats_interval: Duration::from_secs(10),

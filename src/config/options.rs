@@ -223,6 +223,14 @@ pub struct StateOptions {
         value_name = "S"
     )]
     pub snapshot_interval: Option<u64>,
+    /// Seconds between journal writes of what changed since (fractions allowed): how much a
+    /// crash can lose; 0 = no journal (a crash goes back to the last snapshot)
+    #[arg(
+        id = "state.journal_interval",
+        long = "state-journal-interval",
+        value_name = "S"
+    )]
+    pub journal_interval: Option<Seconds>,
 }
 
 /// `[blockwise]`: block-wise transfers (RFC 7959).

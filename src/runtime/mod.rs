@@ -49,6 +49,7 @@ pub mod addr_index;
 mod broker;
 mod channel;
 pub mod doorbell;
+mod durable;
 mod event_loop;
 mod metrics;
 pub mod mqtt;
@@ -177,11 +178,15 @@ impl Gateway {
                         true => None,
                         false => Some(state::StateFile::dtls_sessions(dir, id).with_context(ctx)?),
                     };
-                    Some(worker::Durable::new(
+                    Some(durable::Durable::new(
                         state::StateFile::new(dir, id).with_context(ctx)?,
+                        state::JournalFile::new(dir, id).with_context(ctx)?,
                         sessions,
                         config.workers as u16,
-                        config.state.snapshot_interval,
+                        (
+                            config.state.snapshot_interval,
+                            config.state.journal_interval,
+                        ),
                         secure_shared.identities.clone(),
                     ))
                 }
@@ -381,6 +386,9 @@ fn publish_restarted(
             "expired": sum(|r| r.expired),
             "unusable": sum(|r| r.skipped + r.skipped_observations),
             "complete": reports.iter().flatten().all(|r| r.complete),
+            // False after a crash: what changed after the last journal write is lost.
+            "graceful": reports.iter().flatten().all(|r| r.journal.closed),
+            "journaled": sum(|r| r.journal.devices + r.journal.removed),
         }
     });
     let t = &topics.response;

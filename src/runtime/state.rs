@@ -2,14 +2,17 @@
 //! [`Shard::export`](crate::core::shard::Shard::export) writes, replaced atomically (temporary
 //! file, fsync, rename, fsync of the directory; mode 0600) at every snapshot, so a crash leaves
 //! the previous snapshot or the new one, never a mix. Beside it, `dtls-<N>.sessions` holds the
-//! worker's DTLS sessions (keys included).
+//! worker's DTLS sessions (keys included), and `shard-<N>.journal` the changes since the
+//! snapshot ([`JournalFile`]): started again by an atomic replace after every snapshot, then
+//! appended to, each append followed by `fdatasync`. A crash in the middle of an append leaves
+//! a cut last record, which the reader drops.
 //!
 //! A file that cannot be used (not a state file, another format version, another shard count)
 //! is set aside as `shard-<N>.snap.bad-<unix seconds>` before the first snapshot replaces it: the
 //! operator can look at it, and nothing is silently lost.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,6 +58,11 @@ impl StateFile {
         write_atomic(&self.path, image)
     }
 
+    /// The file's size, 0 if there is none.
+    pub(super) fn len(&self) -> u64 {
+        fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     /// Moves an unusable file out of the way; returns where it went.
     pub(super) fn set_aside(&self) -> io::Result<PathBuf> {
         let secs = SystemTime::now()
@@ -65,5 +73,56 @@ impl StateFile {
         let to = PathBuf::from(name);
         fs::rename(&self.path, &to)?;
         Ok(to)
+    }
+}
+
+/// A worker's journal: written whole by [`JournalFile::restart`], then appended to.
+pub(super) struct JournalFile {
+    file: StateFile,
+    /// Open for appending since the last restart (or the first append).
+    open: Option<File>,
+    len: u64,
+}
+
+impl JournalFile {
+    pub(super) fn new(dir: &Path, worker: usize) -> io::Result<JournalFile> {
+        let file = StateFile::named(dir, &format!("shard-{worker}.journal"))?;
+        let len = file.len();
+        Ok(JournalFile {
+            file,
+            open: None,
+            len,
+        })
+    }
+
+    pub(super) fn file(&self) -> &StateFile {
+        &self.file
+    }
+
+    /// Bytes in the journal.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Replaces the journal with `start` (atomically: a crash leaves the old one or this).
+    pub(super) fn restart(&mut self, start: &[u8]) -> io::Result<()> {
+        self.open = None;
+        self.file.write(start)?;
+        self.len = start.len() as u64;
+        Ok(())
+    }
+
+    /// Appends `records` and waits for them to be on disk.
+    pub(super) fn append(&mut self, records: &[u8]) -> io::Result<()> {
+        let f = match &mut self.open {
+            Some(f) => f,
+            None => self
+                .open
+                .insert(OpenOptions::new().append(true).open(self.file.path())?),
+        };
+        f.write_all(records)?;
+        f.sync_data()?;
+        self.len += records.len() as u64;
+        Ok(())
     }
 }

@@ -12,32 +12,32 @@
 //! the producers drop or refuse (see `channel`). It sleeps on its doorbell only when the queue is
 //! empty and no timer is due.
 //!
-//! Durable state (issue 12): a worker with a [`StateFile`] restores its shard from it when it is
-//! built (before any datagram), writes a snapshot every `snapshot_every` and a last one when it
-//! stops, after everything queued before the stop was handled.
+//! Durable state (issue 12): a worker with a [`Durable`] restores its shard when it is built
+//! (before any datagram), writes its journal and snapshots when they are due, and a last
+//! snapshot when it stops, after everything queued before the stop was handled.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, TryRecvError};
-use log::{debug, error, info, warn};
+use log::{debug, warn};
 
 use crate::core::command;
 use crate::core::ids::ShardId;
 use crate::core::settings::ShardConfig;
-use crate::core::shard::{IdentityNames, ImportReport, IndexUpdate, Output, Peer, Shard, Transmit};
+use crate::core::shard::{ImportReport, IndexUpdate, Output, Peer, Shard, SnapshotKind, Transmit};
 use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
 use super::channel::{WorkerMsg, WorkerRx};
 use super::doorbell::Doorbell;
+use super::durable::Durable;
 use super::metrics::Metrics;
 use super::mqtt::MqttClient;
 use super::secure::SecureListener;
-use super::state::StateFile;
 use super::udp;
 
 /// Messages a worker handles between two flushes of its replies and publishes.
@@ -72,36 +72,6 @@ pub(super) struct Worker {
     /// MQTT messages dropped since the last warning about them, and when that was.
     unlogged_drops: u64,
     drops_logged_at: Option<Instant>,
-}
-
-/// Where and how often this worker's shard (and its DTLS sessions) are written out.
-pub(super) struct Durable {
-    pub file: StateFile,
-    /// With a DTLS listener: the sessions, so devices need no handshake after a restart.
-    pub sessions: Option<StateFile>,
-    pub shards: u16,
-    pub every: Duration,
-    pub names: Arc<dyn IdentityNames + Send + Sync>,
-    next: Option<Instant>,
-}
-
-impl Durable {
-    pub(super) fn new(
-        file: StateFile,
-        sessions: Option<StateFile>,
-        shards: u16,
-        every: Duration,
-        names: Arc<dyn IdentityNames + Send + Sync>,
-    ) -> Durable {
-        Durable {
-            file,
-            sessions,
-            shards,
-            every,
-            names,
-            next: None,
-        }
-    }
 }
 
 impl Worker {
@@ -145,52 +115,15 @@ impl Worker {
     /// Restores the shard (and the DTLS sessions) from the state directory, before the worker
     /// runs; what that asks for is carried out when it starts. Workers restore in parallel.
     pub(super) fn restore(&mut self) -> Option<ImportReport> {
-        let d = self.durable.as_ref()?;
-        let report = restore(&mut self.shard, d, &mut self.restored);
-        if let Some(sec) = self.secure.as_mut() {
-            restore_sessions(sec, d);
-        }
-        report
+        let d = self.durable.as_mut()?;
+        d.restore(&mut self.shard, self.secure.as_mut(), &mut self.restored)
     }
 
-    /// Writes the shard's image to the state file (now, and sets the next periodic one).
-    fn snapshot(&mut self, now: Instant) {
-        let Some(d) = &mut self.durable else {
-            return;
-        };
-        d.next = (!d.every.is_zero()).then(|| now + d.every);
-        let started = Instant::now();
-        let image = self.shard.export(now, SystemTime::now(), &*d.names);
-        if let (Some(f), Some(sec)) = (&d.sessions, &self.secure) {
-            if let Err(e) = f.write(&sec.export_sessions(d.shards)) {
-                error!(
-                    "cannot write the DTLS sessions file {}: {e}",
-                    f.path().display()
-                );
-            }
-        }
-        match d.file.write(&image) {
-            Ok(()) => {
-                let took = started.elapsed();
-                // The worker handles nothing meanwhile: a long pause is worth a line.
-                let level = if took > Duration::from_millis(100) {
-                    log::Level::Info
-                } else {
-                    log::Level::Debug
-                };
-                log::log!(
-                    level,
-                    "state of worker {} written in {:.0} ms: {} registrations, {} bytes",
-                    self.id,
-                    took.as_secs_f64() * 1000.0,
-                    self.shard.registrations(),
-                    image.len()
-                );
-            }
-            Err(e) => error!(
-                "cannot write the state file {}: {e}",
-                d.file.path().display()
-            ),
+    /// The last snapshot, at stop.
+    fn final_snapshot(&mut self) {
+        if let Some(d) = &mut self.durable {
+            let sec = self.secure.as_ref();
+            d.snapshot(Instant::now(), &mut self.shard, sec, SnapshotKind::Final);
         }
     }
 
@@ -200,13 +133,13 @@ impl Worker {
         let mut out = std::mem::take(&mut self.restored);
         self.flush(&mut out);
         if let Some(d) = &mut self.durable {
-            d.next = (!d.every.is_zero()).then(|| Instant::now() + d.every);
+            d.start(Instant::now());
         }
         loop {
             let first = match self.rx.try_recv() {
                 Ok(m) => Some(m),
                 Err(TryRecvError::Disconnected) => {
-                    self.snapshot(Instant::now());
+                    self.final_snapshot();
                     return;
                 }
                 Err(TryRecvError::Empty) => {
@@ -221,17 +154,12 @@ impl Worker {
                 if !self.handle_round(now, m, &mut out) {
                     // Stopped: what was handled goes out, then the last snapshot.
                     self.flush(&mut out);
-                    self.snapshot(Instant::now());
+                    self.final_snapshot();
                     return;
                 }
             }
-            if self
-                .durable
-                .as_ref()
-                .and_then(|d| d.next)
-                .is_some_and(|t| now >= t)
-            {
-                self.snapshot(now);
+            if let Some(d) = &mut self.durable {
+                d.on_timeout(now, &mut self.shard, self.secure.as_ref());
             }
             self.shard.on_timeout(now, &mut out);
             if let Some(sec) = &mut self.secure {
@@ -248,7 +176,7 @@ impl Worker {
         let deadline = [
             self.shard.next_deadline(),
             self.secure.as_ref().and_then(|s| s.next_deadline()),
-            self.durable.as_ref().and_then(|d| d.next),
+            self.durable.as_ref().and_then(|d| d.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -467,68 +395,5 @@ impl Worker {
                 .fetch_sub(self.registrations - n, Ordering::Relaxed);
         }
         self.registrations = n;
-    }
-}
-
-/// Restores the worker's DTLS sessions, if a file of them exists; logs what happened.
-fn restore_sessions(sec: &mut SecureListener, d: &Durable) {
-    let Some(f) = &d.sessions else {
-        return;
-    };
-    let path = f.path().display();
-    match f.read() {
-        Ok(None) => {}
-        Ok(Some(b)) => match sec.import_sessions(&b, d.shards, Instant::now()) {
-            Ok((n, bad)) => {
-                info!("{n} DTLS sessions restored from {path}");
-                if bad > 0 {
-                    warn!("{bad} DTLS sessions in {path} could not be used (those devices handshake again)");
-                }
-            }
-            Err(e) => warn!("DTLS sessions file {path} not used: {e}; devices handshake again"),
-        },
-        Err(e) => error!("cannot read the DTLS sessions file {path}: {e}"),
-    }
-}
-
-/// Restores `shard` from its state file; logs what was restored, dropped or unusable.
-fn restore(shard: &mut Shard, d: &Durable, out: &mut Output) -> Option<ImportReport> {
-    let path = d.file.path().display();
-    let image = match d.file.read() {
-        Ok(Some(b)) => b,
-        Ok(None) => return None,
-        Err(e) => {
-            error!("cannot read the state file {path}: {e}; starting without it");
-            return None;
-        }
-    };
-    match shard.import(&image, Instant::now(), SystemTime::now(), &*d.names, out) {
-        Ok(r) => {
-            info!(
-                "state restored from {path}: {} registrations, {} observations, {} queued commands; {} expired while down",
-                r.restored, r.observations, r.queued, r.expired
-            );
-            if r.skipped + r.skipped_observations > 0 || !r.complete {
-                warn!(
-                    "state file {path} was not whole: {} records and {} observations could not be used, {} bytes after the last whole record{}",
-                    r.skipped,
-                    r.skipped_observations,
-                    r.dropped_bytes,
-                    if r.complete { "" } else { " (the file is cut short or damaged)" }
-                );
-            }
-            Some(r)
-        }
-        // Every refusal is of the whole file: it is kept aside for the operator, not overwritten.
-        Err(e) => {
-            match d.file.set_aside() {
-                Ok(to) => error!(
-                    "state file {path} not used: {e}; kept as {}, starting without it",
-                    to.display()
-                ),
-                Err(io) => error!("state file {path} not used: {e} (and not set aside: {io})"),
-            }
-            None
-        }
     }
 }

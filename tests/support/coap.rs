@@ -153,6 +153,16 @@ pub fn observe_answer(req: &[u8], seq: u32, value: &[u8]) -> Vec<u8> {
         .build()
 }
 
+/// A NON notification on `token` with Observe `seq` and a text/plain value.
+pub fn notification(token: &[u8], mid: u16, seq: u32, value: &[u8]) -> Vec<u8> {
+    Msg::new(MsgType::Non, code::CONTENT, mid)
+        .token(token)
+        .observe(Some(seq))
+        .cf(0)
+        .payload(value)
+        .build()
+}
+
 /// A SenML JSON payload with one record.
 pub fn senml(bn: &str, v: i64) -> Vec<u8> {
     format!(r#"[{{"bn":"{bn}","v":{v}}}]"#).into_bytes()

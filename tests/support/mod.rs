@@ -13,11 +13,12 @@
 pub mod coap;
 pub mod dtls;
 pub mod mqtt;
+pub mod process;
 pub mod sim;
 
 // Every test crate takes what it needs from `support::*`; none needs all of it.
 #[allow(unused_imports)]
-pub use {coap::*, dtls::*, mqtt::*, sim::*};
+pub use {coap::*, dtls::*, mqtt::*, process::*, sim::*};
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use lwm2m_gateway::core::peer::{IdentityId, SecurityMode};
 use lwm2m_gateway::core::settings::ShardConfig;
 use lwm2m_gateway::core::shard::{
     ImportError, ImportReport, IndexUpdate, NoIdentities, Output, Peer, Publish, Shard,
+    SnapshotKind,
 };
 use lwm2m_gateway::lwm2m::model::ObjectRegistry;
 use serde_json::Value;
@@ -102,6 +103,22 @@ impl Sim {
         s
     }
 
+    /// `ep` registered from `peer(port)` and observed on /3/0/9 (echoing `tag: ep`): its
+    /// location and the observation's token.
+    pub fn observed(&mut self, ep: &str, port: u16, mid: u16) -> (String, Vec<u8>) {
+        let loc = self.register(peer(port), ep, mid);
+        self.command(
+            ep,
+            serde_json::json!({"reqID": 9, "msgType": "observe", "data": {"path": "/3/0/9"}, "tag": ep}),
+        );
+        let (t, _, _) = self.take();
+        let (_, token, path, _) = sent_request(&t);
+        assert_eq!(path, ["3", "0", "9"]);
+        self.send(peer(port), &super::coap::observe_answer(&t[0].1, 1, b"80"));
+        assert_eq!(self.publishes()[0].1["msgType"], "observe");
+        (loc, token)
+    }
+
     /// The shard's durable image as of now, the wall clock reading `wall`.
     pub fn export(&self, wall: SystemTime) -> Vec<u8> {
         self.shard.export(self.now, wall, &NoIdentities)
@@ -122,10 +139,63 @@ impl Sim {
             out: Output::default(),
             forbidden: 0,
         };
-        let r = s
-            .shard
-            .import(image, s.now, wall + down, &NoIdentities, &mut s.out);
+        let r = s.shard.import(
+            Some(image),
+            None,
+            s.now,
+            wall + down,
+            &NoIdentities,
+            &mut s.out,
+        );
         (s, r)
+    }
+
+    /// The same from a snapshot and the journal after it (either may be missing), as after a
+    /// crash.
+    pub fn recover(
+        &self,
+        snapshot: Option<&[u8]>,
+        journal: Option<&[u8]>,
+        wall: SystemTime,
+        down: Duration,
+    ) -> (Sim, Result<ImportReport, ImportError>) {
+        let mut s = Sim {
+            shard: Shard::new(ShardId::default(), self.cfg.clone(), 44),
+            cfg: self.cfg.clone(),
+            now: self.now + down,
+            out: Output::default(),
+            forbidden: 0,
+        };
+        let r = s.shard.import(
+            snapshot,
+            journal,
+            s.now,
+            wall + down,
+            &NoIdentities,
+            &mut s.out,
+        );
+        (s, r)
+    }
+
+    /// A snapshot taken and saved as of now; the journal after it starts with the bytes
+    /// returned, and changes are logged from here on.
+    pub fn checkpoint(&mut self, wall: SystemTime) -> (Vec<u8>, Vec<u8>) {
+        let image = self.shard.export(self.now, wall, &NoIdentities);
+        let journal = self.shard.snapshot_saved(SnapshotKind::Running);
+        self.shard.track_changes();
+        (image, journal)
+    }
+
+    /// Appends the journal records of what changed since the last call to `journal`.
+    pub fn journal(&mut self, wall: SystemTime, journal: &mut Vec<u8>) -> usize {
+        self.shard
+            .export_changes(self.now, wall, &NoIdentities, journal)
+    }
+
+    /// The snapshot of a graceful stop and the journal that says so.
+    pub fn stop(&mut self, wall: SystemTime) -> (Vec<u8>, Vec<u8>) {
+        let image = self.shard.export(self.now, wall, &NoIdentities);
+        (image, self.shard.snapshot_saved(SnapshotKind::Final))
     }
 
     /// Moves the clock on by `d` and lets the shard's timers fire.

@@ -1,6 +1,20 @@
 //! The shard's durable image (issue 12): what a restart must keep, written out and read back
-//! from one place, sans-IO. [`Shard::export`] turns the shard into bytes, [`Shard::import`]
-//! rebuilds a fresh shard from them; the runtime decides where the bytes live.
+//! from one place, sans-IO. [`Shard::export`] turns the shard into a snapshot,
+//! [`Shard::export_changes`] into journal records of what changed since, [`Shard::import`]
+//! rebuilds a fresh shard from a snapshot and its journal; the runtime decides where the bytes
+//! live and when they are written.
+//!
+//! Snapshot and journal: every snapshot has a generation (one more than the last saved); the
+//! journal starts with the generation it follows ([`Shard::snapshot_saved`] gives its first
+//! bytes), then batches of whole device records (a registration's state after its change) and
+//! `gone` records, each batch led by the id generators' positions. Replay applies them in order,
+//! a device record replacing the registration with its id or endpoint. A journal of an older
+//! generation is stale (the snapshot holds it) and skipped. A graceful stop ends the journal with
+//! a `closed` record; without it the id counters skip ahead (`REG_SEQ_SKIP`), so that ids given
+//! out after the last durable point are never given out twice. The journal logs registrations,
+//! Updates, deregistrations, observations started and ended, commands queued and done; not the
+//! observations' sequence numbers or the last uplink (a restored observation accepts any newer
+//! notification; the queue-mode window restarts closed either way).
 //!
 //! Kept per registration: its id (the location devices Update), the registration, the peer
 //! (listener, address, and the DTLS identity by name: interned ids mean nothing to the next
@@ -65,6 +79,8 @@ pub struct ImportReport {
     pub dropped_bytes: usize,
     /// The image ended with its end record, after as many device records as it announced.
     pub complete: bool,
+    /// The journal replayed after the snapshot.
+    pub journal: JournalReport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +91,7 @@ pub enum ImportError {
         shard: u8,
         shards: u16,
     },
-    /// A journal, not a snapshot.
+    /// Not the kind of file expected (a journal for a snapshot, or the other way round).
     WrongKind,
 }
 
@@ -87,7 +103,7 @@ impl std::fmt::Display for ImportError {
                 f,
                 "written by shard {shard} of {shards} (the number of workers changed?)"
             ),
-            ImportError::WrongKind => f.write_str("not a snapshot"),
+            ImportError::WrongKind => f.write_str("not the kind of state file expected here"),
         }
     }
 }
@@ -97,6 +113,66 @@ const TAG_DEVICE: u8 = 2;
 /// The last record of a whole image, with the number of device records before it: a file cut
 /// at a record boundary is told from a whole one.
 const TAG_END: u8 = 3;
+/// Journal: a registration that no longer exists.
+const TAG_GONE: u8 = 4;
+/// Journal: its first record, with the generation of the snapshot it follows.
+const TAG_FOLLOWS: u8 = 5;
+/// Journal: the gateway stopped gracefully right after the snapshot; nothing came after it.
+const TAG_CLOSED: u8 = 6;
+
+/// After a stop that was not graceful, registrations made after the last durable point are
+/// lost, and their ids with them: if those ids were given out again, a lost device's Update
+/// would land on another device's registration. The counter skips this far ahead instead (at
+/// 2^56 ids, 2^36 crashes).
+const REG_SEQ_SKIP: u64 = 1 << 20;
+
+/// When a snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// While running: changes after it go to the journal.
+    Running,
+    /// At a graceful stop: the journal says so, and the next start knows nothing was lost.
+    Final,
+}
+
+/// What replaying a journal over the snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JournalReport {
+    /// Registrations written (new or changed) after the snapshot.
+    pub devices: usize,
+    /// Registrations ended after the snapshot.
+    pub removed: usize,
+    /// Bytes after the last whole record (the append a crash interrupted).
+    pub dropped_bytes: usize,
+    /// The journal follows an older snapshot (whose changes the newer one holds): not replayed.
+    pub stale: bool,
+    /// Not a journal of this shard: not replayed.
+    pub unusable: Option<ImportError>,
+    /// The gateway stopped gracefully after the snapshot.
+    pub closed: bool,
+}
+
+impl JournalReport {
+    /// The journal held changes the snapshot does not.
+    pub fn replayed(&self) -> bool {
+        self.devices + self.removed > 0
+    }
+}
+
+/// What a restore is building up.
+#[derive(Default)]
+struct Restoring {
+    report: ImportReport,
+    /// Registrations with commands waiting: started once everything is restored.
+    pending: Vec<RegId>,
+}
+
+fn dropped(tail: Tail) -> usize {
+    match tail {
+        Tail::Clean => 0,
+        Tail::Truncated { dropped, .. } | Tail::Corrupt { dropped, .. } => dropped,
+    }
+}
 
 /// Milliseconds since 1970 of the instant `t`, given that `now` is `wall`.
 fn wall_ms(t: Instant, now: Instant, wall: SystemTime) -> u64 {
@@ -174,19 +250,13 @@ fn take_command(r: &mut Reader<'_>) -> Option<(Op, CommandHead, Request)> {
 }
 
 impl Shard {
-    /// The shard's durable image, as of `now` (which is `wall` on the wall clock).
+    /// The shard's durable image as of `now` (which is `wall` on the wall clock): the snapshot
+    /// that becomes the next generation once [`Shard::snapshot_saved`] says it is on disk.
     pub fn export(&self, now: Instant, wall: SystemTime, names: &dyn IdentityNames) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.sessions.len() * 256);
-        Header {
-            kind: FileKind::Snapshot,
-            shard: self.id.index() as u8,
-            shards: self.cfg.shards,
-        }
-        .write(&mut out);
+        self.header(FileKind::Snapshot).write(&mut out);
         let mut w = Writer::new();
-        w.u8(TAG_SHARD);
-        w.uint(self.next_reg_seq);
-        w.uint(u64::from(self.mids.position()));
+        self.put_positions(&mut w, self.generation + 1);
         wire::frame(&mut out, &w.buf);
         for (reg, s) in self.sessions.iter() {
             w.buf.clear();
@@ -198,6 +268,95 @@ impl Shard {
         w.uint(self.sessions.len() as u64);
         wire::frame(&mut out, &w.buf);
         out
+    }
+
+    /// The image [`Shard::export`] made is on disk: it is the current generation, and the
+    /// journal starts again with the returned bytes (replacing the old journal).
+    pub fn snapshot_saved(&mut self, kind: SnapshotKind) -> Vec<u8> {
+        self.generation += 1;
+        self.sessions.clear_changes();
+        self.journal_start(kind == SnapshotKind::Final)
+    }
+
+    /// The start of a journal following the current generation, for a restart that took no
+    /// new snapshot (the old journal, if any, held nothing new).
+    pub fn resume_journal(&self) -> Vec<u8> {
+        self.journal_start(false)
+    }
+
+    /// Logs from now on which registrations change, for [`Shard::export_changes`].
+    pub fn track_changes(&mut self) {
+        self.sessions.track_changes();
+    }
+
+    /// Appends to `out` the journal records of every registration changed since the last call
+    /// (or the last snapshot): its whole record, or that it is gone. Returns how many.
+    pub fn export_changes(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        names: &dyn IdentityNames,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let mut changed = std::mem::take(&mut self.changed);
+        self.sessions.take_changes(&mut changed);
+        if !changed.is_empty() {
+            let mut w = Writer::new();
+            self.put_positions(&mut w, self.generation);
+            wire::frame(out, &w.buf);
+            for &reg in &changed {
+                w.buf.clear();
+                match self.sessions.get(reg) {
+                    Some(s) => self.put_device(&mut w, reg, s, now, wall, names),
+                    None => {
+                        w.u8(TAG_GONE);
+                        w.uint(reg.as_u64());
+                    }
+                }
+                wire::frame(out, &w.buf);
+            }
+        }
+        let n = changed.len();
+        self.changed = changed;
+        n
+    }
+
+    fn header(&self, kind: FileKind) -> Header {
+        Header {
+            kind,
+            shard: self.id.index() as u8,
+            shards: self.cfg.shards,
+        }
+    }
+
+    fn journal_start(&self, closed: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.header(FileKind::Journal).write(&mut out);
+        let mut w = Writer::new();
+        w.u8(TAG_FOLLOWS);
+        w.uint(self.generation);
+        wire::frame(&mut out, &w.buf);
+        if closed {
+            wire::frame(&mut out, &[TAG_CLOSED]);
+        }
+        out
+    }
+
+    /// The id generators' positions, and the generation of the image they belong to.
+    fn put_positions(&self, w: &mut Writer, generation: u64) {
+        w.u8(TAG_SHARD);
+        w.uint(self.next_reg_seq);
+        w.uint(u64::from(self.mids.position()));
+        w.uint(generation);
+    }
+
+    /// Reads what [`Shard::put_positions`] wrote (after the tag); `None` if it does not decode.
+    fn take_positions(&mut self, r: &mut Reader<'_>) -> Option<u64> {
+        let (seq, mid) = (r.uint()?, r.u32()?);
+        let generation = r.uint()?;
+        self.next_reg_seq = self.next_reg_seq.max(seq);
+        self.mids.set_position(mid);
+        Some(generation)
     }
 
     fn put_device(
@@ -261,11 +420,16 @@ impl Shard {
         }
     }
 
-    /// Restores an image [`Shard::export`] wrote into this shard (fresh: nothing registered
-    /// yet). Index changes go to `out.index`; waiting commands of reachable devices start.
+    /// Restores the last snapshot [`Shard::export`] wrote and the journal after it into this
+    /// shard (fresh: nothing registered yet); either may be missing. Index changes go to
+    /// `out.index`; waiting commands of reachable devices start.
+    ///
+    /// An unusable snapshot is an error (nothing restored: the caller sets it aside and may
+    /// try again with the journal alone); an unusable journal is reported and ignored.
     pub fn import(
         &mut self,
-        image: &[u8],
+        snapshot: Option<&[u8]>,
+        journal: Option<&[u8]>,
         now: Instant,
         wall: SystemTime,
         names: &dyn IdentityNames,
@@ -277,8 +441,37 @@ impl Shard {
             let back = self.cfg.qmode_time_window + Duration::from_secs(1);
             self.epoch = Some(now.checked_sub(back).unwrap_or(now));
         }
-        let (h, body) = Header::read(image).map_err(ImportError::Header)?;
-        if h.kind != FileKind::Snapshot {
+        let mut st = Restoring::default();
+        let base = match snapshot {
+            Some(image) => Some(self.read_snapshot(image, now, wall, names, &mut st, out)?),
+            None => None,
+        };
+        if let Some(j) = journal {
+            st.report.journal = self.replay(j, base, now, wall, names, &mut st, out);
+        }
+        if !st.report.journal.closed {
+            // Not stopped gracefully: ids given out after the last durable point are unknown.
+            self.next_reg_seq += REG_SEQ_SKIP;
+            self.mids.skip_ahead();
+        }
+        let r = &mut st.report;
+        r.restored = self.sessions.len();
+        for w in self.sessions.values().filter_map(|s| s.work.as_deref()) {
+            r.observations += w.observations.len();
+            r.queued += w.queue.len();
+        }
+        st.pending.sort_unstable();
+        st.pending.dedup();
+        for reg in std::mem::take(&mut st.pending) {
+            self.pump(now, reg, out);
+        }
+        Ok(st.report)
+    }
+
+    /// The body of a file of `kind` written by this shard, or why not.
+    fn body_of<'a>(&self, file: &'a [u8], kind: FileKind) -> Result<&'a [u8], ImportError> {
+        let (h, body) = Header::read(file).map_err(ImportError::Header)?;
+        if h.kind != kind {
             return Err(ImportError::WrongKind);
         }
         if usize::from(h.shard) != self.id.index() || h.shards != self.cfg.shards {
@@ -287,23 +480,31 @@ impl Shard {
                 shards: h.shards,
             });
         }
+        Ok(body)
+    }
+
+    /// Restores a snapshot; returns its generation.
+    fn read_snapshot(
+        &mut self,
+        image: &[u8],
+        now: Instant,
+        wall: SystemTime,
+        names: &dyn IdentityNames,
+        st: &mut Restoring,
+        out: &mut Output,
+    ) -> Result<u64, ImportError> {
+        let body = self.body_of(image, FileKind::Snapshot)?;
         let (records, tail) = wire::records(body);
-        let mut report = ImportReport {
-            dropped_bytes: match tail {
-                Tail::Clean => 0,
-                Tail::Truncated { dropped, .. } | Tail::Corrupt { dropped, .. } => dropped,
-            },
-            ..ImportReport::default()
-        };
-        let mut pending = Vec::new();
+        st.report.dropped_bytes = dropped(tail);
+        let mut generation = 0;
         let mut devices = 0u64;
         let mut ended = false;
         for rec in records {
             let mut r = Reader::new(rec);
             if ended {
                 // Nothing follows the end record in a whole image.
-                report.complete = false;
-                report.skipped += 1;
+                st.report.complete = false;
+                st.report.skipped += 1;
                 continue;
             }
             let tag = r.u8();
@@ -311,57 +512,153 @@ impl Shard {
             match tag {
                 Some(TAG_END) => {
                     ended = true;
-                    report.complete = r.uint() == Some(devices) && r.is_empty();
+                    st.report.complete = r.uint() == Some(devices) && r.is_empty();
                 }
-                Some(TAG_SHARD) => match (r.uint(), r.u32()) {
-                    (Some(seq), Some(mid)) => {
-                        self.next_reg_seq = self.next_reg_seq.max(seq);
-                        self.mids.set_position(mid);
-                    }
-                    _ => report.skipped += 1,
+                Some(TAG_SHARD) => match self.take_positions(&mut r) {
+                    Some(g) => generation = g,
+                    None => st.report.skipped += 1,
                 },
-                Some(TAG_DEVICE) => match self.take_device(&mut r, now, wall, names) {
-                    Some(Restored::Device(reg, session, obs, queued)) => {
-                        if self.sessions.get(reg).is_some()
-                            || self.sessions.find_endpoint(&session.reg.endpoint).is_some()
-                        {
-                            report.skipped += 1;
-                            continue;
-                        }
-                        self.next_reg_seq = self.next_reg_seq.max((reg.as_u64() >> 8) + 1);
-                        let expires = self
-                            .epoch
-                            .map_or(now, |e| e + Duration::from_nanos(session.expires_at));
-                        self.sessions.insert(reg, session, &mut out.index);
-                        self.lifetimes.push(now, expires, reg.as_u64());
-                        report.restored += 1;
-                        for (token, o) in obs {
-                            if self.sessions.token_in_use(token) || token.shard() != self.id {
-                                report.skipped_observations += 1;
-                                continue;
-                            }
-                            self.sessions.add_observation(reg, token, Box::new(o));
-                            report.observations += 1;
-                        }
-                        if !queued.is_empty() {
-                            report.queued += queued.len();
-                            if let Some(s) = self.sessions.get_mut(reg) {
-                                s.work_mut().queue = queued;
-                            }
-                            pending.push(reg);
-                        }
-                    }
-                    Some(Restored::Expired) => report.expired += 1,
-                    None => report.skipped += 1,
-                },
-                _ => report.skipped += 1,
+                Some(TAG_DEVICE) => {
+                    self.restore_device(&mut r, false, now, wall, names, st, out);
+                }
+                _ => st.report.skipped += 1,
             }
         }
-        report.complete &= report.dropped_bytes == 0;
-        for reg in pending {
-            self.pump(now, reg, out);
+        st.report.complete &= st.report.dropped_bytes == 0;
+        self.generation = generation;
+        Ok(generation)
+    }
+
+    /// Replays a journal over the snapshot of generation `base` (none: whatever it holds).
+    #[allow(clippy::too_many_arguments)]
+    fn replay(
+        &mut self,
+        journal: &[u8],
+        base: Option<u64>,
+        now: Instant,
+        wall: SystemTime,
+        names: &dyn IdentityNames,
+        st: &mut Restoring,
+        out: &mut Output,
+    ) -> JournalReport {
+        let mut rep = JournalReport::default();
+        let body = match self.body_of(journal, FileKind::Journal) {
+            Ok(b) => b,
+            Err(e) => {
+                rep.unusable = Some(e);
+                return rep;
+            }
+        };
+        let (records, tail) = wire::records(body);
+        rep.dropped_bytes = dropped(tail);
+        let mut records = records.into_iter();
+        let follows = records.next().map(|rec| {
+            let mut r = Reader::new(rec);
+            (r.u8() == Some(TAG_FOLLOWS)).then(|| r.uint()).flatten()
+        });
+        match (follows, base) {
+            // Cut while it was being started: nothing in it.
+            (None, _) => return rep,
+            (Some(None), _) => {
+                rep.unusable = Some(ImportError::WrongKind);
+                return rep;
+            }
+            (Some(Some(g)), Some(b)) if g != b => {
+                rep.stale = true;
+                return rep;
+            }
+            (Some(Some(g)), _) => self.generation = g,
         }
-        Ok(report)
+        for rec in records {
+            let mut r = Reader::new(rec);
+            rep.closed = false;
+            match r.u8() {
+                Some(TAG_SHARD) => {
+                    if self.take_positions(&mut r).is_none() {
+                        st.report.skipped += 1;
+                    }
+                }
+                Some(TAG_DEVICE) => {
+                    if self.restore_device(&mut r, true, now, wall, names, st, out) {
+                        rep.devices += 1;
+                    }
+                }
+                Some(TAG_GONE) => match r.uint().map(RegId::from_u64) {
+                    Some(reg) => {
+                        rep.removed += usize::from(self.forget(reg, out));
+                    }
+                    None => st.report.skipped += 1,
+                },
+                Some(TAG_CLOSED) => rep.closed = rep.dropped_bytes == 0,
+                _ => st.report.skipped += 1,
+            }
+        }
+        rep
+    }
+
+    /// Restores one device record; with `replace` (a journal's), it replaces the registration
+    /// of the same id or endpoint. True if the device was restored.
+    #[allow(clippy::too_many_arguments)]
+    fn restore_device(
+        &mut self,
+        r: &mut Reader<'_>,
+        replace: bool,
+        now: Instant,
+        wall: SystemTime,
+        names: &dyn IdentityNames,
+        st: &mut Restoring,
+        out: &mut Output,
+    ) -> bool {
+        let (reg, session, obs, queued) = match self.take_device(r, now, wall, names) {
+            Some(Restored::Device(reg, session, obs, queued)) => (reg, session, obs, queued),
+            Some(Restored::Expired(reg)) => {
+                if replace {
+                    self.forget(reg, out);
+                }
+                st.report.expired += 1;
+                return false;
+            }
+            None => {
+                st.report.skipped += 1;
+                return false;
+            }
+        };
+        let same_endpoint = self.sessions.find_endpoint(&session.reg.endpoint);
+        if replace {
+            self.forget(reg, out);
+            if let Some(other) = same_endpoint.filter(|o| *o != reg) {
+                self.forget(other, out);
+            }
+        } else if self.sessions.get(reg).is_some() || same_endpoint.is_some() {
+            st.report.skipped += 1;
+            return false;
+        }
+        self.next_reg_seq = self.next_reg_seq.max((reg.as_u64() >> 8) + 1);
+        let expires = self
+            .epoch
+            .map_or(now, |e| e + Duration::from_nanos(session.expires_at));
+        self.sessions.insert(reg, session, &mut out.index);
+        self.lifetimes.push(now, expires, reg.as_u64());
+        for (token, o) in obs {
+            if self.sessions.token_in_use(token) || token.shard() != self.id {
+                st.report.skipped_observations += 1;
+                continue;
+            }
+            self.sessions.add_observation(reg, token, Box::new(o));
+        }
+        if !queued.is_empty() {
+            if let Some(s) = self.sessions.get_mut(reg) {
+                s.work_mut().queue = queued;
+            }
+            st.pending.push(reg);
+        }
+        true
+    }
+
+    /// Drops a restored registration without a word (it ended before the restart); true if
+    /// there was one.
+    fn forget(&mut self, reg: RegId, out: &mut Output) -> bool {
+        self.sessions.remove(reg, &mut out.index).is_some()
     }
 
     fn take_device(
@@ -426,7 +723,7 @@ impl Shard {
             return None;
         }
         let Some(expires) = instant_of(expires_ms, now, wall) else {
-            return Some(Restored::Expired);
+            return Some(Restored::Expired(reg));
         };
         // Before the epoch (long ago) stamps as the epoch: out of any queue-mode window.
         let last_uplink = instant_before(last_uplink_ms, now, wall)
@@ -454,5 +751,5 @@ enum Restored {
         Vec<(Token, Observation)>,
         VecDeque<Queued>,
     ),
-    Expired,
+    Expired(RegId),
 }

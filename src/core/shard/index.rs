@@ -14,6 +14,9 @@
 //! - `by_mid[m] == reg` iff session `reg`'s exchange in flight was last sent with message id `m`
 //!   and still awaits its ACK.
 //!
+//! The same methods log which registrations changed ([`Sessions::touch`]) while a journal is
+//! kept (`core/shard/durable.rs`): a change of durable state outside them calls `touch` itself.
+//!
 //! Endpoint names and addresses are chosen by devices: those tables hash with the randomly keyed
 //! SipHash, and they hold only ids (hashing and comparing through the session), so a name or
 //! address is stored once. The gateway's own ids use the cheap [`IntMap`].
@@ -39,6 +42,9 @@ pub(super) struct Sessions {
     keys: RandomState,
     by_token: IntMap<Token, RegId>,
     by_mid: IntMap<u16, RegId>,
+    /// Registrations changed since the journal was last written; `None`: no journal is kept.
+    /// Ids repeat: they are sorted and deduplicated when written.
+    changed: Option<Vec<RegId>>,
 }
 
 impl Sessions {
@@ -53,6 +59,35 @@ impl Sessions {
         self.by_addr.reserve(n, |id| {
             map.get(id).map_or(0, |s| keys.hash_one(s.peer.addr))
         });
+    }
+
+    /// Starts logging changed registrations (see [`Sessions::touch`]).
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// Forgets the changes logged so far (a snapshot holds them all).
+    pub fn clear_changes(&mut self) {
+        if let Some(c) = &mut self.changed {
+            c.clear();
+        }
+    }
+
+    /// `reg`'s durable state changed.
+    pub fn touch(&mut self, reg: RegId) {
+        if let Some(c) = &mut self.changed {
+            c.push(reg);
+        }
+    }
+
+    /// The registrations changed since the last call, each once, in id order; the log goes on.
+    pub fn take_changes(&mut self, into: &mut Vec<RegId>) {
+        into.clear();
+        if let Some(c) = &mut self.changed {
+            std::mem::swap(c, into);
+            into.sort_unstable();
+            into.dedup();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -122,6 +157,7 @@ impl Sessions {
             self.by_token.insert(t, reg);
         }
         self.map.insert(reg, session);
+        self.touch(reg);
         let (map, keys) = (&self.map, &self.keys);
         let entry = self.by_endpoint.entry(
             ep_hash,
@@ -143,6 +179,7 @@ impl Sessions {
         }
         self.unbind_addr(addr, reg, index);
         let s = self.map.remove(&reg)?;
+        self.touch(reg);
         if let Some(w) = &s.work {
             if let Some(ex) = &w.inflight {
                 self.by_token.remove(&ex.token);
@@ -168,6 +205,7 @@ impl Sessions {
         if let Some(s) = self.map.get_mut(&reg) {
             s.peer.addr = addr;
         }
+        self.touch(reg);
         self.bind_addr(addr, reg, index);
     }
 
@@ -235,6 +273,8 @@ impl Sessions {
         if !w.observations.contains_key(&ex.token) {
             self.by_token.remove(&ex.token);
         }
+        // A command done is one less to send again after a restart.
+        self.touch(reg);
         Some(ex)
     }
 
@@ -256,6 +296,7 @@ impl Sessions {
         }
         w.observations.insert(token, obs);
         self.by_token.insert(token, reg);
+        self.touch(reg);
     }
 
     /// Ends an observation (and its token's routing, unless the exchange in flight uses it).
@@ -265,6 +306,7 @@ impl Sessions {
         if w.inflight.as_ref().map_or(true, |e| e.token != token) {
             self.by_token.remove(&token);
         }
+        self.touch(reg);
         Some(obs)
     }
 }

@@ -47,7 +47,9 @@ use super::uplink::{self, Uplink};
 pub use super::peer::Peer;
 pub use super::uplink::Publish;
 
-pub use durable::{IdentityNames, ImportError, ImportReport, NoIdentities};
+pub use durable::{
+    IdentityNames, ImportError, ImportReport, JournalReport, NoIdentities, SnapshotKind,
+};
 
 use block1::Block1In;
 use index::Sessions;
@@ -118,6 +120,10 @@ pub struct Shard {
     epoch: Option<Instant>,
     next_reg_seq: u64,
     mids: MidAllocator,
+    /// The number of the last snapshot saved; a journal names the snapshot it follows.
+    generation: u64,
+    /// Scratch for the journal's changed registrations.
+    changed: Vec<RegId>,
     rng: SmallRng,
     buf: Vec<u8>,
 }
@@ -152,6 +158,8 @@ impl Shard {
             lifetimes: Expiries::default(),
             epoch: None,
             next_reg_seq: 1,
+            generation: 0,
+            changed: Vec::new(),
             mids: MidAllocator::new(id, cfg.shards as usize),
             rng: SmallRng::seed_from_u64(seed),
             buf: Vec::with_capacity(256),
@@ -164,6 +172,10 @@ impl Shard {
             shard.lifetimes.reserve(n);
         }
         shard
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
     }
 
     pub fn registrations(&self) -> usize {
@@ -415,6 +427,7 @@ impl Shard {
             return;
         }
         s.peer.listener = new.listener;
+        self.sessions.touch(reg);
         self.sessions.move_to(reg, new.addr, &mut out.index);
     }
 

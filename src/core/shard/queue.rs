@@ -96,6 +96,7 @@ impl Shard {
                 if let Some(s) = self.sessions.get_mut(reg) {
                     s.work_mut().queue.push_back(q);
                 }
+                self.sessions.touch(reg);
                 return;
             }
         };
@@ -186,5 +187,6 @@ impl Shard {
             };
             Self::emit(&self.cfg, s, ev, out);
         }
+        self.sessions.touch(reg);
     }
 }

@@ -221,6 +221,7 @@ impl Shard {
         if publish {
             Self::emit(&self.cfg, s, Uplink::Updated(&s.reg), out);
         }
+        self.sessions.touch(reg_id);
         // NAT rebinding: the device's address is wherever its Update came from.
         self.sessions.move_to(reg_id, peer.addr, &mut out.index);
         // The pending lifetime timer fires no later than the new expiry unless the lifetime
