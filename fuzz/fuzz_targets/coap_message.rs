@@ -44,8 +44,10 @@ fuzz_target!(|data: &[u8]| {
     let hint = data.last().copied().unwrap_or(0) as usize;
     for workers in [1usize, 2, 7] {
         match route(data, peer, workers, |_| Some(hint % 9), 0x4242) {
-            Route::Worker(w) => assert!(w < workers, "routed to worker {w} of {workers}"),
-            Route::Reply(bytes) => check_datagram(&bytes),
+            Route::Worker(w) | Route::Register(w) => {
+                assert!(w < workers, "routed to worker {w} of {workers}")
+            }
+            Route::Reply(bytes) | Route::Pong(bytes) => check_datagram(&bytes),
             Route::Drop => {}
         }
     }

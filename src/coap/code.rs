@@ -23,6 +23,8 @@ pub const REQUEST_ENTITY_INCOMPLETE: u8 = 0x88;
 pub const PRECONDITION_FAILED: u8 = 0x8C;
 pub const REQUEST_ENTITY_TOO_LARGE: u8 = 0x8D;
 pub const UNSUPPORTED_CONTENT_FORMAT: u8 = 0x8F;
+/// 4.29 Too Many Requests (RFC 8516), with Max-Age saying when to try again.
+pub const TOO_MANY_REQUESTS: u8 = 0x9D;
 pub const INTERNAL_SERVER_ERROR: u8 = 0xA0;
 pub const SERVICE_UNAVAILABLE: u8 = 0xA3;
 
@@ -73,6 +75,7 @@ pub fn name(code: u8) -> &'static str {
         0x8C => "precondition_failed",
         0x8D => "request_entity_too_large",
         0x8F => "unsupported_content_format",
+        0x9D => "too_many_requests",
         0xA0 => "internal_server_error",
         0xA1 => "not_implemented",
         0xA2 => "bad_gateway",

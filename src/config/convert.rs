@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use super::options::{
-    BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
-    StateOptions,
+    BlockwiseOptions, CoapOptions, DtlsOptions, LimitsOptions, LogOptions, MqttOptions, Options,
+    SecurityOptions, StateOptions,
 };
 use super::translators::{TranslatorOptions, TranslatorsOptions, TRANSLATORS};
 use super::values::{Seconds, Secret};
@@ -54,6 +54,7 @@ impl Options {
             dtls,
             security,
             state,
+            limits,
             log,
         } = self;
         set(&mut c.listen, listen);
@@ -190,6 +191,26 @@ impl Options {
         );
         set(&mut c.state.journal_interval, journal_interval.map(|s| s.0));
 
+        let LimitsOptions {
+            max_registrations,
+            register_rate,
+            register_burst,
+            error_rate,
+            error_burst,
+            block_time,
+            max_sources,
+            max_datagram,
+        } = limits;
+        let l = &mut c.limits;
+        set(&mut l.max_registrations, max_registrations);
+        set(&mut l.register_rate, register_rate);
+        set(&mut l.register_burst, register_burst);
+        set(&mut l.error_rate, error_rate);
+        set(&mut l.error_burst, error_burst);
+        set(&mut l.block_time, block_time.map(Duration::from_secs));
+        set(&mut l.max_sources, max_sources);
+        set(&mut l.max_datagram, max_datagram);
+
         let LogOptions {
             level,
             stats_interval,
@@ -277,6 +298,16 @@ impl Options {
                 dir: Some(c.state.dir.clone().unwrap_or_default()),
                 snapshot_interval: Some(c.state.snapshot_interval.as_secs()),
                 journal_interval: secs(c.state.journal_interval),
+            },
+            limits: LimitsOptions {
+                max_registrations: Some(c.limits.max_registrations),
+                register_rate: Some(c.limits.register_rate),
+                register_burst: Some(c.limits.register_burst),
+                error_rate: Some(c.limits.error_rate),
+                error_burst: Some(c.limits.error_burst),
+                block_time: Some(c.limits.block_time.as_secs()),
+                max_sources: Some(c.limits.max_sources),
+                max_datagram: Some(c.limits.max_datagram),
             },
             log: LogOptions {
                 level: Some(c.log_level.clone()),

@@ -194,6 +194,16 @@ fn everything_changed() -> Config {
             snapshot_interval: Duration::from_secs(5),
             journal_interval: Duration::from_millis(250),
         },
+        limits: LimitsConfig {
+            max_registrations: 5_000,
+            register_rate: 7,
+            register_burst: 70,
+            error_rate: 3,
+            error_burst: 30,
+            block_time: Duration::from_secs(4),
+            max_sources: 900,
+            max_datagram: 1500,
+        },
         log_level: "debug".into(),
         stats_interval: Duration::ZERO,
     }

@@ -41,8 +41,8 @@ mod tests;
 
 pub use cli::Args;
 pub use options::{
-    BlockwiseOptions, CoapOptions, DtlsOptions, LogOptions, MqttOptions, Options, SecurityOptions,
-    StateOptions,
+    BlockwiseOptions, CoapOptions, DtlsOptions, LimitsOptions, LogOptions, MqttOptions, Options,
+    SecurityOptions, StateOptions,
 };
 pub use translators::{TranslatorOptions, TranslatorsOptions};
 pub use validate::parse_mqtt_url;
@@ -116,6 +116,29 @@ pub struct StateConfig {
     pub journal_interval: Duration,
 }
 
+/// `[limits]`: what one source may cost the gateway, and how many devices it holds (issue 12:
+/// hostile traffic changes nothing for well-behaved devices).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Registrations held at most (all workers); a Register of a new endpoint beyond that is
+    /// answered 5.03 with Max-Age.
+    pub max_registrations: usize,
+    /// Registers per second per source (an IPv4 address or an IPv6 /64); 0 = no limit. Beyond
+    /// it: 4.29 with Max-Age.
+    pub register_rate: u32,
+    pub register_burst: u32,
+    /// Errors per second per source (malformed datagrams, requests for nothing, refused
+    /// requests, responses to nothing); 0 = no limit. Beyond it the source is blocked.
+    pub error_rate: u32,
+    pub error_burst: u32,
+    /// How long a blocked source's datagrams are dropped unread.
+    pub block_time: Duration,
+    /// Sources each limiter tracks at once (a bucket is about 50 bytes).
+    pub max_sources: usize,
+    /// Larger datagrams are dropped unread (each queued one holds its size in a worker queue).
+    pub max_datagram: usize,
+}
+
 /// `[security]`: where device credentials come from and what plain CoAP may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecurityConfig {
@@ -164,6 +187,7 @@ pub struct Config {
     pub dtls: DtlsConfig,
     pub security: SecurityConfig,
     pub state: StateConfig,
+    pub limits: LimitsConfig,
     pub log_level: String,
     pub stats_interval: Duration,
 }
@@ -231,6 +255,16 @@ impl Default for Config {
                 dir: Some(PathBuf::from("data")),
                 snapshot_interval: Duration::from_secs(60),
                 journal_interval: Duration::from_secs(1),
+            },
+            limits: LimitsConfig {
+                max_registrations: 2_000_000,
+                register_rate: 1000,
+                register_burst: 10_000,
+                error_rate: 100,
+                error_burst: 500,
+                block_time: Duration::from_secs(30),
+                max_sources: 100_000,
+                max_datagram: 8192,
             },
             log_level: "info".to_string(),
             stats_interval: Duration::from_secs(10),
@@ -310,6 +344,7 @@ impl Config {
             block_szx: BlockOpt::from_size(c.block_size),
             block_max_body: c.block_max_body,
             block_total_max: c.block_total_max,
+            max_registrations_per_shard: c.limits.max_registrations.div_ceil(c.workers.max(1)),
             topics: Topics::new(&c.mountpoint, &c.translators)?,
             model,
             // The runtime puts the credential store's policy here when it has one.

@@ -105,6 +105,9 @@ pub struct Options {
     pub state: StateOptions,
     #[command(flatten)]
     #[serde(default)]
+    pub limits: LimitsOptions,
+    #[command(flatten)]
+    #[serde(default)]
     pub log: LogOptions,
 }
 
@@ -231,6 +234,65 @@ pub struct StateOptions {
         value_name = "S"
     )]
     pub journal_interval: Option<Seconds>,
+}
+
+/// `[limits]`: what one source (an IPv4 address or an IPv6 /64) may cost, and how many devices
+/// the gateway holds.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsOptions {
+    /// Registrations held at most, all workers together; a new endpoint beyond it gets 5.03
+    #[arg(
+        id = "limits.max_registrations",
+        long = "limits-max-registrations",
+        value_name = "N"
+    )]
+    pub max_registrations: Option<usize>,
+    /// Registers per second per source; beyond it 4.29 (with Max-Age); 0 = no limit
+    #[arg(
+        id = "limits.register_rate",
+        long = "limits-register-rate",
+        value_name = "N"
+    )]
+    pub register_rate: Option<u32>,
+    /// Registers a source may send at once before its rate applies
+    #[arg(
+        id = "limits.register_burst",
+        long = "limits-register-burst",
+        value_name = "N"
+    )]
+    pub register_burst: Option<u32>,
+    /// Errors per second per source (malformed datagrams, requests for nothing, refused
+    /// requests, responses to nothing) before the source is blocked; 0 = no limit
+    #[arg(id = "limits.error_rate", long = "limits-error-rate", value_name = "N")]
+    pub error_rate: Option<u32>,
+    /// Errors a source may make at once before its rate applies
+    #[arg(
+        id = "limits.error_burst",
+        long = "limits-error-burst",
+        value_name = "N"
+    )]
+    pub error_burst: Option<u32>,
+    /// Seconds a blocked source's datagrams are dropped unread
+    #[arg(id = "limits.block_time", long = "limits-block-time", value_name = "S")]
+    pub block_time: Option<u64>,
+    /// Sources each rate limiter tracks at once (about 50 bytes each); beyond it new sources
+    /// pass unlimited
+    #[arg(
+        id = "limits.max_sources",
+        long = "limits-max-sources",
+        value_name = "N"
+    )]
+    pub max_sources: Option<usize>,
+    /// Largest datagram read, bytes (CoAP and DTLS); larger ones are dropped (a queued datagram
+    /// holds its size in a worker queue: worker_queue x this bounds it)
+    #[arg(
+        id = "limits.max_datagram",
+        long = "limits-max-datagram",
+        value_name = "BYTES"
+    )]
+    pub max_datagram: Option<usize>,
 }
 
 /// `[blockwise]`: block-wise transfers (RFC 7959).

@@ -42,6 +42,30 @@ impl Config {
         Ok(())
     }
 
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.max_registrations == 0 {
+            return Err(invalid("limits.max_registrations", "must be at least 1"));
+        }
+        if l.register_rate > 0 && l.register_burst == 0 {
+            return Err(invalid("limits.register_burst", "must be at least 1"));
+        }
+        if l.error_rate > 0 && l.error_burst == 0 {
+            return Err(invalid("limits.error_burst", "must be at least 1"));
+        }
+        if l.error_rate > 0 && l.block_time.is_zero() {
+            return Err(invalid("limits.block_time", "must be above 0"));
+        }
+        // The smallest CoAP request with a few options, and what one datagram may be.
+        if !(64..=65_536).contains(&l.max_datagram) {
+            return Err(invalid("limits.max_datagram", "must be within 64..=65536"));
+        }
+        if l.max_sources == 0 {
+            return Err(invalid("limits.max_sources", "must be at least 1"));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Plain CoAP may be off (`listen = []`), when DTLS is on.
         if self.listen.is_empty() && self.dtls.listen.is_empty() {
@@ -51,6 +75,7 @@ impl Config {
             ));
         }
         self.validate_dtls()?;
+        self.validate_limits()?;
         if !(1..=256).contains(&self.workers) {
             return Err(invalid(
                 "workers",

@@ -15,6 +15,7 @@ pub mod authorize;
 pub mod command;
 pub mod ids;
 pub mod intmap;
+pub mod limits;
 pub mod peer;
 pub mod registration;
 pub mod request;

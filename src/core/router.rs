@@ -12,13 +12,26 @@ use crate::coap::{code, opt, MessageBuilder, MessageView, MsgType};
 
 use super::ids::{MidAllocator, RegId, Token};
 
+/// Where a datagram goes. `Reply` and `Drop` mean the sender did something wrong (they count
+/// against its error rate, `core::limits`); `Pong` answers a CoAP ping, which is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Worker(usize),
-    /// A stateless answer to send back from the event loop.
+    /// A Register for the endpoint this worker owns: subject to the sender's registration rate.
+    Register(usize),
+    /// A stateless error answer to send back from the event loop (4.04, 4.02, RST).
     Reply(Vec<u8>),
+    /// The RST that answers a CoAP ping (an empty CON or NON).
+    Pong(Vec<u8>),
     /// Malformed or unexpected: drop and count.
     Drop,
+}
+
+impl Route {
+    /// Whether the datagram was the sender's error (see [`Route`]).
+    pub fn is_error(&self) -> bool {
+        matches!(self, Route::Reply(_) | Route::Drop)
+    }
 }
 
 /// FNV-1a: stable across runs and threads (the MQTT thread routes commands with it too).
@@ -75,7 +88,12 @@ pub fn route(
     };
     if c == code::EMPTY {
         return match t {
-            MsgType::Con | MsgType::Non => reply(MsgType::Rst, code::EMPTY, v.message_id(), &[]),
+            MsgType::Con | MsgType::Non => {
+                match reply(MsgType::Rst, code::EMPTY, v.message_id(), &[]) {
+                    Route::Reply(b) => Route::Pong(b),
+                    other => other,
+                }
+            }
             MsgType::Ack | MsgType::Rst => {
                 Route::Worker(MidAllocator::shard_of(v.message_id(), workers).index())
             }
@@ -103,7 +121,12 @@ pub fn route(
                     .option_values(opt::URI_QUERY)
                     .find_map(|q| q.strip_prefix(b"ep="))
                     .unwrap_or_default();
-                Route::Worker(shard_of_endpoint(ep, workers))
+                let w = shard_of_endpoint(ep, workers);
+                if c == code::POST {
+                    Route::Register(w)
+                } else {
+                    Route::Worker(w)
+                }
             }
             (Some(b"rd"), Some(id), None) => match RegId::parse(id).map(|r| r.shard().index()) {
                 Some(s) if s < workers => Route::Worker(s),
@@ -156,6 +179,12 @@ mod tests {
             &["lt=5", "ep=dev7"],
             &[1],
         );
+        assert_eq!(
+            route(&b, peer(), 4, |_| None, 0),
+            Route::Register(shard_of_endpoint(b"dev7", 4))
+        );
+        // Another method on /rd is the worker's to refuse; it is no Register.
+        let b = req(MsgType::Con, code::GET, &["rd"], &["ep=dev7"], &[1]);
         assert_eq!(
             route(&b, peer(), 4, |_| None, 0),
             Route::Worker(shard_of_endpoint(b"dev7", 4))
@@ -211,10 +240,10 @@ mod tests {
             ),
             (MsgType::Non, 77)
         );
-        // CoAP ping
-        assert!(
-            matches!(route(&[0x40, 0, 0, 5], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5])
-        );
+        // CoAP ping: answered, and no error of the sender's
+        let pong = route(&[0x40, 0, 0, 5], peer(), 2, |_| None, 0);
+        assert!(!pong.is_error());
+        assert!(matches!(pong, Route::Pong(r) if r == [0x70, 0, 0, 5]));
         // malformed CON: RST; malformed other: drop
         assert!(
             matches!(route(&[0x40, 1, 0, 5, 0xff], peer(), 2, |_| None, 0), Route::Reply(r) if r == [0x70, 0, 0, 5])

@@ -173,6 +173,8 @@ pub struct ShardConfig {
     pub block_szx: u8,
     pub block_max_body: usize,
     pub block_total_max: usize,
+    /// Registrations this shard holds at most (`limits.max_registrations` / workers).
+    pub max_registrations_per_shard: usize,
     pub topics: Topics,
     pub model: Arc<ObjectRegistry>,
     /// Who may register as which endpoint ([`super::authorize`]).

@@ -477,6 +477,12 @@ impl Server {
         self.sessions.keys().copied().collect()
     }
 
+    /// Records and handshakes that failed since the last [`Server::take_stats`]: what a peer
+    /// did wrong (the caller's error-rate limit counts it).
+    pub fn failures(&self) -> u64 {
+        self.stats.bad_records + self.stats.failed
+    }
+
     pub fn take_stats(&mut self) -> Stats {
         std::mem::take(&mut self.stats)
     }

@@ -6,6 +6,11 @@
 //! CoAP ping or to a message it cannot parse, a `4.04` to a request for no known path) leave
 //! straight from here.
 //!
+//! Hostile traffic (issue 12, `limits`): a datagram from a blocked source is dropped before it
+//! is read further; an oversized one is dropped; a Register over its source's rate is answered
+//! 4.29 here; malformed datagrams and stateless error answers count against the source's error
+//! rate, and over it the source is blocked ([`Blocklist`]).
+//!
 //! Back-pressure: the loop never blocks on a worker. A full worker queue drops the datagram and
 //! counts it in `dropped_queue_full`; CoAP clients retransmit. When a worker's queue is gone
 //! (the worker ended), the loop ends too.
@@ -18,18 +23,22 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use log::{error, warn};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crossbeam_channel::TrySendError;
 
+use crate::coap::code;
+use crate::core::limits::{self, Source, SourceLimiter};
 use crate::core::router::{self, Route};
 use crate::core::shard::Peer;
 use crate::dtls::record;
 use crate::dtls::server::CID_LEN;
 
 use super::addr_index::AddrIndex;
+use super::blocklist::Blocklist;
 use super::channel::{WorkerMsg, WorkerTx};
 use super::metrics::Metrics;
 use super::udp::RecvBatch;
@@ -39,6 +48,17 @@ const WAKE: Token = Token(usize::MAX);
 
 /// A worker's queue is disconnected: the gateway is going down.
 struct WorkersGone;
+
+/// What one source may cost the event loop (`[limits]`).
+pub(super) struct SourceLimits {
+    pub blocklist: Arc<Blocklist>,
+    /// Registers per source; `None`: no limit.
+    pub register: Option<SourceLimiter>,
+    /// Errors per source seen here; `None`: no limit.
+    pub errors: Option<SourceLimiter>,
+    /// Larger datagrams are dropped unread: they would hold that much of a worker's queue.
+    pub max_datagram: usize,
+}
 
 pub(super) struct EventLoop {
     poll: Poll,
@@ -53,11 +73,13 @@ pub(super) struct EventLoop {
     stop: Arc<AtomicBool>,
     /// Message ids of the stateless NON answers (see [`router::route`]).
     nonce: u16,
+    limits: SourceLimits,
 }
 
 impl EventLoop {
     /// Registers `sockets` (already bound and non-blocking). The returned waker makes
     /// [`EventLoop::run`] look at `stop` again.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         sockets: Vec<std::net::UdpSocket>,
         dtls_listener: Vec<bool>,
@@ -66,6 +88,7 @@ impl EventLoop {
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
+        limits: SourceLimits,
     ) -> io::Result<(EventLoop, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
@@ -86,6 +109,7 @@ impl EventLoop {
             metrics,
             stop,
             nonce: 0,
+            limits,
         };
         Ok((el, waker))
     }
@@ -134,14 +158,34 @@ impl EventLoop {
             self.metrics
                 .datagrams_in
                 .fetch_add(n as u64, Ordering::Relaxed);
+            // One clock reading per batch: the limits need no finer time.
+            let now = Instant::now();
             for (bytes, addr) in (0..n).filter_map(|i| batch.get(i)) {
-                self.dispatch(li, bytes, addr)?;
+                self.dispatch(li, bytes, addr, now)?;
             }
         }
     }
 
     /// Routes one datagram of listener `li`. `bytes` borrows the receive batch.
-    fn dispatch(&mut self, li: usize, bytes: &[u8], addr: SocketAddr) -> Result<(), WorkersGone> {
+    fn dispatch(
+        &mut self,
+        li: usize,
+        bytes: &[u8],
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(), WorkersGone> {
+        let src = Source::of(addr.ip());
+        if self.limits.blocklist.blocks(src, now) {
+            self.metrics.dropped_blocked.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if bytes.len() > self.limits.max_datagram {
+            self.metrics
+                .dropped_oversized
+                .fetch_add(1, Ordering::Relaxed);
+            self.error(addr, now, "oversized datagrams");
+            return Ok(());
+        }
         if self.dtls_listener[li] {
             // Encrypted: the worker holding the peer's session (by its Connection ID when the
             // record carries one: the address may be new), or for a new peer the one its
@@ -167,14 +211,45 @@ impl EventLoop {
         );
         match route {
             Route::Worker(w) => return self.hand_over(w, Peer::plain(li as u16, addr), bytes),
-            Route::Reply(r) => self.reply(li, &r, addr),
+            Route::Register(w) => {
+                let allowed = match &mut self.limits.register {
+                    Some(l) => l.allow(src, 1, now).then_some(()).ok_or(l.retry_after()),
+                    None => Ok(()),
+                };
+                match allowed {
+                    Ok(()) => return self.hand_over(w, Peer::plain(li as u16, addr), bytes),
+                    Err(retry) => {
+                        self.metrics.refused_rate.fetch_add(1, Ordering::Relaxed);
+                        let nonce = self.nonce;
+                        if let Some(r) =
+                            limits::refusal(bytes, code::TOO_MANY_REQUESTS, retry, nonce)
+                        {
+                            self.reply(li, &r, addr);
+                        }
+                        // Hammering on regardless is an error like any other.
+                        self.error(addr, now, "registrations over limits.register_rate");
+                    }
+                }
+            }
+            Route::Pong(r) => self.reply(li, &r, addr),
+            Route::Reply(r) => {
+                self.reply(li, &r, addr);
+                self.error(addr, now, "requests for nothing");
+            }
             Route::Drop => {
                 self.metrics
                     .dropped_malformed
                     .fetch_add(1, Ordering::Relaxed);
+                self.error(addr, now, "malformed datagrams");
             }
         }
         Ok(())
+    }
+
+    /// One error of `addr`'s source, against its error rate.
+    fn error(&mut self, addr: SocketAddr, now: Instant, why: &str) {
+        let l = &mut self.limits;
+        l.blocklist.error(l.errors.as_mut(), addr.ip(), now, why);
     }
 
     fn hand_over(&self, w: usize, peer: Peer, bytes: &[u8]) -> Result<(), WorkersGone> {

@@ -35,6 +35,16 @@ pub struct Metrics {
     pub registrations: AtomicUsize,
     /// Uplinks refused for their identity (4.03 answers and dropped responses).
     pub forbidden: AtomicU64,
+    /// Datagrams dropped unread because their source is blocked (`limits.error_rate`).
+    pub dropped_blocked: AtomicU64,
+    /// Datagrams above `limits.max_datagram`, dropped unread.
+    pub dropped_oversized: AtomicU64,
+    /// Registers answered 4.29 (`limits.register_rate`).
+    pub refused_rate: AtomicU64,
+    /// Registers of new endpoints answered 5.03 (`limits.max_registrations`).
+    pub refused_full: AtomicU64,
+    /// Sources blocked since start (`limits.error_rate`).
+    pub sources_blocked: AtomicU64,
     /// Stateless HelloVerifyRequests sent (every first ClientHello gets one).
     pub dtls_hello_verify: AtomicU64,
     /// Handshakes started (ClientHellos with a valid cookie).
@@ -61,7 +71,7 @@ impl Metrics {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "registrations={} dtls_sessions={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} forbidden={} dtls: handshakes={} failed={} bad_records={} migrated={} mqtt={}",
+            "registrations={} dtls_sessions={} datagrams_in={} datagrams_out={} publishes={} commands={} dropped: queue_full={} malformed={} send_errors={} publish={} commands={} forbidden={} blocked={} oversized={} limits: refused_rate={} refused_full={} sources_blocked={} dtls: handshakes={} failed={} bad_records={} migrated={} mqtt={}",
             self.registrations.load(Ordering::Relaxed),
             self.dtls_sessions.load(Ordering::Relaxed),
             g(&self.datagrams_in),
@@ -74,6 +84,11 @@ impl Metrics {
             g(&self.publish_dropped),
             g(&self.commands_dropped),
             g(&self.forbidden),
+            g(&self.dropped_blocked),
+            g(&self.dropped_oversized),
+            g(&self.refused_rate),
+            g(&self.refused_full),
+            g(&self.sources_blocked),
             g(&self.dtls_established),
             g(&self.dtls_failed),
             g(&self.dtls_bad_records),

@@ -36,8 +36,11 @@ use crate::security::{
     trust, CredentialStore, DeviceKeys, Identities, Policy, SharedCredentials, TrustAnchors,
 };
 
+use crate::core::limits::{Rate, SourceLimiter};
+
 use addr_index::AddrIndex;
-use event_loop::EventLoop;
+use blocklist::Blocklist;
+use event_loop::{EventLoop, SourceLimits};
 use mqtt::MqttClient;
 use secure::{SecureListener, SecureShared};
 use worker::Worker;
@@ -46,6 +49,7 @@ pub use channel::{WorkerMsg, WorkerTx};
 pub use metrics::Metrics;
 
 pub mod addr_index;
+mod blocklist;
 mod broker;
 mod channel;
 pub mod doorbell;
@@ -169,6 +173,19 @@ impl Gateway {
             workers: worker_txs.clone(),
         });
         let dtls_cfg = dtls_server_config(&config, server_cert, anchors.is_some());
+        let lim = &config.limits;
+        let blocklist = Arc::new(Blocklist::new(
+            lim.block_time,
+            lim.max_sources,
+            metrics.clone(),
+        ));
+        let error_limiter = || {
+            let rate = Rate {
+                per_sec: lim.error_rate,
+                burst: lim.error_burst,
+            };
+            SourceLimiter::new(rate, lim.max_sources)
+        };
         let mut built = Vec::new();
         for (id, rx) in worker_rxs.into_iter().enumerate() {
             let durable = match &config.state.dir {
@@ -211,6 +228,7 @@ impl Gateway {
                 index.clone(),
                 metrics.clone(),
                 durable,
+                (error_limiter(), blocklist.clone()),
             )?;
             built.push(w);
         }
@@ -261,6 +279,18 @@ impl Gateway {
             index.clone(),
             metrics.clone(),
             udp_stop.clone(),
+            SourceLimits {
+                blocklist,
+                register: SourceLimiter::new(
+                    Rate {
+                        per_sec: lim.register_rate,
+                        burst: lim.register_burst,
+                    },
+                    lim.max_sources,
+                ),
+                errors: error_limiter(),
+                max_datagram: lim.max_datagram,
+            },
         )?;
         threads.push(spawn("event-loop".into(), move || el.run())?);
 

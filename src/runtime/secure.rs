@@ -170,6 +170,11 @@ impl SecureListener {
         add(&m.dtls_migrated, s.migrated);
     }
 
+    /// Bad records and failed handshakes not yet reported (see [`SecureListener::report`]).
+    pub(super) fn failures(&self) -> u64 {
+        self.server.failures()
+    }
+
     pub(super) fn sessions(&self) -> usize {
         self.server.sessions()
     }

@@ -12,6 +12,11 @@
 //! the producers drop or refuse (see `channel`). It sleeps on its doorbell only when the queue is
 //! empty and no timer is due.
 //!
+//! Hostile traffic (issue 12): a datagram whose answer tells of the sender's error (a 4.xx, a
+//! RST, a drop, a refusal for its identity, a bad DTLS record or failed handshake) counts against
+//! the source's error rate (`limits.error_rate`, this worker's own limiter); over it, the source
+//! goes on the shared [`Blocklist`] and the event loop drops what it sends.
+//!
 //! Durable state (issue 12): a worker with a [`Durable`] restores its shard when it is built
 //! (before any datagram), writes its journal and snapshots when they are due, and a last
 //! snapshot when it stops, after everything queued before the stop was handled.
@@ -27,11 +32,13 @@ use log::{debug, warn};
 
 use crate::core::command;
 use crate::core::ids::ShardId;
+use crate::core::limits::{self, SourceLimiter};
 use crate::core::settings::ShardConfig;
 use crate::core::shard::{ImportReport, IndexUpdate, Output, Peer, Shard, SnapshotKind, Transmit};
 use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
+use super::blocklist::Blocklist;
 use super::channel::{WorkerMsg, WorkerRx};
 use super::doorbell::Doorbell;
 use super::durable::Durable;
@@ -72,6 +79,9 @@ pub(super) struct Worker {
     /// MQTT messages dropped since the last warning about them, and when that was.
     unlogged_drops: u64,
     drops_logged_at: Option<Instant>,
+    /// Errors per source this worker saw (`None`: no limit), and where over-limit sources go.
+    errors: Option<SourceLimiter>,
+    blocklist: Arc<Blocklist>,
 }
 
 impl Worker {
@@ -88,6 +98,7 @@ impl Worker {
         index: Arc<AddrIndex>,
         metrics: Arc<Metrics>,
         durable: Option<Durable>,
+        (errors, blocklist): (Option<SourceLimiter>, Arc<Blocklist>),
     ) -> anyhow::Result<Worker> {
         let shard_id = ShardId::new(id).context("too many workers")?;
         let shard = Shard::new(shard_id, config, rand::random());
@@ -109,6 +120,8 @@ impl Worker {
             restored: Output::default(),
             unlogged_drops: 0,
             drops_logged_at: None,
+            errors,
+            blocklist,
         })
     }
 
@@ -215,6 +228,7 @@ impl Worker {
         match m {
             WorkerMsg::Datagram { peer, bytes } => {
                 let dtls = self.dtls_listener.get(peer.listener as usize) == Some(&true);
+                let before = ErrorMarks::of(out, self.secure.as_ref());
                 match &mut self.secure {
                     Some(sec) if dtls => sec.on_datagram(
                         now,
@@ -225,6 +239,11 @@ impl Worker {
                         &mut self.sealed,
                     ),
                     _ => self.shard.on_datagram(now, peer, &bytes, out),
+                }
+                if self.errors.is_some() && before.erred(out, self.secure.as_ref(), peer) {
+                    let why = "refused or malformed requests";
+                    self.blocklist
+                        .error(self.errors.as_mut(), peer.addr.ip(), now, why);
                 }
             }
             WorkerMsg::Session { key, session } => {
@@ -272,6 +291,11 @@ impl Worker {
             self.metrics
                 .forbidden
                 .fetch_add(out.forbidden, Ordering::Relaxed);
+        }
+        if out.refused_full > 0 {
+            self.metrics
+                .refused_full
+                .fetch_add(out.refused_full, Ordering::Relaxed);
         }
         out.clear();
         self.report_registrations();
@@ -395,5 +419,36 @@ impl Worker {
                 .fetch_sub(self.registrations - n, Ordering::Relaxed);
         }
         self.registrations = n;
+    }
+}
+
+/// Where a worker's output stood before one datagram: what it adds tells whether the datagram
+/// was its sender's error.
+struct ErrorMarks {
+    transmits: usize,
+    dropped: u64,
+    forbidden: u64,
+    dtls_failures: u64,
+}
+
+impl ErrorMarks {
+    fn of(out: &Output, sec: Option<&SecureListener>) -> ErrorMarks {
+        ErrorMarks {
+            transmits: out.transmits.len(),
+            dropped: out.dropped,
+            forbidden: out.forbidden,
+            dtls_failures: sec.map_or(0, |s| s.failures()),
+        }
+    }
+
+    /// Whether handling a datagram of `peer` dropped it, refused its identity, failed its DTLS
+    /// record or handshake, or answered it with an error.
+    fn erred(&self, out: &Output, sec: Option<&SecureListener>, peer: Peer) -> bool {
+        out.dropped > self.dropped
+            || out.forbidden > self.forbidden
+            || sec.map_or(0, |s| s.failures()) > self.dtls_failures
+            || out.transmits[self.transmits.min(out.transmits.len())..]
+                .iter()
+                .any(|t| t.peer.addr == peer.addr && limits::is_error_answer(&t.bytes))
     }
 }

@@ -79,6 +79,8 @@ pub struct Output {
     /// Uplinks refused because the sender's identity may not act for the endpoint (answered
     /// 4.03 when they were requests, dropped otherwise).
     pub forbidden: u64,
+    /// Registers of new endpoints refused because the shard holds its most (5.03).
+    pub refused_full: u64,
 }
 
 impl Output {
@@ -88,6 +90,7 @@ impl Output {
         self.index.clear();
         self.dropped = 0;
         self.forbidden = 0;
+        self.refused_full = 0;
     }
 }
 
@@ -127,6 +130,9 @@ pub struct Shard {
     rng: SmallRng,
     buf: Vec<u8>,
 }
+
+/// Seconds a device refused for want of room is told to wait before registering again.
+const RETRY_WHEN_FULL_S: u32 = 60;
 
 fn reason_bytes(r: &str) -> &[u8] {
     // Diagnostic payloads (RFC 7252 §5.5.2) are for humans; keep them short.
@@ -340,6 +346,10 @@ impl Shard {
         let id = location.map(|r| r.to_string());
         if let Some(id) = &id {
             m = m.options(opt::LOCATION_PATH, [b"rd".as_slice(), id.as_bytes()]);
+        }
+        if resp_code == code::SERVICE_UNAVAILABLE {
+            // RFC 7252 §5.9.3.4: Max-Age says when to try again.
+            m = m.uint_option(opt::MAX_AGE, RETRY_WHEN_FULL_S);
         }
         let mut tmp = [0u8; 3];
         if let Some(b1) = block1 {

@@ -116,7 +116,14 @@ impl Shard {
         // the endpoint carry over (they address the device, not one registration of it), the one
         // in flight is sent again; observations end (the device forgot them, TS §6.4).
         let mut carried = VecDeque::new();
-        if let Some(old) = self.sessions.find_endpoint(&endpoint) {
+        let old = self.sessions.find_endpoint(&endpoint);
+        if old.is_none() && self.sessions.len() >= self.cfg.max_registrations_per_shard {
+            // Full: a new endpoint waits (the answer's Max-Age says how long); the ones held
+            // keep working. A storm of bogus endpoints ends here, in bounded memory.
+            out.refused_full += 1;
+            return Err(rejection(code::SERVICE_UNAVAILABLE, "registrations full"));
+        }
+        if let Some(old) = old {
             if let Some(w) = self.sessions.get_mut(old).and_then(|s| s.work.as_mut()) {
                 carried = std::mem::take(&mut w.queue);
             }
