@@ -16,7 +16,8 @@
 #
 # Environment: OUT (results directory, default /tmp/lwm2m-bar), WORKERS (default 2), STATE
 # ("off": --state-dir "", nothing kept; default on, in $OUT/state), SNAPSHOT_INTERVAL (seconds,
-# default the gateway's 60; 1 measures the worst case), ITEMS
+# default the gateway's 60; 1 measures the worst case), JOURNAL_INTERVAL (seconds, default the
+# gateway's 1; 0 turns the journal off), ITEMS
 # (space-separated item names to run, e.g. "notify dtls_notify dtls_memory"; default all; the
 # baseline always runs, the notify rates derive from it),
 # MEMORY_SETTLE (seconds idle before the memory readings, default 250: longer than the 247 s
@@ -53,6 +54,7 @@ start_gateway() {
     local state=(--state-dir "$OUT/state")
     [ "${STATE:-on}" = off ] && state=(--state-dir "")
     [ -n "${SNAPSHOT_INTERVAL:-}" ] && state+=(--state-snapshot-interval "$SNAPSHOT_INTERVAL")
+    [ -n "${JOURNAL_INTERVAL:-}" ] && state+=(--state-journal-interval "$JOURNAL_INTERVAL")
     "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --stats-interval 0 --log-level warn \
         --workers "$WORKERS" "${state[@]}" "$@" >"$OUT/gateway.log" 2>&1 &
     GW_PID=$!

@@ -93,6 +93,47 @@ fn a_crash_restores_the_snapshot_and_every_change_the_journal_holds() {
 }
 
 #[test]
+fn changes_made_while_the_journal_is_written_in_chunks_are_in_it() {
+    // A worker writes a storm's changes a chunk per round, handling messages in between: what
+    // changes meanwhile (a device written already, one still to write, a new one) must come out
+    // as it is at the end.
+    let mut s = Sim::with(|c| c.qmode_time_window = Duration::from_secs(20));
+    let (snap, mut journal) = s.checkpoint(wall());
+    let locs: Vec<String> = (0..6u16)
+        .map(|i| s.register(peer(5000 + i), &format!("dev-{i}"), i + 1))
+        .collect();
+    assert!(s.journal_chunk(wall(), &mut journal, 2), "4 of 6 left");
+    // dev-0 (written) deregisters, dev-5 (not yet written) re-registers from a new address,
+    // dev-6 is new.
+    let dereg = Msg::con(code::DELETE, 20).path(&["rd", &locs[0]]).build();
+    assert_eq!(s.reply_code(peer(5000), &dereg), code::DELETED);
+    let loc5 = s.register(peer(5105), "dev-5", 21);
+    let loc6 = s.register(peer(5006), "dev-6", 22);
+    // The rest of the first batch, then a second batch: the changes logged meanwhile.
+    while s.journal_chunk(wall(), &mut journal, 2) {}
+    let before = journal.len();
+    while s.journal_chunk(wall(), &mut journal, 2) {}
+    assert!(
+        journal.len() > before,
+        "the second batch holds the later changes"
+    );
+    assert!(!s.journal_chunk(wall(), &mut journal, 2), "nothing left");
+
+    let (mut r, report) = s.recover(Some(&snap), Some(&journal), wall(), Duration::ZERO);
+    let report = report.unwrap();
+    assert_eq!(report.restored, 6, "{report:?}");
+    assert_eq!(r.update(peer(5000), &locs[0], 30, &[]), code::NOT_FOUND);
+    assert_eq!(r.update(peer(5105), &loc5, 31, &[]), code::CHANGED);
+    assert_eq!(r.update(peer(5006), &loc6, 32, &[]), code::CHANGED);
+    for (i, loc) in locs.iter().enumerate().take(5).skip(1) {
+        assert_eq!(
+            r.update(peer(5000 + i as u16), loc, 33 + i as u16, &[]),
+            code::CHANGED
+        );
+    }
+}
+
+#[test]
 fn after_a_graceful_stop_ids_carry_on_and_the_journal_says_it_was_graceful() {
     let mut s = Sim::new();
     s.register(peer(5000), "alpha", 1);

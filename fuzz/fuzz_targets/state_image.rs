@@ -124,7 +124,8 @@ fn genuine() -> &'static Genuine {
         s.on_datagram(now, peer(1004), &register("idle", "b=U", 5), &mut out);
         let cmd = br#"{"reqID":3,"msgType":"read","data":{"path":"/3/0/0"}}"#;
         s.on_command(now, "sleepy", command::parse(cmd), None, &mut out);
-        s.export_changes(now, wall(), &NoIdentities, &mut journal);
+        // Two at a time: the journal is written in chunks, each batch framed on its own.
+        while s.export_changes(now, wall(), &NoIdentities, &mut journal, 2).1 {}
         Genuine {
             snapshot,
             journal,

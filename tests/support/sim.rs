@@ -186,10 +186,28 @@ impl Sim {
         (image, journal)
     }
 
-    /// Appends the journal records of what changed since the last call to `journal`.
+    /// Appends the journal records of what changed since the last call to `journal`, two at a
+    /// time (as a worker does, a bounded number per round).
     pub fn journal(&mut self, wall: SystemTime, journal: &mut Vec<u8>) -> usize {
+        let mut n = 0;
+        loop {
+            let (k, more) = self
+                .shard
+                .export_changes(self.now, wall, &NoIdentities, journal, 2);
+            n += k;
+            if !more {
+                return n;
+            }
+        }
+    }
+
+    /// One call of the worker's journal writing: at most `limit` changed registrations; true
+    /// if more are left.
+    pub fn journal_chunk(&mut self, wall: SystemTime, journal: &mut Vec<u8>, limit: usize) -> bool {
+        let names = &NoIdentities;
         self.shard
-            .export_changes(self.now, wall, &NoIdentities, journal)
+            .export_changes(self.now, wall, names, journal, limit)
+            .1
     }
 
     /// The snapshot of a graceful stop and the journal that says so.

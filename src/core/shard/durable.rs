@@ -275,6 +275,9 @@ impl Shard {
     pub fn snapshot_saved(&mut self, kind: SnapshotKind) -> Vec<u8> {
         self.generation += 1;
         self.sessions.clear_changes();
+        // The image holds what was still to be written out too.
+        self.changed.clear();
+        self.changed_at = 0;
         self.journal_start(kind == SnapshotKind::Final)
     }
 
@@ -289,22 +292,31 @@ impl Shard {
         self.sessions.track_changes();
     }
 
-    /// Appends to `out` the journal records of every registration changed since the last call
-    /// (or the last snapshot): its whole record, or that it is gone. Returns how many.
+    /// Appends to `out` the journal records of registrations changed since the last call
+    /// (or the last snapshot): each one's whole record, or that it is gone. At most `limit`
+    /// (at least 1) per call, so that a worker writing the changes of a storm pauses a bounded
+    /// time: returns how many, and whether changes taken from the log are left for the next
+    /// call (a batch is whole once this says none are).
     pub fn export_changes(
         &mut self,
         now: Instant,
         wall: SystemTime,
         names: &dyn IdentityNames,
         out: &mut Vec<u8>,
-    ) -> usize {
+        limit: usize,
+    ) -> (usize, bool) {
         let mut changed = std::mem::take(&mut self.changed);
-        self.sessions.take_changes(&mut changed);
-        if !changed.is_empty() {
+        if self.changed_at >= changed.len() {
+            self.sessions.take_changes(&mut changed);
+            self.changed_at = 0;
+        }
+        let end = changed.len().min(self.changed_at + limit.max(1));
+        let chunk = &changed[self.changed_at..end];
+        if !chunk.is_empty() {
             let mut w = Writer::new();
             self.put_positions(&mut w, self.generation);
             wire::frame(out, &w.buf);
-            for &reg in &changed {
+            for &reg in chunk {
                 w.buf.clear();
                 match self.sessions.get(reg) {
                     Some(s) => self.put_device(&mut w, reg, s, now, wall, names),
@@ -316,9 +328,11 @@ impl Shard {
                 wire::frame(out, &w.buf);
             }
         }
-        let n = changed.len();
+        let n = chunk.len();
+        self.changed_at = end;
+        let more = end < changed.len();
         self.changed = changed;
-        n
+        (n, more)
     }
 
     fn header(&self, kind: FileKind) -> Header {

@@ -125,8 +125,10 @@ pub struct Shard {
     mids: MidAllocator,
     /// The number of the last snapshot saved; a journal names the snapshot it follows.
     generation: u64,
-    /// Scratch for the journal's changed registrations.
+    /// The journal's changed registrations taken from the log and not yet all written out
+    /// (from `changed_at` on): [`Shard::export_changes`] writes them a bounded number at a time.
     changed: Vec<RegId>,
+    changed_at: usize,
     rng: SmallRng,
     buf: Vec<u8>,
 }
@@ -166,6 +168,7 @@ impl Shard {
             next_reg_seq: 1,
             generation: 0,
             changed: Vec::new(),
+            changed_at: 0,
             mids: MidAllocator::new(id, cfg.shards as usize),
             rng: SmallRng::seed_from_u64(seed),
             buf: Vec::with_capacity(256),
