@@ -55,6 +55,7 @@ mod channel;
 pub mod doorbell;
 mod durable;
 mod event_loop;
+mod journal;
 mod metrics;
 pub mod mqtt;
 pub mod mqtt_session;
@@ -197,7 +198,11 @@ impl Gateway {
                     };
                     Some(durable::Durable::new(
                         state::StateFile::new(dir, id).with_context(ctx)?,
-                        state::JournalFile::new(dir, id).with_context(ctx)?,
+                        journal::JournalWriter::new(
+                            state::JournalFile::new(dir, id).with_context(ctx)?,
+                            id,
+                        )
+                        .with_context(ctx)?,
                         sessions,
                         config.workers as u16,
                         (

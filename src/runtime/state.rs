@@ -58,11 +58,6 @@ impl StateFile {
         write_atomic(&self.path, image)
     }
 
-    /// The file's size, 0 if there is none.
-    pub(super) fn len(&self) -> u64 {
-        fs::metadata(&self.path).map_or(0, |m| m.len())
-    }
-
     /// Moves an unusable file out of the way; returns where it went.
     pub(super) fn set_aside(&self) -> io::Result<PathBuf> {
         let secs = SystemTime::now()
@@ -81,35 +76,22 @@ pub(super) struct JournalFile {
     file: StateFile,
     /// Open for appending since the last restart (or the first append).
     open: Option<File>,
-    len: u64,
 }
 
 impl JournalFile {
     pub(super) fn new(dir: &Path, worker: usize) -> io::Result<JournalFile> {
         let file = StateFile::named(dir, &format!("shard-{worker}.journal"))?;
-        let len = file.len();
-        Ok(JournalFile {
-            file,
-            open: None,
-            len,
-        })
+        Ok(JournalFile { file, open: None })
     }
 
     pub(super) fn file(&self) -> &StateFile {
         &self.file
     }
 
-    /// Bytes in the journal.
-    pub(super) fn len(&self) -> u64 {
-        self.len
-    }
-
     /// Replaces the journal with `start` (atomically: a crash leaves the old one or this).
     pub(super) fn restart(&mut self, start: &[u8]) -> io::Result<()> {
         self.open = None;
-        self.file.write(start)?;
-        self.len = start.len() as u64;
-        Ok(())
+        self.file.write(start)
     }
 
     /// Appends `records` and waits for them to be on disk.
@@ -121,8 +103,6 @@ impl JournalFile {
                 .insert(OpenOptions::new().append(true).open(self.file.path())?),
         };
         f.write_all(records)?;
-        f.sync_data()?;
-        self.len += records.len() as u64;
-        Ok(())
+        f.sync_data()
     }
 }
