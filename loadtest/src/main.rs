@@ -12,6 +12,7 @@
 
 mod dtls;
 mod fleet;
+mod hostile;
 mod mqtt;
 mod net;
 mod plot;
@@ -190,6 +191,24 @@ pub struct Args {
     /// Leave the devices registered at the end (default for register).
     #[arg(long)]
     pub no_deregister: bool,
+    /// notify, mixed: garbage datagrams sent to the gateway beside the fleet (malformed,
+    /// requests for nothing, foreign tokens, bogus Registers, oversized, ...; see
+    /// loadtest/src/hostile.rs), from --garbage-sources addresses 127.0.2.1, 127.0.2.2, ...
+    #[arg(long, default_value_t = 0)]
+    pub garbage: u64,
+    /// Garbage datagrams per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub garbage_rate: f64,
+    /// Source addresses the garbage comes from (1..=254).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=254))]
+    pub garbage_sources: u32,
+    /// notify, mixed: garbage MQTT commands published beside the fleet's (not JSON, wrong
+    /// shapes, bad paths, deep nesting, huge payloads; half for the fleet's endpoints).
+    #[arg(long, default_value_t = 0)]
+    pub mqtt_garbage: u64,
+    /// Garbage MQTT commands per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 2_000.0)]
+    pub mqtt_garbage_rate: f64,
 }
 
 impl Args {

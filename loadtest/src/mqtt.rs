@@ -218,7 +218,12 @@ impl Handler {
         let s = &*self.s;
         s.mq.received.fetch_add(1, Relaxed);
         let Some(dev) = self.device(topic) else {
-            s.mq.foreign.fetch_add(1, Relaxed);
+            if memchr::memmem::find(topic, b"/hostile-").is_some() {
+                // An answer to the garbage flood, for an endpoint that does not exist.
+                s.mq.hostile_answers.fetch_add(1, Relaxed);
+            } else {
+                s.mq.foreign.fetch_add(1, Relaxed);
+            }
             return;
         };
         let mt = find(&self.msg_type, p)
@@ -276,9 +281,18 @@ impl Handler {
             b"" => {
                 s.mq.other.fetch_add(1, Relaxed);
             }
+            // The answer to a command that was no command: only the garbage flood sends those.
+            b"error" => {
+                s.mq.hostile_answers.fetch_add(1, Relaxed);
+            }
             _ => {
                 // A command's answer (or its coap_timeout/coap_reset).
-                if let Some(k) = find(&self.req_id, p).and_then(|i| uint(&p[i..])) {
+                let req_id = find(&self.req_id, p).and_then(|i| uint(&p[i..]));
+                if req_id.is_some_and(|k| k >= crate::hostile::HOSTILE_REQ_ID) {
+                    s.mq.hostile_answers.fetch_add(1, Relaxed);
+                    return;
+                }
+                if let Some(k) = req_id {
                     let t0 = s.cmd_sent_at[k as usize % RING].load(Relaxed);
                     if t0 > 0 && t0 <= now {
                         record(&s.h_command, now - t0);

@@ -12,6 +12,7 @@ use rumqttc::Client;
 use serde_json::json;
 
 use crate::fleet::{ts_resource, Ctl, Fleet, FleetConfig};
+use crate::hostile::{Hostile, HostileConfig};
 use crate::mqtt::{self, qos, SubConfig};
 use crate::net::{self, Pktinfo, Sockets, Transport};
 use crate::plot;
@@ -38,6 +39,28 @@ impl Ctx {
             .command_topic
             .replace("%e", &format!("{}{dev}", self.prefix))
     }
+}
+
+/// The garbage flood beside the measured phase, when asked for (`--garbage`, `--mqtt-garbage`).
+fn start_hostile(c: &Ctx) -> anyhow::Result<Option<Hostile>> {
+    let a = &c.a;
+    if a.garbage == 0 && a.mqtt_garbage == 0 {
+        return Ok(None);
+    }
+    let cfg = HostileConfig {
+        datagrams: a.garbage,
+        rate: a.garbage_rate,
+        sources: a.garbage_sources,
+        gateway: a.device_target(),
+        mqtt_messages: a.mqtt_garbage,
+        mqtt_rate: a.mqtt_garbage_rate,
+        mqtt: a.mqtt,
+        command_topic: a.command_topic.clone(),
+        prefix: c.prefix.clone(),
+        devices: c.n(),
+        gateway_pid: a.gateway_pid,
+    };
+    Ok(Some(Hostile::start(cfg, c.s.clone())?))
 }
 
 /// Devices whose registration ended: 2.01, refused, lost, or (DTLS) never got a session.
@@ -698,6 +721,7 @@ fn notify(c: &Ctx) -> anyhow::Result<Report> {
     let rate = if a.rate > 0.0 { a.rate } else { 1e9 };
     s.set_phase("notify");
     let cpu = CpuWindow::start(a.gateway_pid);
+    let hostile = start_hostile(c)?;
     let t0 = Instant::now();
     fleet.send(|| Ctl::Notify {
         rate,
@@ -738,6 +762,9 @@ fn notify(c: &Ctx) -> anyhow::Result<Report> {
         "  setup              {setup_s:.2} s (register + observe)"
     ));
     dtls_section(c, &mut r, false);
+    if let Some(h) = hostile {
+        h.finish(s, &mut r);
+    }
     notif_section(c, &mut r, sent, window_s);
     r.merge(cpu_json);
     for l in cpu_lines {
@@ -897,6 +924,7 @@ fn mixed(c: &Ctx) -> anyhow::Result<Report> {
     );
     s.set_phase("mixed");
     let cpu = CpuWindow::start(a.gateway_pid);
+    let hostile = start_hostile(c)?;
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(a.duration);
     if a.observe != ObserveMode::None && a.rate > 0.0 {
@@ -1014,6 +1042,9 @@ fn mixed(c: &Ctx) -> anyhow::Result<Report> {
             0.0
         }
     ));
+    if let Some(hs) = hostile {
+        hs.finish(s, &mut r);
+    }
     command_rows(c, &mut r, sent, window_s);
     r.line(latency_row("notify e2e", &h));
     r.line(latency_row("register 2.01", &s.h_register.lock()));

@@ -81,6 +81,8 @@ pub struct MqCounters {
     pub ack: AtomicU64,
     pub other: AtomicU64,
     pub foreign: AtomicU64,
+    /// Answers to the garbage flood (`hostile`) on the fleet's own topics.
+    pub hostile_answers: AtomicU64,
     pub conn_errors: AtomicU64,
 }
 
@@ -100,6 +102,7 @@ pub struct Stats {
     pub dev: DevCounters,
     pub mq: MqCounters,
     pub drv: DrvCounters,
+    pub hostile: crate::hostile::HostileCounters,
     pub errors: Mutex<BTreeMap<String, u64>>,
     pub h_register: Mutex<Histogram<u64>>,
     pub h_register_event: Mutex<Histogram<u64>>,
@@ -131,6 +134,7 @@ impl Stats {
             dev: Default::default(),
             mq: Default::default(),
             drv: Default::default(),
+            hostile: Default::default(),
             errors: Default::default(),
             h_register: Mutex::new(hist()),
             h_register_event: Mutex::new(hist()),
