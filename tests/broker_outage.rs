@@ -142,3 +142,38 @@ fn what_overflows_the_queue_during_an_outage_is_counted_exactly() {
         order.len()
     );
 }
+
+#[test]
+fn a_command_in_flight_when_the_broker_goes_away_is_answered_after_it_returns() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let (gw, dev, token) = observed(&broker, 65536);
+    let obs = gw.observer();
+    obs.command(
+        "steady",
+        json!({"reqID": 42, "msgType": "read", "data": {"path": "/3303/0/5700"}}),
+    );
+    // The read reaches the device; the device answers only once the broker is gone.
+    let read = dev.recv();
+    assert_eq!(path_of(&read), ["3303", "0", "5700"]);
+    drop(obs);
+    let port = broker.addr.port();
+    drop(broker);
+    wait_until("the gateway noticed the broker is gone", || {
+        !gw.metrics().mqtt_connected.load(Ordering::Relaxed)
+    });
+    dev.send(&answer(&read, code::CONTENT, Some(0), b"21.5"));
+    dev.send(&notify(&token, 2));
+    let broker = Mosquitto::start_on(Some(port)).expect("mosquitto again");
+    let obs = Observer::connect(broker.addr, &[UPLINK]);
+    wait_until("the gateway reconnected", || {
+        gw.metrics().mqtt_subscribed.load(Ordering::Relaxed)
+    });
+    let (_, resp) = obs.next_of("read");
+    assert_eq!(resp["reqID"], 42);
+    assert_eq!(resp["data"]["code"], "2.05");
+    assert_eq!(resp["data"]["content"][0]["value"], 21.5);
+    // And what followed it, in order.
+    assert_eq!(obs.next_of("notify").1["seqNum"], 2);
+}
