@@ -14,6 +14,7 @@ pub mod coap;
 pub mod config;
 pub mod core;
 pub mod dtls;
+pub mod http;
 pub mod lwm2m;
 pub mod persist;
 pub mod runtime;

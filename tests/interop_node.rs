@@ -8,42 +8,18 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 
-/// Makes sure node_modules exists; `false` (with a note) when Node/npm are unavailable.
-fn node_ready() -> bool {
-    let dir = repo_path("tests/interop");
-    let have_node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_node {
-        missing_tool(
-            "Node.js is not installed",
-            "the lwm2m-node-lib interop test",
-        );
-        return false;
-    }
-    if !dir.join("node_modules/lwm2m-node-lib").exists() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run npm ci");
-        assert!(st.success(), "npm ci in tests/interop failed");
-    }
-    true
-}
-
 #[test]
 fn lwm2m_node_lib_client_end_to_end() {
-    if !node_ready() {
+    if !npm_ready(
+        "tests/interop",
+        "lwm2m-node-lib",
+        "the lwm2m-node-lib interop test",
+    ) {
         return;
     }
     let gw = TestGateway::start(None, |_| {});

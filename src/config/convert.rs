@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use super::options::{
-    BlockwiseOptions, CoapOptions, DtlsOptions, LimitsOptions, LogOptions, MqttOptions, Options,
-    SecurityOptions, StateOptions,
+    BlockwiseOptions, CoapOptions, DtlsOptions, HttpOptions, LimitsOptions, LogOptions,
+    MqttOptions, Options, SecurityOptions, StateOptions,
 };
 use super::translators::{TranslatorOptions, TranslatorsOptions, TRANSLATORS};
-use super::values::{Seconds, Secret};
+use super::values::{HttpListen, Seconds, Secret};
 use super::Config;
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -55,6 +55,7 @@ impl Options {
             security,
             state,
             limits,
+            http,
             log,
         } = self;
         set(&mut c.listen, listen);
@@ -211,6 +212,25 @@ impl Options {
         set(&mut l.max_sources, max_sources);
         set(&mut l.max_datagram, max_datagram);
 
+        let HttpOptions {
+            listen,
+            token,
+            cors_origin,
+            threads,
+            command_timeout,
+            max_event_streams,
+        } = http;
+        let h = &mut c.http;
+        set(&mut h.listen, listen.map(|l| l.0));
+        set_some(&mut h.token, token.map(|t| t.0));
+        set_some(&mut h.cors_origin, cors_origin);
+        set(&mut h.threads, threads);
+        set(
+            &mut h.command_timeout,
+            command_timeout.map(Duration::from_secs),
+        );
+        set(&mut h.max_event_streams, max_event_streams);
+
         let LogOptions {
             level,
             stats_interval,
@@ -308,6 +328,14 @@ impl Options {
                 block_time: Some(c.limits.block_time.as_secs()),
                 max_sources: Some(c.limits.max_sources),
                 max_datagram: Some(c.limits.max_datagram),
+            },
+            http: HttpOptions {
+                listen: Some(HttpListen(c.http.listen)),
+                token: c.http.token.clone().map(Secret),
+                cors_origin: c.http.cors_origin.clone(),
+                threads: Some(c.http.threads),
+                command_timeout: Some(c.http.command_timeout.as_secs()),
+                max_event_streams: Some(c.http.max_event_streams),
             },
             log: LogOptions {
                 level: Some(c.log_level.clone()),

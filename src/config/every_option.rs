@@ -204,6 +204,14 @@ fn everything_changed() -> Config {
             max_sources: 900,
             max_datagram: 1500,
         },
+        http: HttpConfig {
+            listen: Some("0.0.0.0:9090".parse().unwrap()),
+            token: Some("tok \"en\"".into()),
+            cors_origin: Some("https://ops.example.com".into()),
+            threads: 7,
+            command_timeout: Duration::from_secs(12),
+            max_event_streams: 3,
+        },
         log_level: "debug".into(),
         stats_interval: Duration::ZERO,
     }
@@ -221,6 +229,9 @@ fn changed_leaves() -> Vec<(String, Value)> {
     for (k, v) in &mut out {
         if k == "mqtt.password" {
             *v = Value::String(c.mqtt.password.clone().unwrap());
+        }
+        if k == "http.token" {
+            *v = Value::String(c.http.token.clone().unwrap());
         }
     }
     out

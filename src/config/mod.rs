@@ -41,12 +41,12 @@ mod tests;
 
 pub use cli::Args;
 pub use options::{
-    BlockwiseOptions, CoapOptions, DtlsOptions, LimitsOptions, LogOptions, MqttOptions, Options,
-    SecurityOptions, StateOptions,
+    BlockwiseOptions, CoapOptions, DtlsOptions, HttpOptions, LimitsOptions, LogOptions,
+    MqttOptions, Options, SecurityOptions, StateOptions,
 };
 pub use translators::{TranslatorOptions, TranslatorsOptions};
 pub use validate::parse_mqtt_url;
-pub use values::{MqttVersion, Seconds, Secret};
+pub use values::{HttpListen, MqttVersion, Seconds, Secret};
 
 #[derive(Clone, PartialEq)]
 pub struct MqttConfig {
@@ -139,6 +139,23 @@ pub struct LimitsConfig {
     pub max_datagram: usize,
 }
 
+/// `[http]`: the operations surface (issue 13): HTTP API, metrics, live events, web page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// `None`: no HTTP listener.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token every request but `/health` must carry; required off loopback.
+    pub token: Option<String>,
+    /// `Access-Control-Allow-Origin` of the API's answers; `None`: no CORS.
+    pub cors_origin: Option<String>,
+    /// Threads answering requests (event streams have threads of their own).
+    pub threads: usize,
+    /// Longest wait for a device's answer to a command (a request may ask for less).
+    pub command_timeout: Duration,
+    /// Event streams open at once.
+    pub max_event_streams: usize,
+}
+
 /// `[security]`: where device credentials come from and what plain CoAP may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecurityConfig {
@@ -188,6 +205,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub state: StateConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
     pub log_level: String,
     pub stats_interval: Duration,
 }
@@ -265,6 +283,14 @@ impl Default for Config {
                 block_time: Duration::from_secs(30),
                 max_sources: 100_000,
                 max_datagram: 8192,
+            },
+            http: HttpConfig {
+                listen: Some("127.0.0.1:8080".parse().expect("literal")),
+                token: None,
+                cors_origin: None,
+                threads: 4,
+                command_timeout: Duration::from_secs(30),
+                max_event_streams: 16,
             },
             log_level: "info".to_string(),
             stats_interval: Duration::from_secs(10),

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::translators::TranslatorsOptions;
-use super::values::{MqttVersion, Seconds, Secret};
+use super::values::{HttpListen, MqttVersion, Seconds, Secret};
 use super::{AutoObserve, UpdatePublishCondition, WriteEncoding};
 
 /// Top-level keys, then one struct per `[section]`.
@@ -106,6 +106,9 @@ pub struct Options {
     #[command(flatten)]
     #[serde(default)]
     pub limits: LimitsOptions,
+    #[command(flatten)]
+    #[serde(default)]
+    pub http: HttpOptions,
     #[command(flatten)]
     #[serde(default)]
     pub log: LogOptions,
@@ -293,6 +296,50 @@ pub struct LimitsOptions {
         value_name = "BYTES"
     )]
     pub max_datagram: Option<usize>,
+}
+
+/// `[http]`: the HTTP API, Prometheus metrics, live events and the web page.
+#[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "HTTP API")]
+pub struct HttpOptions {
+    /// Address of the HTTP API, metrics and web page, or off; an address off loopback needs
+    /// http.token
+    #[arg(id = "http.listen", long = "http-listen", value_name = "ADDR|off")]
+    pub listen: Option<HttpListen>,
+    /// Bearer token every request but /health must carry (Authorization: Bearer, or ?token=)
+    #[arg(
+        id = "http.token",
+        long = "http-token",
+        value_name = "TOKEN",
+        env = "LWM2M_GATEWAY_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<Secret>,
+    /// Origin allowed to call the API from a browser (CORS), e.g. https://ops.example.com, or *
+    #[arg(
+        id = "http.cors_origin",
+        long = "http-cors-origin",
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Option<String>,
+    /// Threads answering HTTP requests (event streams have threads of their own)
+    #[arg(id = "http.threads", long = "http-threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Longest wait in seconds for a device's answer to an HTTP command (?timeout= asks for less)
+    #[arg(
+        id = "http.command_timeout",
+        long = "http-command-timeout",
+        value_name = "S"
+    )]
+    pub command_timeout: Option<u64>,
+    /// Live event streams (GET /events) open at once
+    #[arg(
+        id = "http.max_event_streams",
+        long = "http-max-event-streams",
+        value_name = "N"
+    )]
+    pub max_event_streams: Option<usize>,
 }
 
 /// `[blockwise]`: block-wise transfers (RFC 7959).

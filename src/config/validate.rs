@@ -42,6 +42,27 @@ impl Config {
         Ok(())
     }
 
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        let Some(addr) = h.listen else {
+            return Ok(());
+        };
+        // Kicking devices and driving them is not for whoever reaches the port.
+        if !addr.ip().is_loopback() && h.token.as_deref().map_or(true, str::is_empty) {
+            return Err(invalid(
+                "http.token",
+                format!("is required when http.listen ({addr}) is not a loopback address"),
+            ));
+        }
+        if h.threads == 0 || h.threads > 256 {
+            return Err(invalid("http.threads", "must be within 1..=256"));
+        }
+        if h.command_timeout.is_zero() {
+            return Err(invalid("http.command_timeout", "must be above 0"));
+        }
+        Ok(())
+    }
+
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         if l.max_registrations == 0 {
@@ -76,6 +97,7 @@ impl Config {
         }
         self.validate_dtls()?;
         self.validate_limits()?;
+        self.validate_http()?;
         if !(1..=256).contains(&self.workers) {
             return Err(invalid(
                 "workers",

@@ -44,6 +44,41 @@ impl FromStr for Seconds {
     }
 }
 
+/// Where the HTTP API listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<std::net::SocketAddr>);
+
+impl FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" | "off" => Ok(HttpListen(None)),
+            a => a
+                .parse()
+                .map(|a| HttpListen(Some(a)))
+                .map_err(|_| format!("{s:?} is neither an address (127.0.0.1:8080) nor off")),
+        }
+    }
+}
+
+impl Serialize for HttpListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A password: its `Debug` and its serialization never show it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

@@ -17,7 +17,7 @@ use crate::lwm2m::json::{self, WriteItem};
 use crate::lwm2m::{ContentFormat, Path, ResourceType};
 
 /// The LwM2M operation a command asks for (its `msgType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Read,
     Discover,
@@ -53,6 +53,11 @@ const OPS: [(Op, &str); 13] = [
 impl Op {
     pub fn from_msg_type(t: &str) -> Option<Op> {
         OPS.iter().find(|(_, n)| *n == t).map(|(op, _)| *op)
+    }
+
+    /// The operation named `msg_type` (as commands spell it), if it is one.
+    pub fn named(msg_type: &str) -> Option<Op> {
+        OPS.iter().find(|(_, n)| *n == msg_type).map(|(op, _)| *op)
     }
 
     /// The `msgType` of the command, and of its response.
@@ -129,6 +134,15 @@ impl Echo {
     }
 }
 
+/// Who sent a command: an MQTT client, or an HTTP API caller waiting for its answer (the id the
+/// runtime matches the answer with; see [`crate::core::uplink::Publish::reply_to`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    #[default]
+    Mqtt,
+    Api(u64),
+}
+
 /// What every message about a command repeats: the echo, the `msgType` as sent, the `reqPath`
 /// and the `data` object, as JSON text. A [`CommandError`] has one too, so that refusals echo
 /// whatever could be read.
@@ -142,6 +156,8 @@ pub struct CommandHead {
     /// JSON text of `data` (`{}` when absent), for the messages that echo it whole (`ack`,
     /// `coap_timeout`, `coap_reset`).
     pub data: Box<str>,
+    /// Not kept across a restart: an API caller's wait ends with the process.
+    pub origin: Origin,
 }
 
 impl CommandHead {
@@ -153,6 +169,7 @@ impl CommandHead {
             msg_type: msg_type.into(),
             req_path: json_text(&req_path_of(d)),
             data: json_text(d),
+            origin: Origin::Mqtt,
         }
     }
 }
@@ -570,6 +587,7 @@ impl crate::persist::wire::Durable for CommandHead {
             msg_type: r.str()?.into(),
             req_path: r.str()?.into(),
             data: r.str()?.into(),
+            origin: Origin::Mqtt,
         })
     }
 }

@@ -90,7 +90,36 @@ fn parse_template(s: &str) -> Vec<Piece> {
     pieces
 }
 
+/// Matches `topic` against `pieces`; the endpoint it holds, if the template has one (`Some(None)`:
+/// it matches without one). A placeholder takes any non-empty text; the first split that lets the
+/// rest match wins (topics are short).
+fn match_pieces<'t>(pieces: &[Piece], topic: &'t str) -> Option<Option<&'t str>> {
+    let Some((first, rest)) = pieces.split_first() else {
+        return topic.is_empty().then_some(None);
+    };
+    match first {
+        Piece::Lit(l) => match_pieces(rest, topic.strip_prefix(l.as_str())?),
+        Piece::Endpoint | Piece::PeerHost => {
+            let ends = topic.char_indices().map(|(i, _)| i).skip(1);
+            for end in ends.chain(std::iter::once(topic.len())) {
+                if let Some(found) = match_pieces(rest, &topic[end..]) {
+                    return Some(match first {
+                        Piece::Endpoint => Some(&topic[..end]),
+                        _ => found,
+                    });
+                }
+            }
+            None
+        }
+    }
+}
+
 impl Template {
+    /// The endpoint in `topic`, if this template renders `topic`.
+    pub fn endpoint_in<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        match_pieces(&self.pieces, topic).flatten()
+    }
+
     fn new(mountpoint: &str, t: &Translator) -> Template {
         Template {
             pieces: parse_template(&format!("{mountpoint}{}", t.topic)),
@@ -238,6 +267,19 @@ impl Topics {
         })
     }
 
+    /// The endpoint an uplink topic (response, notify, register, update, deregister) is about.
+    pub fn endpoint_of_uplink<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        [
+            &self.response,
+            &self.notify,
+            &self.register,
+            &self.update,
+            &self.deregister,
+        ]
+        .iter()
+        .find_map(|t| t.endpoint_in(topic))
+    }
+
     /// The endpoint a command topic is addressed to, if the topic matches the command template.
     pub fn endpoint_of_command<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let mut ep = None;
@@ -287,6 +329,15 @@ mod tests {
         assert_eq!(t.endpoint_of_command("other/ep1/dn"), None);
         assert_eq!(t.response.render("ep1", "1.2.3.4"), "lwm2m/ep1/up/resp");
         assert!(!t.needs_peerhost);
+        assert_eq!(t.endpoint_of_uplink("lwm2m/ep1/up/resp"), Some("ep1"));
+        assert_eq!(t.endpoint_of_uplink("lwm2m/a/b/up/notify"), Some("a/b"));
+        assert_eq!(t.endpoint_of_uplink("lwm2m/ep1/dn"), None);
+        assert_eq!(t.endpoint_of_uplink("lwm2m//up/resp"), None);
+        let p = topics("gw/%a/%e/", "dn/#").unwrap();
+        assert_eq!(
+            p.endpoint_of_uplink(&p.notify.render("dév", "10.0.0.1")),
+            Some("dév")
+        );
     }
 
     #[test]

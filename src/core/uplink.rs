@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use crate::coap::code;
 use crate::lwm2m::Record;
 
-use super::command::CommandHead;
+use super::command::{CommandHead, Origin};
 use super::registration::Registration;
-use super::topics::{Template, Topics};
+use super::topics::Topics;
 
 /// An MQTT message for the MQTT thread to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Publish {
     pub topic: String,
     pub qos: u8,
     pub payload: Vec<u8>,
+    /// The final answer to a command an HTTP API caller waits for (`Origin::Api`): the runtime
+    /// hands it to that caller too.
+    pub reply_to: Option<u64>,
 }
 
 /// What goes into `data.content` of a response or notification.
@@ -138,14 +141,21 @@ pub fn render(topics: &Topics, endpoint: &str, host: Option<IpAddr>, ev: &Uplink
             (&topics.notify, out)
         }
     };
-    publish(template, endpoint, host, payload)
-}
-
-fn publish(t: &Template, endpoint: &str, host: Option<IpAddr>, payload: Vec<u8>) -> Publish {
+    let reply_to = match *ev {
+        Uplink::Response { cmd, .. }
+        | Uplink::Refused { cmd, .. }
+        | Uplink::TimedOut { cmd, .. }
+        | Uplink::Reset(cmd) => match cmd.origin {
+            Origin::Api(id) => Some(id),
+            Origin::Mqtt => None,
+        },
+        _ => None,
+    };
     Publish {
-        topic: t.render_ip(endpoint, host),
-        qos: t.qos,
+        topic: template.render_ip(endpoint, host),
+        qos: template.qos,
         payload,
+        reply_to,
     }
 }
 

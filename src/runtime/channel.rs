@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::core::shard::Peer;
+use crate::core::command::Origin;
+use crate::core::shard::{Census, DeviceFilter, DeviceInfo, DevicePage, Peer};
 use crate::dtls::server::Session;
 use crate::dtls::ConnKey;
 
@@ -31,6 +32,13 @@ pub enum WorkerMsg {
         payload: Vec<u8>,
         /// MQTT 5 Message-Expiry-Interval left when the command arrived.
         expiry: Option<Duration>,
+        /// MQTT, or an HTTP API caller waiting for the answer.
+        origin: Origin,
+    },
+    /// A question of the operations surface (`ops`), answered on `reply`.
+    Query {
+        query: Query,
+        reply: Sender<QueryAnswer>,
     },
     /// A DTLS session established on another worker, for an endpoint of this one.
     Session {
@@ -40,6 +48,26 @@ pub enum WorkerMsg {
     /// The credential store changed: sessions of removed credentials end.
     CredentialsChanged,
     Stop,
+}
+
+/// What the operations surface asks a worker (see [`crate::core::shard::Shard::devices`]).
+pub enum Query {
+    Devices {
+        filter: DeviceFilter,
+        after: Option<String>,
+        limit: usize,
+    },
+    Device(String),
+    Kick(String),
+    /// Registrations by kind, for the metrics.
+    Census,
+}
+
+pub enum QueryAnswer {
+    Devices(DevicePage),
+    Device(Option<Box<DeviceInfo>>),
+    Kicked(bool),
+    Census(Census),
 }
 
 /// The sending side of a worker's queue: a bounded channel plus the doorbell that wakes the
@@ -71,6 +99,15 @@ pub(super) fn worker_queue(capacity: usize) -> (WorkerTx, WorkerRx) {
 }
 
 impl WorkerTx {
+    /// Messages waiting in the queue now.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+
     pub fn try_send(&self, m: WorkerMsg) -> Result<(), TrySendError<WorkerMsg>> {
         self.tx.try_send(m)?;
         self.bell.ring();

@@ -10,11 +10,42 @@
 //! A leaf module: it imports nothing from the rest of the runtime, so every other module may use
 //! it without creating an import cycle.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::info;
+use parking_lot::Mutex;
+
+use crate::core::command::Op;
+use crate::core::shard::{CommandEnd, CommandResult, ShardStats};
+
+/// Upper bounds of the command round-trip buckets, in seconds (the last bucket is +Inf).
+pub const RTT_BOUNDS_S: [f64; 14] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+/// A histogram of fixed buckets in atomics: recording is two additions, no lock.
+#[derive(Debug, Default)]
+pub struct RttHistogram {
+    /// Per bucket (not cumulative), the last one +Inf.
+    pub buckets: [AtomicU64; RTT_BOUNDS_S.len() + 1],
+    pub sum_us: AtomicU64,
+}
+
+impl RttHistogram {
+    pub fn record(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = RTT_BOUNDS_S
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(RTT_BOUNDS_S.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
 
 /// Counters shared by every thread, read by the stats line and by tests.
 #[derive(Debug, Default)]
@@ -62,12 +93,51 @@ pub struct Metrics {
     pub dtls_migrated: AtomicU64,
     /// Established DTLS sessions now.
     pub dtls_sessions: AtomicUsize,
+    /// What the shards did (issue 13): registrations and their ends, notifications, CoAP
+    /// retransmissions and requests that went unanswered.
+    pub registered: AtomicU64,
+    pub updated: AtomicU64,
+    pub deregistered: AtomicU64,
+    pub expired: AtomicU64,
+    pub notifications: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub coap_timeouts: AtomicU64,
+    /// Commands that ended, by operation and result.
+    pub commands: Mutex<HashMap<(Option<Op>, CommandResult), u64>>,
+    /// Round trips of answered commands.
+    pub command_rtt: RttHistogram,
     pub mqtt_connected: AtomicBool,
     /// True once the broker acknowledged the command subscription of the current connection.
     pub mqtt_subscribed: AtomicBool,
 }
 
 impl Metrics {
+    /// Adds a round of a shard's counters and ended commands.
+    pub fn add_shard(&self, s: &ShardStats, commands: &[CommandEnd]) {
+        let add = |a: &AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&self.registered, s.registered);
+        add(&self.updated, s.updated);
+        add(&self.deregistered, s.deregistered);
+        add(&self.expired, s.expired);
+        add(&self.notifications, s.notifications);
+        add(&self.retransmissions, s.retransmissions);
+        add(&self.coap_timeouts, s.timeouts);
+        if commands.is_empty() {
+            return;
+        }
+        let mut m = self.commands.lock();
+        for c in commands {
+            *m.entry((c.op, c.result)).or_default() += 1;
+            if let Some(rtt) = c.rtt {
+                self.command_rtt.record(rtt);
+            }
+        }
+    }
+
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(

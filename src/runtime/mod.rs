@@ -56,9 +56,10 @@ pub mod doorbell;
 mod durable;
 mod event_loop;
 mod journal;
-mod metrics;
+pub mod metrics;
 pub mod mqtt;
 pub mod mqtt_session;
+pub mod ops;
 mod reload;
 mod secure;
 mod signals;
@@ -69,6 +70,9 @@ mod worker;
 
 /// A running gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
+    /// The operations surface's handle (HTTP API), and its listener when there is one.
+    ops: Arc<ops::Ops>,
+    http: Option<crate::http::HttpServer>,
     local_addrs: Vec<SocketAddr>,
     dtls_addrs: Vec<SocketAddr>,
     credentials: SharedCredentials,
@@ -117,6 +121,7 @@ impl Gateway {
         });
         let shard_cfg = Arc::new(shard_cfg);
         let metrics = Arc::new(Metrics::default());
+        let tap = Arc::new(ops::Tap::default());
         let stop = Arc::new(AtomicBool::new(false));
         let index = Arc::new(AddrIndex::with_capacity(config.expected_devices));
         let mut threads = Vec::new();
@@ -234,6 +239,7 @@ impl Gateway {
                 metrics.clone(),
                 durable,
                 (error_limiter(), blocklist.clone()),
+                tap.clone(),
             )?;
             built.push(w);
         }
@@ -309,7 +315,35 @@ impl Gateway {
             "listening on {:?}, DTLS on {:?}, with {} workers; commands on {}",
             local_addrs, dtls_addrs, config.workers, shard_cfg.topics.command_filter
         );
+        let ops = Arc::new(ops::Ops::new(
+            worker_txs.clone(),
+            tap,
+            client.clone(),
+            credentials.clone(),
+        ));
+        // The operations surface last: everything it asks about is running.
+        let http = match config.http.listen {
+            Some(addr) => {
+                let ctx = crate::http::Context::new(
+                    &config.http,
+                    ops.clone(),
+                    metrics.clone(),
+                    shard_cfg.model.clone(),
+                    shard_cfg.topics.clone(),
+                );
+                let server = crate::http::HttpServer::start(addr, config.http.threads, ctx)?;
+                crate::http::warn_if_exposed(server.local_addr());
+                info!(
+                    "HTTP API, metrics and web page on http://{}/",
+                    server.local_addr()
+                );
+                Some(server)
+            }
+            None => None,
+        };
         Ok(Gateway {
+            ops,
+            http,
             local_addrs,
             dtls_addrs,
             credentials,
@@ -357,6 +391,16 @@ impl Gateway {
         self.metrics.clone()
     }
 
+    /// The bound HTTP address (`http.listen`, useful with port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.local_addr())
+    }
+
+    /// What the operations surface (HTTP API) asks the workers through.
+    pub fn ops(&self) -> Arc<ops::Ops> {
+        self.ops.clone()
+    }
+
     /// Blocks until the gateway stops: after SIGTERM or SIGINT (a graceful [`Gateway::shutdown`],
     /// whose handlers this installs), or when its threads end on their own (a fatal error).
     pub fn wait(mut self) {
@@ -385,6 +429,10 @@ impl Gateway {
     /// what is queued to them and write their state, then MQTT sends what they published and
     /// disconnects.
     pub fn shutdown(mut self) {
+        // No new requests while the rest stops (an event stream ends at its next wake-up).
+        if let Some(h) = self.http.take() {
+            h.shutdown();
+        }
         self.udp_stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
         for w in &self.workers {

@@ -36,7 +36,7 @@ use crate::core::command;
 use crate::core::router;
 use crate::core::topics::Topics;
 use crate::core::uplink::{self, Uplink};
-use crate::security::{management, SharedCredentials};
+use crate::security::SharedCredentials;
 
 use super::channel::{WorkerMsg, WorkerTx};
 use super::doorbell::Doorbell;
@@ -80,6 +80,11 @@ pub struct MqttConnection {
 pub struct PublishError(&'static str);
 
 impl MqttClient {
+    /// Messages waiting for the MQTT thread (the buffer while the broker is away).
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Connects lazily (the connection thread does the I/O) to `host:port`.
     pub fn new(
         config: &Config,
@@ -430,6 +435,7 @@ impl CommandRouter {
             endpoint: ep.to_string(),
             payload,
             expiry,
+            origin: crate::core::command::Origin::Mqtt,
         };
         if let Err(e) = self.workers[w].try_send(msg) {
             self.metrics
@@ -449,23 +455,7 @@ impl CommandRouter {
     /// A credential management command: answered on the gateway endpoint's response topic; a
     /// change is saved to the credentials file (if there is one) and applied by every worker.
     fn manage(&mut self, payload: &[u8]) {
-        let answer = management::handle(&self.credentials, payload);
-        if answer.changed {
-            match self.credentials.persist() {
-                Ok(_) => {}
-                Err(e) => error!("cannot save the credentials file: {e}"),
-            }
-            // Only a removed or replaced credential can end sessions; a provisioning burst of
-            // additions must not make every worker sweep its sessions each time.
-            let code = serde_json::from_slice::<serde_json::Value>(&answer.payload)
-                .ok()
-                .and_then(|v| v["data"]["code"].as_str().map(str::to_string));
-            if matches!(code.as_deref(), Some("2.02" | "2.04")) {
-                for w in &self.workers {
-                    let _ = w.try_send(WorkerMsg::CredentialsChanged);
-                }
-            }
-        }
+        let answer = super::ops::manage_credentials(&self.credentials, &self.workers, payload);
         let t = &self.topics.response;
         let topic = t.render_ip(GATEWAY_ENDPOINT, None);
         if self

@@ -39,11 +39,13 @@ use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
 use super::blocklist::Blocklist;
+use super::channel::{Query, QueryAnswer};
 use super::channel::{WorkerMsg, WorkerRx};
 use super::doorbell::Doorbell;
 use super::durable::Durable;
 use super::metrics::Metrics;
 use super::mqtt::MqttClient;
+use super::ops::Tap;
 use super::secure::SecureListener;
 use super::udp;
 
@@ -82,6 +84,8 @@ pub(super) struct Worker {
     /// Errors per source this worker saw (`None`: no limit), and where over-limit sources go.
     errors: Option<SourceLimiter>,
     blocklist: Arc<Blocklist>,
+    /// The operations surface: callers waiting for answers, live event streams.
+    tap: Arc<Tap>,
 }
 
 impl Worker {
@@ -99,6 +103,7 @@ impl Worker {
         metrics: Arc<Metrics>,
         durable: Option<Durable>,
         (errors, blocklist): (Option<SourceLimiter>, Arc<Blocklist>),
+        tap: Arc<Tap>,
     ) -> anyhow::Result<Worker> {
         let shard_id = ShardId::new(id).context("too many workers")?;
         let shard = Shard::new(shard_id, config, rand::random());
@@ -122,6 +127,7 @@ impl Worker {
             drops_logged_at: None,
             errors,
             blocklist,
+            tap,
         })
     }
 
@@ -260,14 +266,45 @@ impl Worker {
                 endpoint,
                 payload,
                 expiry,
+                origin,
             } => {
                 // Parsed here, at the core's edge: the shard sees typed commands only.
-                let cmd = command::parse(&payload);
+                let mut cmd = command::parse(&payload);
+                match &mut cmd {
+                    Ok(c) => c.head.origin = origin,
+                    Err(e) => e.head.origin = origin,
+                }
                 self.shard.on_command(now, &endpoint, cmd, expiry, out)
+            }
+            WorkerMsg::Query { query, reply } => {
+                let _ = reply.try_send(self.answer(now, query, out));
             }
             WorkerMsg::Stop => return false,
         }
         true
+    }
+
+    /// A question of the operations surface.
+    fn answer(&mut self, now: Instant, q: Query, out: &mut Output) -> QueryAnswer {
+        let wall = std::time::SystemTime::now();
+        match q {
+            Query::Devices {
+                filter,
+                after,
+                limit,
+            } => QueryAnswer::Devices(self.shard.devices(
+                &filter,
+                after.as_deref(),
+                limit,
+                now,
+                wall,
+            )),
+            Query::Device(ep) => {
+                QueryAnswer::Device(self.shard.device(&ep, now, wall).map(Box::new))
+            }
+            Query::Kick(ep) => QueryAnswer::Kicked(self.shard.kick(now, &ep, out)),
+            Query::Census => QueryAnswer::Census(self.shard.census(now)),
+        }
     }
 
     /// Carries out and clears everything `out` holds.
@@ -297,6 +334,7 @@ impl Worker {
                 .refused_full
                 .fetch_add(out.refused_full, Ordering::Relaxed);
         }
+        self.metrics.add_shard(&out.stats, &out.commands);
         out.clear();
         self.report_registrations();
         if let Some(sec) = &mut self.secure {
@@ -374,6 +412,7 @@ impl Worker {
     fn publish(&mut self, out: &mut Output) {
         let mut dropped = 0u64;
         for p in out.publishes.drain(..) {
+            self.tap.on_publish(&p);
             match self.mqtt.try_publish(p.topic, p.qos, p.payload) {
                 Ok(()) => {
                     self.metrics.publishes.fetch_add(1, Ordering::Relaxed);

@@ -12,13 +12,14 @@
 
 pub mod coap;
 pub mod dtls;
+pub mod http;
 pub mod mqtt;
 pub mod process;
 pub mod sim;
 
 // Every test crate takes what it needs from `support::*`; none needs all of it.
 #[allow(unused_imports)]
-pub use {coap::*, dtls::*, mqtt::*, process::*, sim::*};
+pub use {coap::*, dtls::*, http::*, mqtt::*, process::*, sim::*};
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -43,6 +44,33 @@ pub fn missing_tool(what: &str, test: &str) {
         panic!("{what}, but CI must run {test}");
     }
     eprintln!("NOTE: {what}: {test} did not run");
+}
+
+/// Makes sure Node.js runs and `dir`'s node_modules holds `package` (running `npm ci` there
+/// when it is missing); `false`, with a note, when Node or npm are not installed (under CI a
+/// failure: see [`missing_tool`]).
+pub fn npm_ready(dir: &str, package: &str, test: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let dir = repo_path(dir);
+    let have_node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_node {
+        missing_tool("Node.js is not installed", test);
+        return false;
+    }
+    if !dir.join("node_modules").join(package).exists() {
+        let st = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run npm ci");
+        assert!(st.success(), "npm ci in {} failed", dir.display());
+    }
+    true
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -73,6 +101,7 @@ pub fn on_loopback(base: Config, broker: Option<SocketAddr>) -> Config {
     c.mqtt.url = broker.map(|b| format!("mqtt://{b}"));
     // Tests that keep state across a restart give a directory of their own.
     c.state.dir = None;
+    c.http.listen = Some("127.0.0.1:0".parse().unwrap());
     c.mqtt.client_id = format!(
         "gw-test-{}",
         std::process::id() as u64 * 1000 + rand_u16() as u64
@@ -94,6 +123,8 @@ pub struct TestGateway {
     /// The DTLS listener, when the test left one configured.
     pub dtls: Option<SocketAddr>,
     pub broker: SocketAddr,
+    /// The HTTP API, when the test left it on.
+    pub http: Option<SocketAddr>,
 }
 
 impl TestGateway {
@@ -113,6 +144,7 @@ impl TestGateway {
         let gw = Gateway::start(c).expect("gateway starts");
         let udp = gw.local_addrs()[0];
         let dtls = gw.dtls_addrs().first().copied();
+        let http = gw.http_addr();
         let broker = broker.or(gw.broker_addr()).unwrap();
         wait_until("gateway never subscribed to its command topic", || {
             gw.metrics().mqtt_subscribed.load(Ordering::Relaxed)
@@ -122,6 +154,7 @@ impl TestGateway {
             udp,
             dtls,
             broker,
+            http,
         }
     }
 

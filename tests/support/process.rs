@@ -43,6 +43,9 @@ impl GatewayProcess {
             .arg(free_udp_addr().to_string())
             .arg("--xml-dir")
             .arg(repo_path("xml"))
+            // The default 8080 is one for the whole machine.
+            .arg("--http-listen")
+            .arg("127.0.0.1:0")
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

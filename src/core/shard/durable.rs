@@ -175,7 +175,7 @@ fn dropped(tail: Tail) -> usize {
 }
 
 /// Milliseconds since 1970 of the instant `t`, given that `now` is `wall`.
-fn wall_ms(t: Instant, now: Instant, wall: SystemTime) -> u64 {
+pub(super) fn wall_ms(t: Instant, now: Instant, wall: SystemTime) -> u64 {
     let w = if t >= now {
         wall + (t - now)
     } else {

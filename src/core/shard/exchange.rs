@@ -15,7 +15,7 @@ use crate::core::uplink::{Answer, Content, Uplink};
 use crate::lwm2m::{codec, link_format, ContentFormat, ResourceTypes};
 
 use super::session::{Exchange, ExchangeState, Observation, Outcome, Purpose, Queued, Transfer};
-use super::{content_format, Output, Shard, Timer, Transmit};
+use super::{content_format, CommandEnd, CommandResult, Output, Shard, Timer, Transmit};
 
 /// How an exchange ended without an answer to publish as its response.
 pub(super) enum Ending<'r> {
@@ -87,6 +87,7 @@ impl Shard {
             retransmits: 0,
             timeout: Duration::ZERO,
             deadline: now,
+            started: now,
             state: ExchangeState::AwaitAck,
             transfer,
             outcome,
@@ -164,6 +165,7 @@ impl Shard {
         };
         if ex.state == ExchangeState::AwaitAck && ex.retransmits < max {
             ex.retransmits += 1;
+            out.stats.retransmissions += 1;
             ex.timeout *= 2;
             ex.deadline = now + ex.timeout;
             out.transmits.push(Transmit {
@@ -273,6 +275,11 @@ impl Shard {
         if ex.outcome != Outcome::Response {
             return;
         }
+        out.commands.push(CommandEnd {
+            op: Some(ex.op),
+            result: CommandResult::Code(resp_code),
+            rtt: Some(now.saturating_duration_since(ex.started)),
+        });
         if ex.op.starts_observation() && code::is_success(resp_code) && observe.is_some() {
             // RFC 7641 §3.1: an Observe option in the answer means the observation is on.
             let obs = Observation {

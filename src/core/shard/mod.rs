@@ -25,6 +25,7 @@ mod durable;
 mod exchange;
 mod index;
 mod observe;
+mod query;
 mod queue;
 mod register;
 mod session;
@@ -46,6 +47,7 @@ use super::uplink::{self, Uplink};
 
 pub use super::peer::Peer;
 pub use super::uplink::Publish;
+pub use query::{binding_label, Census, DeviceFilter, DeviceInfo, DevicePage};
 
 pub use durable::{
     IdentityNames, ImportError, ImportReport, JournalReport, NoIdentities, SnapshotKind,
@@ -81,6 +83,41 @@ pub struct Output {
     pub forbidden: u64,
     /// Registers of new endpoints refused because the shard holds its most (5.03).
     pub refused_full: u64,
+    /// What happened, for the metrics (issue 13): counted here as a side effect of what the
+    /// shard does anyway, so recording costs an increment.
+    pub stats: ShardStats,
+    /// Commands that ended: their operation and how.
+    pub commands: Vec<CommandEnd>,
+}
+
+/// Counters of one round of a shard's work ([`Output::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub registered: u64,
+    pub updated: u64,
+    pub deregistered: u64,
+    pub expired: u64,
+    pub notifications: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+}
+
+/// How a command ended ([`Output::commands`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandEnd {
+    /// `None`: not a command the gateway knows (answered 4.00).
+    pub op: Option<crate::core::command::Op>,
+    pub result: CommandResult,
+    /// From the request's first transmission to the device's answer.
+    pub rtt: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandResult {
+    /// The device's answer, or the gateway's own refusal, with its code.
+    Code(u8),
+    Timeout,
+    Reset,
 }
 
 impl Output {
@@ -91,6 +128,8 @@ impl Output {
         self.dropped = 0;
         self.forbidden = 0;
         self.refused_full = 0;
+        self.stats = ShardStats::default();
+        self.commands.clear();
     }
 }
 
@@ -232,6 +271,27 @@ impl Shard {
 
     /// Publishes `ev` about the device of session `s`.
     fn emit(cfg: &ShardConfig, s: &Session, ev: Uplink, out: &mut Output) {
+        let ended = |cmd: &crate::core::command::CommandHead, result| CommandEnd {
+            op: crate::core::command::Op::named(&cmd.msg_type),
+            result,
+            rtt: None,
+        };
+        match &ev {
+            Uplink::Registered(_) => out.stats.registered += 1,
+            Uplink::Deregistered { reason, .. } if *reason == "expired" => out.stats.expired += 1,
+            Uplink::Deregistered { .. } => out.stats.deregistered += 1,
+            Uplink::Notify { .. } => out.stats.notifications += 1,
+            // A response's end is counted where its round trip is known (exchange.rs).
+            Uplink::Refused { cmd, code, .. } => {
+                out.commands.push(ended(cmd, CommandResult::Code(*code)))
+            }
+            Uplink::TimedOut { cmd, .. } => {
+                out.stats.timeouts += 1;
+                out.commands.push(ended(cmd, CommandResult::Timeout));
+            }
+            Uplink::Reset(cmd) => out.commands.push(ended(cmd, CommandResult::Reset)),
+            _ => {}
+        }
         let p = uplink::render(&cfg.topics, &s.reg.endpoint, s.host(), &ev);
         out.publishes.push(p);
     }

@@ -221,6 +221,7 @@ impl Shard {
         s.peer.listener = peer.listener;
         s.expires_at = t_exp;
         s.last_uplink = t_now;
+        out.stats.updated += 1;
         let publish = match self.cfg.update_condition {
             UpdatePublishCondition::Always => true,
             UpdatePublishCondition::ContainsObjectList => had_objects,

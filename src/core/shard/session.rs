@@ -156,6 +156,8 @@ pub(super) struct Exchange {
     pub retransmits: u32,
     pub timeout: Duration,
     pub deadline: Instant,
+    /// First transmission: the command's round trip is measured from here.
+    pub started: Instant,
     pub state: ExchangeState,
     pub transfer: Transfer,
     pub outcome: Outcome,
