@@ -20,6 +20,8 @@
 # gateway's 1; 0 turns the journal off), ITEMS
 # (space-separated item names to run, e.g. "notify dtls_notify dtls_memory"; default all; the
 # baseline always runs, the notify rates derive from it),
+# SCRAPE (1: GET http://127.0.0.1:8080/metrics every second while each item runs, as a
+# Prometheus server would; the gateway's HTTP listener must be on, its default),
 # MEMORY_SETTLE (seconds idle before the memory readings, default 250: longer than the 247 s
 # EXCHANGE_LIFETIME for which the storm's duplicate-detection entries are kept), DTLS_N (DTLS
 # devices of dtls_register and dtls_memory, 10000..100000, default 100000), DTLS_SETTLE
@@ -77,8 +79,25 @@ run() {
     local name=$1
     shift
     echo "== $name: lwm2m-loadtest $*" >&2
+    local scraper=
+    if [ "${SCRAPE:-0}" = 1 ]; then
+        : >"$OUT/$name.scrape"
+        (while sleep 1; do
+            if curl -sf -o /dev/null http://127.0.0.1:8080/metrics; then
+                echo ok
+            else
+                echo failed
+            fi >>"$OUT/$name.scrape"
+        done) &
+        scraper=$!
+    fi
     "$BIN/lwm2m-loadtest" "$@" --gateway-pid "$GW_PID" --json "$OUT/$name.json" \
         >"$OUT/$name.txt" 2>&1 || echo "   (harness exited non-zero, see $OUT/$name.txt)" >&2
+    if [ -n "$scraper" ]; then
+        kill "$scraper" 2>/dev/null || true
+        wait "$scraper" 2>/dev/null || true
+        echo "   /metrics scraped $(grep -c '^ok' "$OUT/$name.scrape" || true) times, $(grep -c '^failed' "$OUT/$name.scrape" || true) failed" >&2
+    fi
     grep -v '^\s*\[' "$OUT/$name.txt" | sed 's/^/   /' >&2
 }
 

@@ -793,3 +793,65 @@ fn ready_says_no_while_the_broker_is_away() {
     assert_eq!(r, json!({"ready": false, "mqtt": false, "listeners": true}));
     assert_eq!(get(a, "/health").status, 200, "alive all the same");
 }
+
+#[test]
+fn a_real_client_driven_over_http() {
+    if !npm_ready(
+        "tests/interop",
+        "lwm2m-node-lib",
+        "the HTTP test with lwm2m-node-lib",
+    ) {
+        return;
+    }
+    let gw = TestGateway::start(None, |_| {});
+    let a = api(&gw);
+    let ep = format!("node-http-{}", rand_u16());
+    let mut c = ClientProcess::lwm2m_client("node", "node-client.js", &gw, &ep, 300, &[]);
+    c.expect("REGISTERED rd/");
+    let listed = get(a, &format!("{BASE}/clients?endpoint_prefix={ep}")).json();
+    assert_eq!(listed["data"][0]["proto_ver"], "1.0");
+    let cmd = |body: Value| {
+        let r = post(
+            a,
+            &format!("{BASE}/clients/{ep}/commands?timeout=20"),
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let r = cmd(json!({"reqID": 1, "msgType": "read", "data": {"path": "/3/0/0"}}));
+    assert_eq!(
+        r,
+        json!({"reqID":1,"msgType":"read","data":{"reqPath":"/3/0/0","code":"2.05","codeMsg":"content",
+                   "content":[{"path":"/3/0/0","value":"Open Mobile Alliance"}]}})
+    );
+    c.expect("READ /3/0/0");
+    let r = cmd(
+        json!({"reqID": 2, "msgType": "write", "data": {"path": "/1/0/1", "type": "Integer", "value": 600}}),
+    );
+    assert_eq!(r["data"]["code"], "2.04");
+    assert_eq!(c.expect("WRITE"), "WRITE /1/0/1 600");
+    let r =
+        cmd(json!({"reqID": 3, "msgType": "execute", "data": {"path": "/3/0/4", "args": "now"}}));
+    assert_eq!(r["data"]["code"], "2.04");
+    assert_eq!(c.expect("EXECUTE"), "EXECUTE /3/0/4 now");
+    let r = cmd(json!({"reqID": 4, "msgType": "discover", "data": {"path": "/3/0"}}));
+    assert!(
+        r["data"]["content"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("</3/0/0>")),
+        "{r}"
+    );
+    // EMQX's route reads back what was written.
+    let r = post(a, &format!("{BASE}/clients/{ep}/read?path=/1/0/1"), "");
+    assert_eq!(r.json()["data"]["content"][0]["value"], 600);
+    c.expect("READ /1/0/1");
+    // Kicked: the gateway forgets it.
+    assert_eq!(
+        http(a, "DELETE", &format!("{BASE}/clients/{ep}"), &[], b"").status,
+        204
+    );
+    assert_eq!(get(a, &format!("{BASE}/clients/{ep}")).status, 404);
+    c.say("deregister");
+}

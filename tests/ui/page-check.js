@@ -5,7 +5,7 @@
 //     --read-path /3/0/0 --expect-value "Open Mobile Alliance" --screenshot OUT.png
 // Loads the page, waits for EP in the device list, opens it, clicks the Read button of
 // --read-path, waits for the value, checks the event panel has an event of EP, and saves a
-// full-page screenshot. One line per step; exit 0 on success, 1 (and OUT.png.fail.png) on failure.
+// full-page screenshot, and one of the window scrolled to the value read (OUT-view.png). One line per step; exit 0 on success, 1 (and OUT.png.fail.png) on failure.
 // Elements are found by their data-testid attributes (see src/http/ui/app.js).
 'use strict';
 
@@ -121,6 +121,11 @@ async function main() {
 
     await page.screenshot({ path: opts.screenshot, fullPage: true, timeout: WAIT_MS });
     ok(`screenshot saved to ${opts.screenshot}`);
+    // What a user sees: the window scrolled to the value read (the event panel stays in view).
+    const view = opts.screenshot.replace(/\.png$/, '') + '-view.png';
+    await resRow.evaluate((e) => e.scrollIntoView({ block: 'center' }));
+    await page.screenshot({ path: view, timeout: WAIT_MS });
+    ok(`window screenshot saved to ${view}`);
     console.log('PASS');
     return 0;
   } catch (e) {
