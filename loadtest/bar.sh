@@ -67,6 +67,12 @@ start_gateway() {
         sleep 0.1
     done
     sleep 0.5
+    # Another gateway holding the ports would take the load and the figures: stop here.
+    if ! kill -0 "$GW_PID" 2>/dev/null; then
+        echo "the gateway did not start:" >&2
+        cat "$OUT/gateway.log" >&2
+        exit 1
+    fi
 }
 
 # want <name>: whether ITEMS selects the item.

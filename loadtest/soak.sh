@@ -50,11 +50,16 @@ for variant in ${VARIANTS:-limits nolimits}; do
     fi
     rm -rf "$OUT/state"
     "$BIN/lwm2m-gateway" --listen 127.0.0.1:5683 --dtls-listen 127.0.0.1:5684 \
-        --mqtt-url "mqtt://127.0.0.1:$MQTT_PORT" --workers 2 --state-dir "$OUT/state" \
+        --mqtt-url "mqtt://127.0.0.1:$MQTT_PORT" --workers 2 --state-dir "$OUT/state" --http-listen off \
         --stats-interval 5 --log-level info "${extra[@]}" >"$OUT/gateway-$variant.log" 2>&1 &
     GW=$!
     PIDS+=($GW)
     sleep 1
+    if ! kill -0 "$GW" 2>/dev/null; then
+        echo "the gateway did not start:" >&2
+        cat "$OUT/gateway-$variant.log" >&2
+        exit 1
+    fi
     echo "== soak ($variant): mixed, ${DEVICES:-10000} devices, ${GARBAGE:-1000000} garbage datagrams, ${MQTT_GARBAGE:-100000} garbage commands" >&2
     "$BIN/lwm2m-loadtest" mixed --mqtt "127.0.0.1:$MQTT_PORT" -n "${DEVICES:-10000}" \
         --rate "${RATE:-5000}" --command-rate 200 --churn 10 --duration "${DURATION:-60}" \

@@ -768,6 +768,38 @@ fn metrics_count_registrations_commands_and_round_trips() {
     );
     assert!(sample(&t, "lwm2m_resident_memory_bytes").unwrap() > 1e6);
     assert!(t.trim_end().ends_with("# EOF"));
+    // The counts follow an Update that changes the binding, and a deregistration (a scrape
+    // reuses the census of the last second).
+    let loc = |ep: &str| {
+        let d = get(a, &format!("{BASE}/clients/{ep}")).json();
+        d["registration_id"].as_str().unwrap().to_string()
+    };
+    let (loc1, loc2) = (loc("m-1"), loc("m-2"));
+    let update = Msg::con(code::POST, 50)
+        .path(&["rd", &loc1])
+        .query(&["b=UQ"]);
+    d1.send(&update.build());
+    assert_eq!(
+        MessageView::parse(&d1.recv()).unwrap().code(),
+        code::CHANGED
+    );
+    d2.send(&Msg::con(code::DELETE, 51).path(&["rd", &loc2]).build());
+    assert_eq!(
+        MessageView::parse(&d2.recv()).unwrap().code(),
+        code::DELETED
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = get(a, "/metrics").text();
+    let uq = r#"lwm2m_registrations{version="1.1",binding="UQ",queue_mode="true"}"#;
+    let u = r#"lwm2m_registrations{version="1.1",binding="U",queue_mode="false"}"#;
+    assert_eq!((sample(&t, uq), sample(&t, u)), (Some(1.0), None), "{t}");
+    let ev = |e: &str| {
+        sample(
+            &t,
+            &format!("lwm2m_registration_events_total{{event=\"{e}\"}}"),
+        )
+    };
+    assert_eq!((ev("updated"), ev("deregistered")), (Some(1.0), Some(1.0)));
     let ready = get(a, "/ready");
     assert_eq!(
         (ready.status, ready.json()),

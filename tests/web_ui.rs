@@ -1,6 +1,7 @@
 //! The web page (issue 13) in a real browser: Debian's Chromium, headless, driven by
 //! `tests/ui/page-check.js` (npm playwright-core), against a running gateway with a real LwM2M
-//! client (npm lwm2m-node-lib). The page must show the device, read its manufacturer through
+//! client (npm lwm2m-node-lib). With the page already open, the device registers: the page
+//! must show it as it appears (live, from `/events`), read its manufacturer through
 //! the page's own Read button and show the value, and show the device's events; a screenshot is
 //! kept in `target/test-artifacts/web-ui.png`. A second run with a token shows the page working
 //! through it.
@@ -37,6 +38,16 @@ fn artifact(name: &str) -> PathBuf {
 
 /// Runs the page check against `gw` for `ep`; panics with its output unless it passes.
 fn page_check(gw: &TestGateway, ep: &str, token: Option<&str>, shot: &str) {
+    check_output(start_page_check(gw, ep, token, shot), shot);
+}
+
+/// Starts the page check (it loads the page at once, then waits up to 15 s for `ep`).
+fn start_page_check(
+    gw: &TestGateway,
+    ep: &str,
+    token: Option<&str>,
+    shot: &str,
+) -> std::process::Child {
     let url = format!("http://{}/", gw.http.unwrap());
     let shot = artifact(shot);
     let mut cmd = Command::new("node");
@@ -47,7 +58,15 @@ fn page_check(gw: &TestGateway, ep: &str, token: Option<&str>, shot: &str) {
     if let Some(t) = token {
         cmd.args(["--token", t]);
     }
-    let out = cmd.output().expect("run node tests/ui/page-check.js");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node tests/ui/page-check.js")
+}
+
+fn check_output(child: std::process::Child, shot: &str) {
+    let shot = artifact(shot);
+    let out = child.wait_with_output().expect("the page check ends");
     let log =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the page check failed:\n{log}");
@@ -66,9 +85,12 @@ fn the_page_shows_a_real_device_and_reads_it() {
     }
     let gw = TestGateway::start(None, |_| {});
     let ep = format!("web-{}", rand_u16());
+    // The page is open before the device registers: it must appear in the list by itself.
+    let check = start_page_check(&gw, &ep, None, "web-ui.png");
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let c = ClientProcess::lwm2m_client("node", "node-client.js", &gw, &ep, 300, &[]);
     c.expect("REGISTERED rd/");
-    page_check(&gw, &ep, None, "web-ui.png");
+    check_output(check, "web-ui.png");
     // The page's Read went to the device.
     c.expect("READ /3/0/0");
 

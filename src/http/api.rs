@@ -110,9 +110,9 @@ fn list(ctx: &Context, req: &Req) -> Reply {
         };
         let limit = number(req, "limit", DEFAULT_LIMIT, 1..=MAX_LIMIT)?;
         let page = number(req, "page", 1, 1..=usize::MAX)?;
-        if page.saturating_mul(limit) > MAX_WINDOW {
+        if page.saturating_mul(limit) >= MAX_WINDOW {
             return Err(bad(&format!(
-                "page x limit above {MAX_WINDOW}: page on with ?after=<the last endpoint>"
+                "page x limit must stay below {MAX_WINDOW}: page on with ?after=<the last endpoint>"
             )));
         }
         Ok((filter, limit, page))

@@ -3,10 +3,10 @@
 //!
 //! Nothing is recorded for this: the counters are the atomics the threads keep anyway
 //! (`runtime::Metrics`; a shard counts into its `Output` and its worker adds a round's worth at
-//! once), read here at scrape time. What has no counter is read at scrape time too: the
-//! registrations by kind (one walk of each worker's sessions, at most once a second however
-//! often it is scraped), queue depths, the threads' CPU time and the resident memory (from
-//! `/proc`, Linux).
+//! once), read here at scrape time. The registrations by kind are counters each shard keeps in
+//! step with its sessions (`core/shard/query.rs` `Kinds`), asked of the workers at most once a
+//! second however often it is scraped; queue depths, the threads' CPU time and the resident
+//! memory (from `/proc`, Linux) are read at scrape time.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -187,11 +187,6 @@ fn snapshot(ctx: &Context) -> Snapshot {
             "Registered devices, by LwM2M version, binding and queue mode",
             Gauge,
             samples,
-        );
-        s.gauge(
-            "registrations_online",
-            "Registered devices reachable now (not asleep in queue mode)",
-            c.online,
         );
     }
     s.family(

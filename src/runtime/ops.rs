@@ -344,10 +344,8 @@ impl Ops {
     pub fn census(&self, timeout: Duration) -> Result<Census, OpsError> {
         let mut all: std::collections::BTreeMap<(&'static str, String, bool), u64> =
             Default::default();
-        let mut online = 0;
         for a in self.ask(None, || Query::Census, timeout)? {
             if let QueryAnswer::Census(c) = a {
-                online += c.online;
                 for (k, n) in c.by_kind {
                     *all.entry(k).or_default() += n;
                 }
@@ -355,7 +353,6 @@ impl Ops {
         }
         Ok(Census {
             by_kind: all.into_iter().collect(),
-            online,
         })
     }
 

@@ -303,7 +303,7 @@ impl Worker {
                 QueryAnswer::Device(self.shard.device(&ep, now, wall).map(Box::new))
             }
             Query::Kick(ep) => QueryAnswer::Kicked(self.shard.kick(now, &ep, out)),
-            Query::Census => QueryAnswer::Census(self.shard.census(now)),
+            Query::Census => QueryAnswer::Census(self.shard.census()),
         }
     }
 

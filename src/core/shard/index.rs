@@ -30,6 +30,7 @@ use hashbrown::HashTable;
 use crate::core::ids::{RegId, Token};
 use crate::core::intmap::IntMap;
 
+use super::query::Kinds;
 use super::session::{Exchange, Observation, Session};
 use super::IndexUpdate;
 
@@ -45,6 +46,8 @@ pub(super) struct Sessions {
     /// Registrations changed since the journal was last written; `None`: no journal is kept.
     /// Ids repeat: they are sorted and deduplicated when written.
     changed: Option<Vec<RegId>>,
+    /// Registrations by kind, for the metrics (`query.rs`).
+    kinds: Kinds,
 }
 
 impl Sessions {
@@ -156,7 +159,10 @@ impl Sessions {
         for t in tokens {
             self.by_token.insert(t, reg);
         }
-        self.map.insert(reg, session);
+        self.kinds.add(Kinds::of(&session.reg));
+        if let Some(old) = self.map.insert(reg, session) {
+            self.kinds.sub(Kinds::of(&old.reg));
+        }
         self.touch(reg);
         let (map, keys) = (&self.map, &self.keys);
         let entry = self.by_endpoint.entry(
@@ -179,6 +185,7 @@ impl Sessions {
         }
         self.unbind_addr(addr, reg, index);
         let s = self.map.remove(&reg)?;
+        self.kinds.sub(Kinds::of(&s.reg));
         self.touch(reg);
         if let Some(w) = &s.work {
             if let Some(ex) = &w.inflight {
@@ -190,6 +197,19 @@ impl Sessions {
             }
         }
         Some(s)
+    }
+
+    /// The registrations by kind.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// `reg`'s registration changed kind (an Update changed its binding).
+    pub fn rekind(&mut self, from: usize, to: usize) {
+        if from != to {
+            self.kinds.sub(from);
+            self.kinds.add(to);
+        }
     }
 
     /// NAT rebinding: the device now speaks from `addr`.

@@ -214,7 +214,9 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(reg_id) else {
             return Ok(());
         };
+        let kind = super::query::Kinds::of(&s.reg);
         s.reg.apply_update(&params);
+        let new_kind = super::query::Kinds::of(&s.reg);
         if objects.is_some() {
             s.reg.objects = objects;
         }
@@ -230,6 +232,7 @@ impl Shard {
             Self::emit(&self.cfg, s, Uplink::Updated(&s.reg), out);
         }
         self.sessions.touch(reg_id);
+        self.sessions.rekind(kind, new_kind);
         // NAT rebinding: the device's address is wherever its Update came from.
         self.sessions.move_to(reg_id, peer.addr, &mut out.index);
         // The pending lifetime timer fires no later than the new expiry unless the lifetime
