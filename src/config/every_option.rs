@@ -112,6 +112,30 @@ fn password_env_value_is_hidden() {
     assert!(a.is_hide_env_values_set());
 }
 
+#[test]
+fn secrets_never_show_in_debug_help_or_the_defaults_tree() {
+    let c = everything_changed();
+    let debug = format!("{c:?}");
+    // Debug escapes the quotes: `tok \"en\"`, `pw \"quoted\"`.
+    assert!(!debug.contains(r#"tok \"en"#), "{debug}");
+    assert!(!debug.contains(r#"pw \"quoted"#), "{debug}");
+    let shown = serde_json::to_string(&Options::from_config(&c)).unwrap();
+    assert!(
+        !shown.contains(r#"tok \"en"#) && !shown.contains(r#"pw \"quoted"#),
+        "{shown}"
+    );
+    let cmd = Args::command();
+    let token = cmd
+        .get_arguments()
+        .find(|a| a.get_id() == "http.token")
+        .expect("token flag");
+    assert_eq!(
+        token.get_env().and_then(|e| e.to_str()),
+        Some("LWM2M_GATEWAY_HTTP_TOKEN")
+    );
+    assert!(token.is_hide_env_values_set());
+}
+
 /// A configuration with every field away from its default; no `..`, so a new field must be
 /// added here.
 fn everything_changed() -> Config {

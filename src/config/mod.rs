@@ -140,7 +140,7 @@ pub struct LimitsConfig {
 }
 
 /// `[http]`: the operations surface (issue 13): HTTP API, metrics, live events, web page.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HttpConfig {
     /// `None`: no HTTP listener.
     pub listen: Option<SocketAddr>,
@@ -154,6 +154,20 @@ pub struct HttpConfig {
     pub command_timeout: Duration,
     /// Event streams open at once.
     pub max_event_streams: usize,
+}
+
+/// Like a derived `Debug`, except that the token shows as `<hidden>`.
+impl fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("cors_origin", &self.cors_origin)
+            .field("threads", &self.threads)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_event_streams", &self.max_event_streams)
+            .finish()
+    }
 }
 
 /// `[security]`: where device credentials come from and what plain CoAP may do.
