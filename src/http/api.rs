@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use crate::core::command;
 use crate::core::shard::{DeviceFilter, DeviceInfo};
 use crate::lwm2m::model::ObjectDef;
-use crate::lwm2m::ResourceType;
 use crate::runtime::ops::{OpsError, MAX_WINDOW};
 
 use super::{Context, Reply, Req};
@@ -254,21 +253,6 @@ fn emqx_command(ctx: &Context, req: &Req, ep: &str, op: &str) -> Reply {
     command(ctx, req, ep, cmd.to_string().into_bytes())
 }
 
-fn type_name(t: ResourceType) -> &'static str {
-    match t {
-        ResourceType::String => "String",
-        ResourceType::Integer => "Integer",
-        ResourceType::UnsignedInteger => "Unsigned Integer",
-        ResourceType::Float => "Float",
-        ResourceType::Boolean => "Boolean",
-        ResourceType::Opaque => "Opaque",
-        ResourceType::Time => "Time",
-        ResourceType::Objlnk => "Objlnk",
-        ResourceType::Corelnk => "Corelnk",
-        ResourceType::None => "none",
-    }
-}
-
 fn objects(ctx: &Context) -> Reply {
     let list: Vec<Value> = ctx
         .model
@@ -290,7 +274,7 @@ pub fn object_json(o: &ObjectDef) -> Value {
             "id": r.id,
             "name": r.name,
             "operations": r.operations.as_str(),
-            "type": type_name(r.resource_type),
+            "type": r.resource_type.name(),
             "multiple": r.multiple,
             "mandatory": r.mandatory,
             "units": r.units,

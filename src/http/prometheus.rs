@@ -9,7 +9,7 @@
 //! memory (from `/proc`, Linux) are read at scrape time.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -209,17 +209,69 @@ fn snapshot(ctx: &Context) -> Snapshot {
             (lab("cause", "full"), Val::U(g(&m.refused_full))),
         ],
     );
-    s.counter(
-        "datagrams_received",
-        "UDP datagrams read (CoAP and DTLS)",
-        g(&m.datagrams_in),
-    );
-    s.counter("datagrams_sent", "UDP datagrams sent", g(&m.datagrams_out));
-    s.counter(
-        "datagram_send_errors",
-        "Datagrams the socket did not take",
-        g(&m.send_errors),
-    );
+    // The plain counters: (name, help, the atomic behind it).
+    let counters: [(&str, &str, &AtomicU64); 13] = [
+        (
+            "datagrams_received",
+            "UDP datagrams read (CoAP and DTLS)",
+            &m.datagrams_in,
+        ),
+        ("datagrams_sent", "UDP datagrams sent", &m.datagrams_out),
+        (
+            "datagram_send_errors",
+            "Datagrams the socket did not take",
+            &m.send_errors,
+        ),
+        (
+            "sources_blocked",
+            "Sources blocked for their error rate",
+            &m.sources_blocked,
+        ),
+        (
+            "coap_retransmissions",
+            "Confirmable requests sent again for want of an ACK",
+            &m.retransmissions,
+        ),
+        (
+            "coap_timeouts",
+            "Requests to devices that ended unanswered",
+            &m.coap_timeouts,
+        ),
+        ("notifications", "Notifications published", &m.notifications),
+        (
+            "commands_received",
+            "Commands received from MQTT",
+            &m.commands_in,
+        ),
+        (
+            "commands_dropped",
+            "Commands answered 5.03 because their worker's queue was full",
+            &m.commands_dropped,
+        ),
+        (
+            "mqtt_publishes",
+            "Messages handed to the MQTT connection",
+            &m.publishes,
+        ),
+        (
+            "mqtt_publishes_dropped",
+            "Messages dropped because the MQTT queue was full",
+            &m.publish_dropped,
+        ),
+        (
+            "dtls_bad_records",
+            "DTLS records dropped: not authentic, replayed, for no session",
+            &m.dtls_bad_records,
+        ),
+        (
+            "dtls_migrated",
+            "DTLS sessions that followed their device to a new address (Connection ID)",
+            &m.dtls_migrated,
+        ),
+    ];
+    for (name, help, a) in counters {
+        s.counter(name, help, g(a));
+    }
     s.family(
         "datagrams_dropped",
         "Datagrams dropped, by cause",
@@ -231,36 +283,6 @@ fn snapshot(ctx: &Context) -> Snapshot {
             (lab("cause", "oversized"), Val::U(g(&m.dropped_oversized))),
             (lab("cause", "forbidden"), Val::U(g(&m.forbidden))),
         ],
-    );
-    s.counter(
-        "sources_blocked",
-        "Sources blocked for their error rate",
-        g(&m.sources_blocked),
-    );
-    s.counter(
-        "coap_retransmissions",
-        "Confirmable requests sent again for want of an ACK",
-        g(&m.retransmissions),
-    );
-    s.counter(
-        "coap_timeouts",
-        "Requests to devices that ended unanswered",
-        g(&m.coap_timeouts),
-    );
-    s.counter(
-        "notifications",
-        "Notifications published",
-        g(&m.notifications),
-    );
-    s.counter(
-        "commands_received",
-        "Commands received from MQTT",
-        g(&m.commands_in),
-    );
-    s.counter(
-        "commands_dropped",
-        "Commands answered 5.03 because their worker's queue was full",
-        g(&m.commands_dropped),
     );
     let commands: Vec<_> = {
         let map = m.commands.lock();
@@ -301,16 +323,6 @@ fn snapshot(ctx: &Context) -> Snapshot {
         "1 while the broker connection is up and subscribed",
         u64::from(m.mqtt_subscribed.load(Ordering::Relaxed)),
     );
-    s.counter(
-        "mqtt_publishes",
-        "Messages handed to the MQTT connection",
-        g(&m.publishes),
-    );
-    s.counter(
-        "mqtt_publishes_dropped",
-        "Messages dropped because the MQTT queue was full",
-        g(&m.publish_dropped),
-    );
     s.gauge(
         "mqtt_queue_depth",
         "Messages waiting for the MQTT connection",
@@ -348,16 +360,6 @@ fn snapshot(ctx: &Context) -> Snapshot {
                 Val::U(g(&m.dtls_refused_busy)),
             ),
         ],
-    );
-    s.counter(
-        "dtls_bad_records",
-        "DTLS records dropped: not authentic, replayed, for no session",
-        g(&m.dtls_bad_records),
-    );
-    s.counter(
-        "dtls_migrated",
-        "DTLS sessions that followed their device to a new address (Connection ID)",
-        g(&m.dtls_migrated),
     );
     s.gauge(
         "http_event_streams",

@@ -230,18 +230,11 @@ pub fn value_from_json(ty: ResourceType, v: &Json, hex: bool) -> Result<Value, S
     }
 }
 
+/// The type as error messages name it.
 fn type_name(ty: ResourceType) -> &'static str {
     match ty {
-        ResourceType::String => "String",
-        ResourceType::Integer => "Integer",
-        ResourceType::UnsignedInteger => "Unsigned Integer",
-        ResourceType::Float => "Float",
-        ResourceType::Boolean => "Boolean",
-        ResourceType::Opaque => "Opaque",
-        ResourceType::Time => "Time",
-        ResourceType::Objlnk => "Objlnk",
-        ResourceType::Corelnk => "Corelnk",
         ResourceType::None => "executable",
+        t => t.name(),
     }
 }
 

@@ -19,6 +19,25 @@ pub enum ResourceType {
     None,
 }
 
+impl ResourceType {
+    /// The type as object definitions and the MQTT `type` field spell it; `none` for an
+    /// executable resource.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceType::String => "String",
+            ResourceType::Integer => "Integer",
+            ResourceType::UnsignedInteger => "Unsigned Integer",
+            ResourceType::Float => "Float",
+            ResourceType::Boolean => "Boolean",
+            ResourceType::Opaque => "Opaque",
+            ResourceType::Time => "Time",
+            ResourceType::Objlnk => "Objlnk",
+            ResourceType::Corelnk => "Corelnk",
+            ResourceType::None => "none",
+        }
+    }
+}
+
 /// A typed value. `Time` is seconds since the Unix epoch (signed, as in the TS).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

@@ -111,14 +111,16 @@ pub struct Metrics {
     pub mqtt_subscribed: AtomicBool,
 }
 
+/// Adds `v` to a counter (nothing when it is 0: no write to a shared cache line).
+pub fn add(a: &AtomicU64, v: u64) {
+    if v > 0 {
+        a.fetch_add(v, Ordering::Relaxed);
+    }
+}
+
 impl Metrics {
     /// Adds a round of a shard's counters and ended commands.
     pub fn add_shard(&self, s: &ShardStats, commands: &[CommandEnd]) {
-        let add = |a: &AtomicU64, v: u64| {
-            if v > 0 {
-                a.fetch_add(v, Ordering::Relaxed);
-            }
-        };
         add(&self.registered, s.registered);
         add(&self.updated, s.updated);
         add(&self.deregistered, s.deregistered);

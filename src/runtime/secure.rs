@@ -18,7 +18,6 @@
 //! follows it the same way before the datagram reaches the shard.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -155,11 +154,7 @@ impl SecureListener {
     /// Counters since the last call, added to the gateway's.
     pub(super) fn report(&mut self, m: &Metrics) {
         let s = self.server.take_stats();
-        let add = |a: &std::sync::atomic::AtomicU64, v: u64| {
-            if v > 0 {
-                a.fetch_add(v, Ordering::Relaxed);
-            }
-        };
+        let add = super::metrics::add;
         add(&m.dtls_hello_verify, s.hello_verify);
         add(&m.dtls_handshakes, s.handshakes_started);
         add(&m.dtls_established, s.established);
