@@ -697,6 +697,17 @@ fn metrics_count_registrations_commands_and_round_trips() {
     let (d1, d2) = (gw.device(), gw.device());
     register(&d1, "m-1", "U");
     register(&d2, "m-2", "UQ");
+    // Queue mode by LwM2M 1.1's Q parameter, apart from b=: counted as queue mode all the same.
+    let d3 = gw.device();
+    let q = Msg::con(code::POST, 1)
+        .path(&["rd"])
+        .query(&["ep=m-3", "lt=300", "lwm2m=1.1", "b=U", "Q"])
+        .payload(b"</3/0>");
+    d3.send(&q.build());
+    assert_eq!(
+        MessageView::parse(&d3.recv()).unwrap().code(),
+        code::CREATED
+    );
     let obs = gw.observer();
     exchange(
         &gw,
@@ -714,6 +725,26 @@ fn metrics_count_registrations_commands_and_round_trips() {
         json!({"reqID": 2, "msgType": "read", "data": {"path": "/3/0/9"}}),
         |q| answer(q, code::NOT_FOUND, None, b""),
     );
+    // A notification, and a command the gateway refuses itself (no such endpoint).
+    let mut token = Vec::new();
+    exchange(
+        &gw,
+        &obs,
+        &d1,
+        "m-1",
+        json!({"reqID": 3, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
+        |q| {
+            token = MessageView::parse(q).unwrap().token().to_vec();
+            observe_answer(q, 1, b"20")
+        },
+    );
+    d1.send(&notification(&token, 60, 2, b"21"));
+    obs.next_of("notify");
+    obs.command(
+        "nobody",
+        json!({"reqID": 4, "msgType": "discover", "data": {"path": "/3/0"}}),
+    );
+    assert_eq!(obs.next_of("discover").1["data"]["code"], "4.04");
     let r = get(a, "/metrics");
     assert_eq!(r.status, 200);
     assert!(r
@@ -738,11 +769,22 @@ fn metrics_count_registrations_commands_and_round_trips() {
             &t,
             r#"lwm2m_registrations{version="1.1",binding="UQ",queue_mode="true"}"#
         ),
-        Some(1.0)
+        Some(2.0),
+        "{t}"
     );
     assert_eq!(
         sample(&t, r#"lwm2m_registration_events_total{event="registered"}"#),
-        Some(2.0)
+        Some(3.0)
+    );
+    assert_eq!(sample(&t, "lwm2m_notifications_total"), Some(1.0), "{t}");
+    assert_eq!(
+        sample(&t, r#"lwm2m_commands_total{type="observe",result="2.05"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, r#"lwm2m_commands_total{type="discover",result="4.04"}"#),
+        Some(1.0),
+        "the gateway's own refusals count too: {t}"
     );
     assert_eq!(
         sample(&t, r#"lwm2m_commands_total{type="read",result="2.05"}"#),
@@ -752,10 +794,11 @@ fn metrics_count_registrations_commands_and_round_trips() {
         sample(&t, r#"lwm2m_commands_total{type="read",result="4.04"}"#),
         Some(1.0)
     );
-    assert_eq!(sample(&t, "lwm2m_command_rtt_seconds_count"), Some(2.0));
+    // Round trips of the three answers from the device (not of the refusal).
+    assert_eq!(sample(&t, "lwm2m_command_rtt_seconds_count"), Some(3.0));
     assert_eq!(
         sample(&t, r#"lwm2m_command_rtt_seconds_bucket{le="+Inf"}"#),
-        Some(2.0)
+        Some(3.0)
     );
     assert!(sample(&t, "lwm2m_datagrams_received_total").unwrap() >= 4.0);
     assert_eq!(sample(&t, "lwm2m_mqtt_connected"), Some(1.0));
@@ -793,7 +836,7 @@ fn metrics_count_registrations_commands_and_round_trips() {
     let t = get(a, "/metrics").text();
     let uq = r#"lwm2m_registrations{version="1.1",binding="UQ",queue_mode="true"}"#;
     let u = r#"lwm2m_registrations{version="1.1",binding="U",queue_mode="false"}"#;
-    assert_eq!((sample(&t, uq), sample(&t, u)), (Some(1.0), None), "{t}");
+    assert_eq!((sample(&t, uq), sample(&t, u)), (Some(2.0), None), "{t}");
     let ev = |e: &str| {
         sample(
             &t,

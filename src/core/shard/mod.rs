@@ -47,7 +47,7 @@ use super::uplink::{self, Uplink};
 
 pub use super::peer::Peer;
 pub use super::uplink::Publish;
-pub use query::{binding_label, Census, DeviceFilter, DeviceInfo, DevicePage};
+pub use query::{Census, DeviceFilter, DeviceInfo, DevicePage};
 
 pub use durable::{
     IdentityNames, ImportError, ImportReport, JournalReport, NoIdentities, SnapshotKind,
@@ -271,6 +271,18 @@ impl Shard {
 
     /// Publishes `ev` about the device of session `s`.
     fn emit(cfg: &ShardConfig, s: &Session, ev: Uplink, out: &mut Output) {
+        Self::publish(cfg, &s.reg.endpoint, s.host(), ev, out);
+    }
+
+    /// Renders `ev` about `endpoint` into `out` and counts it for the metrics: every uplink of
+    /// the shard goes through here, so nothing is published uncounted.
+    fn publish(
+        cfg: &ShardConfig,
+        endpoint: &str,
+        host: Option<std::net::IpAddr>,
+        ev: Uplink,
+        out: &mut Output,
+    ) {
         let ended = |cmd: &crate::core::command::CommandHead, result| CommandEnd {
             op: crate::core::command::Op::named(&cmd.msg_type),
             result,
@@ -292,8 +304,8 @@ impl Shard {
             Uplink::Reset(cmd) => out.commands.push(ended(cmd, CommandResult::Reset)),
             _ => {}
         }
-        let p = uplink::render(&cfg.topics, &s.reg.endpoint, s.host(), &ev);
-        out.publishes.push(p);
+        out.publishes
+            .push(uplink::render(&cfg.topics, endpoint, host, &ev));
     }
 
     /// Any datagram from the device: it is awake (queue mode), so waiting commands may go.

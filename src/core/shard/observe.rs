@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::coap::block::{Block2Assembly, Block2Step, BlockOpt};
 use crate::coap::{code, decode_uint, opt, MessageView};
 use crate::core::ids::{RegId, Token};
-use crate::core::uplink::{self, Uplink};
+use crate::core::uplink::Uplink;
 
 use super::exchange::answer;
 use super::session::{Purpose, Queued, Session};
@@ -88,8 +88,7 @@ impl Shard {
             seq_num: seq,
             answer: &answer,
         };
-        let p = uplink::render(&self.cfg.topics, &r.endpoint, host, &ev);
-        out.publishes.push(p);
+        Self::publish(&self.cfg, &r.endpoint, host, ev, out);
         // An error, or a response without Observe, ends the observation (RFC 7641 §3.2, §4.2).
         if !code::is_success(resp_code) || seq.is_none() {
             self.sessions.remove_observation(reg, token);

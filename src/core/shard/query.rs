@@ -87,12 +87,7 @@ fn binding_mask(b: &str) -> usize {
         .fold(0, |m, (i, _)| m | 1 << i)
 }
 
-/// `b=` reduced to the binding letters of LwM2M 1.0–1.2 (`U S N T M H Q`), each once, in that
-/// order; `U` when none is left.
-pub fn binding_label(b: &str) -> String {
-    mask_label(binding_mask(b))
-}
-
+/// The letters of `mask` in [`BINDING_LETTERS`] order; `U` when none is left but `Q`.
 fn mask_label(mask: usize) -> String {
     let label: String = BINDING_LETTERS
         .chars()
@@ -116,13 +111,16 @@ pub(super) struct Kinds {
 }
 
 impl Kinds {
-    /// The kind of a registration.
+    /// The kind of a registration. Queue mode is the registration's own flag (LwM2M 1.1 sets
+    /// it with the `Q` parameter, apart from `b=`), shown as the binding's `Q`.
     pub fn of(reg: &crate::core::registration::Registration) -> usize {
         let v = VERSIONS[..3]
             .iter()
             .position(|v| *v == reg.version())
             .unwrap_or(3);
-        v * 128 + binding_mask(reg.binding())
+        let q = 1 << (BINDING_LETTERS.len() - 1);
+        let mask = binding_mask(reg.binding()) & !q | if reg.queue_mode { q } else { 0 };
+        v * 128 + mask
     }
 
     pub fn add(&mut self, kind: usize) {
@@ -293,17 +291,18 @@ fn observed_path(path: &Path, paths: &[Path]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::binding_label;
+    use super::{binding_mask, mask_label};
 
     #[test]
     fn binding_labels_are_bounded_and_canonical() {
-        assert_eq!(binding_label("U"), "U");
-        assert_eq!(binding_label("UQ"), "UQ");
-        assert_eq!(binding_label("QU"), "UQ");
-        assert_eq!(binding_label("UQS"), "USQ");
-        assert_eq!(binding_label(""), "U");
-        assert_eq!(binding_label("Q"), "UQ");
-        assert_eq!(binding_label("<script>"), "U");
-        assert_eq!(binding_label("TTT"), "T");
+        let label = |b: &str| mask_label(binding_mask(b));
+        assert_eq!(label("U"), "U");
+        assert_eq!(label("UQ"), "UQ");
+        assert_eq!(label("QU"), "UQ");
+        assert_eq!(label("UQS"), "USQ");
+        assert_eq!(label(""), "U");
+        assert_eq!(label("Q"), "UQ");
+        assert_eq!(label("<script>"), "U");
+        assert_eq!(label("TTT"), "T");
     }
 }

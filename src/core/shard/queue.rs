@@ -10,7 +10,7 @@ use crate::coap::code;
 use crate::core::command::{Command, CommandError, CommandHead, Stage};
 use crate::core::ids::RegId;
 use crate::core::request::{self, DeviceContext};
-use crate::core::uplink::{self, Uplink};
+use crate::core::uplink::Uplink;
 
 use super::session::{Purpose, Queued};
 use super::{Output, Shard, Timer};
@@ -35,8 +35,7 @@ impl Shard {
             .and_then(|s| s.host());
         let refuse = |out: &mut Output, cmd: &CommandHead, code: u8, reason: &str| {
             let ev = Uplink::Refused { cmd, code, reason };
-            out.publishes
-                .push(uplink::render(&self.cfg.topics, ep, host, &ev));
+            Self::publish(&self.cfg, ep, host, ev, out);
         };
         match (&cmd, reg) {
             (Err(e), _) if e.stage == Stage::Envelope => {
