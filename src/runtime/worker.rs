@@ -39,8 +39,7 @@ use crate::dtls::ConnKey;
 
 use super::addr_index::AddrIndex;
 use super::blocklist::Blocklist;
-use super::channel::{Query, QueryAnswer};
-use super::channel::{WorkerMsg, WorkerRx};
+use super::channel::{Query, QueryAnswer, WorkerMsg, WorkerRx};
 use super::doorbell::Doorbell;
 use super::durable::Durable;
 use super::metrics::Metrics;
